@@ -1,0 +1,142 @@
+"""The `icm` command line: thin wiring of files, config and progress to the labelling run."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+from rich.console import Console
+
+from .errors import EXIT_INTERRUPTED, IcmError, InputError
+from .eval_command import eval_command
+
+EXIT_CODES = """Exit codes: 0 done; 1 eval accuracy under --min-accuracy; 2 usage or input error;
+3 backend (model) error; 130 interrupted."""
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Label a dataset with no human labels by Internal Coherence Maximization (ICM).\n\n" + EXIT_CODES,
+    pretty_exceptions_enable=False,
+)
+
+
+def _stderr() -> Console:
+    return Console(stderr=True)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Report IcmError as one line on stderr with its exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except IcmError as e:
+            print(f"icm: error: {e.message}", file=sys.stderr)
+            raise typer.Exit(e.exit_code)
+        except KeyboardInterrupt:
+            print("icm: interrupted", file=sys.stderr)
+            raise typer.Exit(EXIT_INTERRUPTED)
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def label(
+    data: str = typer.Argument(..., help="Input rows: a JSONL, CSV or Parquet path, or - for JSONL on stdin."),
+    config: Optional[Path] = typer.Option(None, "-c", "--config", help="YAML config (task, search, batch, backend)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output JSONL; stdout when absent."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Override search.seed."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing OUT."),
+    label_field: str = typer.Option("label", "--label-field", help="Output field for the label."),
+    confidence_field: str = typer.Option("confidence", "--confidence-field", help="Output field for the confidence."),
+) -> None:
+    """Label DATA with the model's most coherent label set; rows out in input order."""
+    from .backends.loading import load_backend
+    from .config import load_config
+    from .data import load_rows
+    from .metrics import normalize_label
+    from .output import check_destination, summary_path, write_rows, atomic_write_text
+    from .progress import ProgressView
+    from .runner import label_dataset
+    from .tasks import build_task
+
+    cfg = load_config(config)
+    if seed is not None:
+        cfg = cfg.with_seed(seed)
+    if out is not None:
+        check_destination(out, data, force)
+    dataset = load_rows(data)
+    for row in dataset.rows:
+        for name in (label_field, confidence_field):
+            if name in row.fields:
+                raise InputError(
+                    f"{dataset.source}:{row.line}: field '{name}' already exists in the input; "
+                    f"pass --label-field/--confidence-field to name the output fields"
+                )
+    build_task(dataset, cfg.task)  # every input error surfaces before the model loads
+    monitor = None
+    if cfg.task.monitor_field:
+        monitor = [_normalized_or_none(r.fields.get(cfg.task.monitor_field), normalize_label) for r in dataset.rows]
+    console = _stderr()
+    log = (lambda msg: None) if quiet else (lambda msg: console.print(f"icm: {msg}", markup=False, highlight=False))
+    log(f"{len(dataset.rows)} rows from {dataset.source}; loading model {cfg.backend.model}")
+    backend = load_backend(cfg.backend, log)
+    with ProgressView(console, cfg.task.labels, quiet=quiet) as view:
+        results, summary = label_dataset(dataset, cfg, backend, view, monitor)
+    rows = [{**row.fields, label_field: r.label, confidence_field: r.confidence} for row, r in zip(dataset.rows, results)]
+    write_rows(rows, out)
+    summary_json = json.dumps(summary.to_json(), indent=2)
+    if out is not None:
+        atomic_write_text(summary_path(out), summary_json + "\n")
+    if not quiet:
+        _print_summary(console, summary, out)
+
+
+def _normalized_or_none(value, normalize) -> Optional[str]:
+    try:
+        return normalize(value)
+    except ValueError:
+        return None
+
+
+def _print_summary(console: Console, summary, out: Optional[Path]) -> None:
+    from rich.table import Table
+
+    table = Table(title="icm label: summary", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    s = summary
+    table.add_row("model", f"{s.model} ({s.backend})")
+    table.add_row("config hash / seed", f"{s.config_hash} / {s.seed}")
+    table.add_row("rows / batches", f"{s.rows} / {s.batches}")
+    table.add_row("iterations", f"{s.iterations} ({s.converged_batches}/{s.batches} batches converged)")
+    table.add_row("acceptance rate", f"{s.accepted}/{s.proposals} = {s.acceptance_rate:.2%}")
+    table.add_row("final U", ", ".join(f"{u:.3f}" for u in s.final_utility))
+    table.add_row("inconsistencies left", str(s.inconsistencies_left))
+    table.add_row("labels", ", ".join(f"{k}: {v}" for k, v in sorted(s.label_counts.items())))
+    if s.unsearched_rows:
+        table.add_row("labelled after search", f"{s.unsearched_rows} rows (by the final labelled set)")
+    table.add_row("tokens scored", f"{s.tokens_scored:,} (of {s.tokens_requested:,} in prompts; {s.prefix_reuse:.1%} reused)")
+    table.add_row("wall time", f"{s.wall_time_s:.1f} s")
+    if out is not None:
+        table.add_row("written", f"{out} and {out.name}.summary.json")
+    console.print(table)
+
+
+app.command("eval")(user_errors(eval_command))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

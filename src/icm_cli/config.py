@@ -1,0 +1,237 @@
+"""The run configuration: typed dataclasses read from YAML, with one-line errors for bad values."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from .errors import InputError
+
+TaskType = Literal["classification", "claims", "comparison"]
+Objective = Literal["mean_logodds", "sum_logprob"]
+Schedule = Literal["log_flips", "paper"]
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    type: TaskType = "classification"
+    # Renders one input into the text the model reads before its label; `{field}` names input fields.
+    template: str = "Input: {text}\nLabel:"
+    # Label words. For claims and comparisons the first word means "true".
+    labels: tuple[str, ...] = ("positive", "negative")
+    # Put between the rendered input and the label word; a leading space is how most
+    # tokenizers expect the next word, and scoring " True" after "is" is what has signal.
+    label_prefix: str = " "
+    separator: str = "\n\n"
+    id_field: Optional[str] = None
+    # claims: rows sharing a group value are checked against each other; rows with different
+    # keys (e.g. final answers) cannot both be true, rows with the same key must agree.
+    group_field: Optional[str] = None
+    key_field: Optional[str] = None
+    # comparison: the two candidate fields; the tool renders both orders itself.
+    pair_fields: Optional[tuple[str, str]] = None
+    # A gold field shown live as agreement; never read by the search.
+    monitor_field: Optional[str] = None
+    # Batch calibration: subtract from each example's label log-probabilities their mean over
+    # the labelled set, so a label counts only where the input itself moves the model. Labelling
+    # everything alike then scores P = 0 (see README). "auto": on for classification, off for
+    # claims and comparisons, whose consistency constraints already rule that solution out.
+    calibrate: Literal["auto", "on", "off"] = "auto"
+
+    def calibrated(self) -> bool:
+        return self.calibrate == "on" or (self.calibrate == "auto" and self.type == "classification")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    alpha: float = 30.0
+    initial_labels: int = 8
+    iterations: int = 3000
+    fix_rounds: int = 10
+    t0: float = 10.0
+    t_min: float = 0.01
+    schedule: Schedule = "log_flips"
+    beta: float = 0.99
+    objective: Objective = "mean_logodds"
+    group_weight: float = 100.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    # Examples per independent ICM run are packed until their demonstrations fill this many tokens.
+    max_tokens: int = 3072
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    type: Literal["hf"] = "hf"
+    model: str = "embedded"
+    dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
+    device: str = "auto"
+    max_context: Optional[int] = None
+    reuse_prefixes: bool = True
+    batch_rows: int = 16
+
+
+@dataclass(frozen=True)
+class Config:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+
+    def digest(self) -> str:
+        """A short hash of every setting, so runs can say exactly what produced them."""
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def with_seed(self, seed: int) -> "Config":
+        return dataclasses.replace(self, search=dataclasses.replace(self.search, seed=seed))
+
+
+_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "search.alpha": (0, None),
+    "search.initial_labels": (1, None),
+    "search.iterations": (0, None),
+    "search.fix_rounds": (0, None),
+    "search.t0": (0, None),
+    "search.t_min": (0, None),
+    "search.beta": (0, None),
+    "search.group_weight": (1, None),
+    "batch.max_tokens": (64, None),
+    "backend.max_context": (16, None),
+    "backend.batch_rows": (1, None),
+}
+
+
+def load_config(path: Optional[Path]) -> Config:
+    if path is None:
+        return Config()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: config file not found")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: config is not UTF-8 (byte at offset {e.start})")
+    except OSError as e:
+        raise InputError(f"{path}: cannot read config ({e.strerror})")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise InputError(f"{path}{line}: YAML syntax error ({problem})")
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: config must be a mapping of sections (task, search, batch, backend)")
+    return parse_config(raw, str(path))
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    _reject_unknown(raw, sections, source, "")
+    built = {}
+    for name, f in sections.items():
+        value = raw.get(name, {})
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise InputError(f"{source}: '{name}' must be a mapping")
+        cls = typing.get_type_hints(Config)[name]
+        built[name] = _build(cls, value, source, name)
+    config = Config(**built)
+    _check_task(config.task, source)
+    return config
+
+
+def _build(cls: type, values: dict[str, Any], source: str, section: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _reject_unknown(values, fields, source, section + ".")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{section}.{name}"
+        kwargs[name] = _coerce(value, hints[name], source, key)
+        bounds = _RANGES.get(key)
+        if bounds and kwargs[name] is not None:
+            low, high = bounds
+            if (low is not None and kwargs[name] < low) or (high is not None and kwargs[name] > high):
+                raise InputError(f"{source}: '{key}' is {value}, must be >= {low}")
+    return cls(**kwargs)
+
+
+def _reject_unknown(values: dict[str, Any], known: dict[str, Any], source: str, prefix: str) -> None:
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise InputError(f"{source}: unknown key '{prefix}{key}'{hint}")
+
+
+def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], source, key)
+    if origin is Literal:
+        if value not in args:
+            raise InputError(f"{source}: '{key}' is {value!r}, must be one of {', '.join(map(str, args))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, (str, int, float, bool)) for v in value):
+            raise InputError(f"{source}: '{key}' must be a list of words")
+        words = tuple(str(v) for v in value)
+        if args and args[-1] is not Ellipsis and len(words) != len(args):
+            raise InputError(f"{source}: '{key}' must list exactly {len(args)} field names")
+        return words
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise InputError(f"{source}: '{key}' is {value!r}, must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{source}: '{key}' is {value!r}, must be an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"{source}: '{key}' is {value!r}, must be a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise InputError(f"{source}: '{key}' is {value!r}, must be a string")
+        return value
+    raise AssertionError(f"unhandled config type {hint} for {key}")
+
+
+def _check_task(task: TaskConfig, source: str) -> None:
+    if len(task.labels) < 2:
+        raise InputError(f"{source}: 'task.labels' has {len(task.labels)} word; a label set needs at least two")
+    if len(set(task.labels)) != len(task.labels):
+        raise InputError(f"{source}: 'task.labels' repeats a word")
+    if task.type in ("claims", "comparison") and len(task.labels) != 2:
+        raise InputError(f"{source}: 'task.labels' for {task.type} must be two words (true first, then false)")
+    if task.type == "comparison" and not task.pair_fields:
+        raise InputError(f"{source}: 'task.pair_fields' is required for comparison tasks (the two candidate fields)")
+    if task.key_field and not task.group_field:
+        raise InputError(f"{source}: 'task.key_field' needs 'task.group_field' (keys are compared within a group)")
+    from .prompts import template_fields
+
+    try:
+        template_fields(task.template)
+    except ValueError as e:
+        raise InputError(f"{source}: 'task.template' {e}")

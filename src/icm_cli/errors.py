@@ -1,0 +1,41 @@
+"""Errors meant for users: each carries the exit code the CLI returns and a one-line message."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_BELOW_THRESHOLD = 1
+EXIT_USAGE = 2
+EXIT_BACKEND = 3
+EXIT_INTERRUPTED = 130
+
+
+class IcmError(Exception):
+    """An error the CLI reports as one line, with no traceback."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InputError(IcmError):
+    """Bad data, config or arguments: the user can fix it by changing what they pass."""
+
+    exit_code = EXIT_USAGE
+
+
+class BackendError(IcmError):
+    """The model could not be loaded or could not score prompts."""
+
+    exit_code = EXIT_BACKEND
+
+
+def where(path: str, line: int | None = None, field: str | None = None) -> str:
+    """Format a location prefix like `data.jsonl:12: field 'text'`."""
+    out = str(path)
+    if line is not None:
+        out += f":{line}"
+    if field is not None:
+        out += f": field '{field}'"
+    return out

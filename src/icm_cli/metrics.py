@@ -1,0 +1,178 @@
+"""Agreement between predicted and gold labels: accuracy with a bootstrap CI, Cohen's kappa,
+per-class scores, confusion matrix and id coverage. Pure logic: no I/O, no printing."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+_TRUE = frozenset({"true", "1", "1.0"})
+_FALSE = frozenset({"false", "0", "0.0"})
+N_EXAMPLE_IDS = 5
+
+
+def normalize_label(value: object) -> str:
+    """Map a label to a canonical string so gold files in different formats compare equal.
+
+    Booleans, 1/0 (int, float or string) and true/false strings in any case become
+    "true"/"false"; any other string is stripped and lower-cased.
+    """
+    if value is None:
+        raise ValueError("null is not a label")
+    # bool before int: bool is a subclass of int.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        if value == 1:
+            return "true"
+        if value == 0:
+            return "false"
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value).lower()
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if not text:
+            raise ValueError("an empty string is not a label")
+        if text in _TRUE:
+            return "true"
+        if text in _FALSE:
+            return "false"
+        return text
+    raise ValueError(f"a {type(value).__name__} is not a label (expected a string, number or boolean)")
+
+
+@dataclass(frozen=True)
+class ClassStats:
+    precision: float
+    recall: float
+    f1: float
+    support: int  # number of matched ids whose gold label is this class
+
+    def to_json(self) -> dict[str, Any]:
+        return {"precision": self.precision, "recall": self.recall, "f1": self.f1, "support": self.support}
+
+
+@dataclass(frozen=True)
+class Coverage:
+    gold_total: int
+    pred_total: int
+    missing_in_pred: int
+    missing_in_gold: int
+    # First few missing ids, in the order they appear in their file.
+    missing_in_pred_examples: tuple[str, ...]
+    missing_in_gold_examples: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "gold_total": self.gold_total,
+            "pred_total": self.pred_total,
+            "missing_in_pred": self.missing_in_pred,
+            "missing_in_gold": self.missing_in_gold,
+            "missing_in_pred_examples": list(self.missing_in_pred_examples),
+            "missing_in_gold_examples": list(self.missing_in_gold_examples),
+        }
+
+
+@dataclass(frozen=True)
+class Agreement:
+    n: int
+    accuracy: float
+    ci95: tuple[float, float]
+    kappa: float
+    labels: list[str]
+    per_class: Mapping[str, ClassStats]
+    confusion: Mapping[str, Mapping[str, int]]  # gold label -> predicted label -> count
+    coverage: Coverage
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "accuracy": self.accuracy,
+            "ci95": [self.ci95[0], self.ci95[1]],
+            "kappa": self.kappa,
+            "labels": list(self.labels),
+            "per_class": {label: stats.to_json() for label, stats in self.per_class.items()},
+            "confusion": {g: dict(row) for g, row in self.confusion.items()},
+            "coverage": self.coverage.to_json(),
+        }
+
+
+def compute_agreement(
+    pred: Mapping[str, str],
+    gold: Mapping[str, str],
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> Agreement:
+    """Compare normalized labels on the ids present in both `pred` and `gold`.
+
+    Raises ValueError when no id is shared or `n_bootstrap` is not positive.
+    """
+    if n_bootstrap < 1:
+        raise ValueError("n_bootstrap must be at least 1")
+    ids = [i for i in gold if i in pred]
+    if not ids:
+        raise ValueError("no ids in common")
+    n = len(ids)
+    pairs = [(gold[i], pred[i]) for i in ids]
+    # Classes come from matched ids only: a class seen only on unmatched ids would add an
+    # all-zero row and column that says nothing about agreement.
+    labels = sorted({g for g, _ in pairs} | {p for _, p in pairs})
+
+    counts = Counter(pairs)
+    confusion = {g: {p: counts[(g, p)] for p in labels} for g in labels}
+    gold_counts = Counter(g for g, _ in pairs)
+    pred_counts = Counter(p for _, p in pairs)
+    correct = sum(counts[(c, c)] for c in labels)
+    accuracy = correct / n
+
+    expected = sum(gold_counts[c] * pred_counts[c] for c in labels) / (n * n)
+    kappa = 0.0 if math.isclose(expected, 1.0) else (accuracy - expected) / (1.0 - expected)
+
+    per_class: dict[str, ClassStats] = {}
+    for c in labels:
+        tp = counts[(c, c)]
+        precision = tp / pred_counts[c] if pred_counts[c] else 0.0
+        recall = tp / gold_counts[c] if gold_counts[c] else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[c] = ClassStats(precision, recall, f1, gold_counts[c])
+
+    return Agreement(
+        n=n,
+        accuracy=accuracy,
+        ci95=_bootstrap_ci(correct, n, n_bootstrap, seed),
+        kappa=kappa,
+        labels=labels,
+        per_class=per_class,
+        confusion=confusion,
+        coverage=_coverage(pred, gold),
+    )
+
+
+def _bootstrap_ci(correct: int, n: int, n_bootstrap: int, seed: int) -> tuple[float, float]:
+    # Resampling n ids with replacement from n ids of which `correct` are right gives a number
+    # right that is exactly Binomial(n, correct/n), so drawing that directly is the same
+    # percentile bootstrap without an n_bootstrap x n index matrix.
+    rng = np.random.default_rng(seed)
+    resampled = rng.binomial(n, correct / n, size=n_bootstrap) / n
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _coverage(pred: Mapping[str, str], gold: Mapping[str, str]) -> Coverage:
+    missing_in_pred = [i for i in gold if i not in pred]
+    missing_in_gold = [i for i in pred if i not in gold]
+    return Coverage(
+        gold_total=len(gold),
+        pred_total=len(pred),
+        missing_in_pred=len(missing_in_pred),
+        missing_in_gold=len(missing_in_gold),
+        missing_in_pred_examples=tuple(missing_in_pred[:N_EXAMPLE_IDS]),
+        missing_in_gold_examples=tuple(missing_in_gold[:N_EXAMPLE_IDS]),
+    )

@@ -1,0 +1,150 @@
+"""One labelling run: task -> batches -> an ICM search per batch -> one label per row, and a summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from .backends.base import Backend
+from .config import Config
+from .data import Dataset
+from .scoring import CoherenceScorer, PromptSet
+from .search import Step, run_search
+from .tasks import RowLabel, Task, build_task, make_batches, row_labels
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a progress view shows: the search's step, plus where in the run it is."""
+
+    batch: int
+    batches: int
+    step: Step
+    tokens_computed: int
+    elapsed: float
+    monitor_agreement: Optional[float]
+
+
+@dataclass
+class RunSummary:
+    config_hash: str
+    data_hash: str
+    model: str
+    backend: str
+    seed: int
+    rows: int
+    examples: int
+    batches: int
+    iterations: int = 0
+    proposals: int = 0
+    accepted: int = 0
+    acceptance_rate: float = 0.0
+    evaluations: int = 0
+    final_utility: list[float] = field(default_factory=list)
+    inconsistencies_left: int = 0
+    label_counts: dict[str, int] = field(default_factory=dict)
+    unsearched_rows: int = 0
+    tokens_scored: int = 0
+    tokens_requested: int = 0
+    prefix_reuse: float = 0.0
+    wall_time_s: float = 0.0
+    converged_batches: int = 0
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def label_dataset(
+    dataset: Dataset,
+    config: Config,
+    backend: Backend,
+    on_progress: Optional[Callable[[Progress], None]] = None,
+    monitor: Optional[list[Optional[str]]] = None,
+) -> tuple[list[RowLabel], RunSummary]:
+    """Label every row. `monitor` holds normalised gold per row for display only."""
+    start = time.monotonic()
+    task: Task = build_task(dataset, config.task)
+    batches = make_batches(task, backend.count_tokens, config.batch.max_tokens, config.search.seed)
+    summary = RunSummary(
+        config.digest(), dataset.digest, backend.model_name, backend.name, config.search.seed,
+        len(dataset.rows), len(task.examples), len(batches),
+    )
+    tokens_before = backend.stats.tokens_computed
+    requested_before = backend.stats.tokens_requested
+    labels: dict[int, Optional[int]] = {}
+    scores: dict[int, tuple[float, ...]] = {}
+    for b, batch in enumerate(batches):
+        prompts = PromptSet(
+            tuple(task.examples[i].query for i in batch.indices), task.label_words,
+            config.task.label_prefix, config.task.separator, task.calibrate,
+        )
+        scorer = CoherenceScorer(prompts, backend)
+        # Each batch is an independent run; a distinct seed per batch keeps them from
+        # starting identically while staying a pure function of the configured seed.
+        params = dataclasses.replace(config.search, seed=config.search.seed + b)
+        gold = _batch_gold(task, batch.indices, monitor)
+
+        def observe(step: Step, b: int = b, gold=gold) -> None:
+            if on_progress is not None:
+                on_progress(Progress(
+                    b, len(batches), step, backend.stats.tokens_computed - tokens_before,
+                    time.monotonic() - start, _agreement(step, gold, task.label_words),
+                ))
+
+        result = run_search(batch.problem, scorer, params, observe)
+        for local, global_index in enumerate(batch.indices):
+            labels[global_index] = result.labels[local]
+            scores[global_index] = result.evaluation.scores[local]
+        summary.iterations += result.iterations
+        summary.proposals += result.proposals
+        summary.accepted += result.accepted
+        summary.evaluations += result.evaluations
+        summary.final_utility.append(round(result.utility, 4))
+        summary.inconsistencies_left += result.inconsistent
+        summary.converged_batches += int(result.converged)
+    rows = row_labels(task, len(dataset.rows), labels, scores)
+    for r in rows:
+        summary.label_counts[r.label] = summary.label_counts.get(r.label, 0) + 1
+    summary.unsearched_rows = sum(not r.searched for r in rows)
+    summary.acceptance_rate = round(summary.accepted / summary.proposals, 4) if summary.proposals else 0.0
+    summary.tokens_scored = backend.stats.tokens_computed - tokens_before
+    summary.tokens_requested = backend.stats.tokens_requested - requested_before
+    if summary.tokens_requested:
+        summary.prefix_reuse = round(1 - summary.tokens_scored / summary.tokens_requested, 4)
+    summary.wall_time_s = round(time.monotonic() - start, 2)
+    return rows, summary
+
+
+def _batch_gold(task: Task, indices: tuple[int, ...], monitor: Optional[list[Optional[str]]]) -> Optional[list[Optional[str]]]:
+    if monitor is None:
+        return None
+    out = []
+    for i in indices:
+        ex = task.examples[i]
+        gold = monitor[ex.row]
+        if ex.swapped and gold is not None:
+            # The swapped order is true exactly when the original is false.
+            gold = {"true": "false", "false": "true"}.get(gold, gold)
+        out.append(gold)
+    return out
+
+
+def _agreement(step: Step, gold: Optional[list[Optional[str]]], words: tuple[str, ...]) -> Optional[float]:
+    if gold is None:
+        return None
+    hits = total = 0
+    names = [_norm(w) for w in words]
+    for y, g in zip(step.labels, gold):
+        if y is None or g is None:
+            continue
+        total += 1
+        hits += names[y] == g
+    return hits / total if total else None
+
+
+def _norm(word: str) -> str:
+    from .metrics import normalize_label
+
+    return normalize_label(word)

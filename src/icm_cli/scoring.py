@@ -1,0 +1,125 @@
+"""Mutual predictability as model requests: the prompts of one U evaluation, laid out to share prefixes.
+
+For labelled example i the prompt is every other labelled example as a demonstration,
+then i's input; its label is scored. The order of the demonstrations is fixed by a
+halving recursion: split the labelled set D into halves A and B; every prompt for an
+example in A starts with all of B, every prompt for B starts with all of A; recurse.
+Each prompt still holds exactly D minus i, but prompts share long prefixes, so a backend
+that reuses prefixes computes O(n log n) tokens instead of O(n^2). The layout is a pure
+function of D, so the objective does not depend on search history.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from .backends.base import Backend, ScoreRequest
+from .search import Evaluation, Labels
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """Everything needed to write prompts for one batch of examples."""
+
+    queries: tuple[str, ...]  # each example's rendered input, ending where its label goes
+    label_words: tuple[str, ...]
+    label_prefix: str = " "
+    separator: str = "\n\n"
+    calibrate: bool = False
+
+    def demo(self, i: int, label: int) -> str:
+        return self.queries[i] + self.label_prefix + self.label_words[label] + self.separator
+
+    def continuations(self) -> tuple[str, ...]:
+        return tuple(self.label_prefix + w for w in self.label_words)
+
+
+def leave_one_out_contexts(members: Sequence[int]) -> dict[int, list[int]]:
+    """For each member, the other members in the halving order (see module docstring)."""
+    out: dict[int, list[int]] = {}
+
+    def split(group: Sequence[int], prefix: list[int]) -> None:
+        if len(group) == 1:
+            out[group[0]] = prefix
+            return
+        half = len(group) // 2
+        first, second = group[:half], group[half:]
+        split(first, prefix + list(second))
+        split(second, prefix + list(first))
+
+    if members:
+        split(list(members), [])
+    return out
+
+
+class CoherenceScorer:
+    """Turns a label assignment into per-example label scores (the search's Scorer)."""
+
+    def __init__(self, prompts: PromptSet, backend: Backend, memo_size: int = 512):
+        self.prompts = prompts
+        self.backend = backend
+        self.memo_size = memo_size
+        self._memo: OrderedDict[Labels, Evaluation] = OrderedDict()
+        self.memo_hits = 0
+
+    def requests(self, labels: Labels) -> tuple[list[ScoreRequest], list[int]]:
+        """The requests of one evaluation, and the example each one scores."""
+        p = self.prompts
+        conts = p.continuations()
+        members = [i for i, y in enumerate(labels) if y is not None]
+        demos = {i: p.demo(i, labels[i]) for i in members}
+        requests: list[ScoreRequest] = []
+        examples: list[int] = []
+        for i, context in leave_one_out_contexts(members).items():
+            requests.append(ScoreRequest(tuple(demos[j] for j in context) + (p.queries[i],), conts))
+            examples.append(i)
+        # Proposals for unlabelled examples read the whole labelled set, in the order that
+        # shares the longest prefix with the leave-one-out prompts above.
+        full = tuple(demos[j] for j in members)
+        for i, y in enumerate(labels):
+            if y is None:
+                requests.append(ScoreRequest(full + (p.queries[i],), conts))
+                examples.append(i)
+        return requests, examples
+
+    def evaluate(self, labels: Labels) -> Evaluation:
+        cached = self._memo.get(labels)
+        if cached is not None:
+            self._memo.move_to_end(labels)
+            self.memo_hits += 1
+            return cached
+        requests, examples = self.requests(labels)
+        raw: list[list[float]] = [[] for _ in labels]
+        for i, values in zip(examples, self.backend.score(requests) if requests else []):
+            raw[i] = values
+        if self.prompts.calibrate:
+            raw = _batch_calibrated(raw, labels)
+        evaluation = Evaluation(tuple(tuple(_log_softmax(v)) for v in raw))
+        self._memo[labels] = evaluation
+        if len(self._memo) > self.memo_size:
+            self._memo.popitem(last=False)
+        return evaluation
+
+
+def _batch_calibrated(raw: list[list[float]], labels: Labels) -> list[list[float]]:
+    """Subtract each label's mean log-probability over the labelled set (batch calibration).
+
+    What the context says about every input alike cancels; what the input adds remains.
+    With the reference objective, a labelling that gives every example one label then has
+    P(D) = 0 exactly, while labels that follow the model's reading of each input score above 0.
+    """
+    members = [i for i, y in enumerate(labels) if y is not None]
+    if len(members) < 2:
+        return raw
+    k = len(raw[members[0]])
+    mean = [sum(raw[i][y] for i in members) / len(members) for y in range(k)]
+    return [[v - m for v, m in zip(values, mean)] for values in raw]
+
+
+def _log_softmax(values: Sequence[float]) -> list[float]:
+    top = max(values)
+    total = top + math.log(sum(math.exp(v - top) for v in values))
+    return [v - total for v in values]

@@ -1,0 +1,262 @@
+"""ICM's search (Algorithm 1) and ConsistencyFix (Algorithm 2), as pure logic.
+
+Knows nothing of files, terminals or models: it sees a Problem, a Scorer that turns a label
+assignment into per-example label scores, and a seed. Same inputs, same labels.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Optional, Protocol, Sequence
+
+from .config import SearchConfig
+
+Labels = tuple[Optional[int], ...]
+TRUE = 0  # in binary claim tasks the first label word means "true"
+
+ConstraintKind = Literal["not_both_true", "equal", "exactly_one_true"]
+
+# The label pairs that satisfy each kind of constraint (ConsistencyFix's options).
+_OPTIONS: dict[str, tuple[tuple[int, int], ...]] = {
+    "not_both_true": ((TRUE, 1), (1, TRUE)),
+    "exactly_one_true": ((TRUE, 1), (1, TRUE)),
+    "equal": ((TRUE, TRUE), (1, 1)),
+}
+
+
+@dataclass(frozen=True)
+class Constraint:
+    i: int
+    j: int
+    kind: ConstraintKind
+
+    def violated(self, labels: Labels) -> bool:
+        a, b = labels[self.i], labels[self.j]
+        if a is None or b is None:
+            return False
+        if self.kind == "not_both_true":
+            return a == TRUE and b == TRUE
+        if self.kind == "exactly_one_true":
+            return (a == TRUE) == (b == TRUE)
+        return a != b
+
+
+@dataclass(frozen=True)
+class Problem:
+    n: int
+    num_labels: int
+    constraints: tuple[Constraint, ...] = ()
+    groups: tuple[Optional[str], ...] = ()  # consistency group per example, for sampling weights
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Per example, normalised log-probabilities of each label.
+
+    For a labelled example the context is every other labelled example (leave-one-out);
+    for an unlabelled one it is the whole labelled set. Proposals read these too, so a
+    proposal costs no model call.
+    """
+
+    scores: tuple[tuple[float, ...], ...]
+
+
+class Scorer(Protocol):
+    def evaluate(self, labels: Labels) -> Evaluation: ...
+
+
+@dataclass(frozen=True)
+class Step:
+    iteration: int
+    iterations: int
+    temperature: float
+    utility: float
+    predictability: float
+    inconsistent: int
+    labelled: int
+    n: int
+    proposals: int
+    accepted: int
+    label_counts: tuple[int, ...]
+    labels: Labels
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    labels: Labels
+    evaluation: Evaluation
+    utility: float
+    predictability: float
+    inconsistent: int
+    iterations: int
+    proposals: int
+    accepted: int
+    evaluations: int
+    converged: bool
+
+
+def predictability(labels: Labels, evaluation: Evaluation, objective: str) -> float:
+    """P(D): the paper's sum of label log-probabilities, or the reference code's mean signed log-odds."""
+    terms = []
+    for i, y in enumerate(labels):
+        if y is None:
+            continue
+        logp = evaluation.scores[i][y]
+        if objective == "sum_logprob":
+            terms.append(logp)
+        else:
+            # log p - log(1 - p); in binary tasks this is the signed log-odds of the label.
+            rest = -math.expm1(logp) if logp < 0 else 0.0
+            terms.append(logp - math.log(max(rest, 1e-300)))
+    if not terms:
+        return 0.0
+    return sum(terms) if objective == "sum_logprob" else sum(terms) / len(terms)
+
+
+def violations(labels: Labels, constraints: Sequence[Constraint]) -> list[Constraint]:
+    return [c for c in constraints if c.violated(labels)]
+
+
+def temperature(params: SearchConfig, iteration: int, flips: int) -> float:
+    if params.schedule == "paper":
+        t = params.t0 / (1 + params.beta * math.log(max(iteration, 1)))
+    else:
+        t = params.t0 / (1 + 2 * math.log(1 + flips))
+    return max(params.t_min, t)
+
+
+def argmax(scores: Sequence[float]) -> int:
+    best = 0
+    for k, s in enumerate(scores):
+        if s > scores[best]:
+            best = k
+    return best
+
+
+@dataclass
+class _State:
+    labels: Labels
+    evaluation: Evaluation
+    utility: float
+    predictability: float
+    inconsistent: int
+
+
+@dataclass
+class _Search:
+    problem: Problem
+    scorer: Scorer
+    params: SearchConfig
+    rng: random.Random
+    evaluations: int = 0
+    _group_index: dict[str, list[int]] = field(default_factory=dict)
+
+    def state(self, labels: Labels) -> _State:
+        self.evaluations += 1
+        evaluation = self.scorer.evaluate(labels)
+        p = predictability(labels, evaluation, self.params.objective)
+        bad = len(violations(labels, self.problem.constraints))
+        return _State(labels, evaluation, self.params.alpha * p - bad, p, bad)
+
+    def initial_labels(self) -> Labels:
+        n, k = self.problem.n, min(self.params.initial_labels, self.problem.n)
+        chosen = self.rng.sample(range(n), k)
+        # Balanced random seed labels (half True, half False in the binary case).
+        words = [c % self.problem.num_labels for c in range(k)]
+        self.rng.shuffle(words)
+        labels: list[Optional[int]] = [None] * n
+        for i, y in zip(chosen, words):
+            labels[i] = y
+        return tuple(labels)
+
+    def consistency_fix(self, current: _State) -> _State:
+        tried: set[Constraint] = set()
+        for _ in range(self.params.fix_rounds):
+            bad = [c for c in violations(current.labels, self.problem.constraints) if c not in tried]
+            if not bad:
+                break
+            pair = self.rng.choice(bad)
+            tried.add(pair)
+            best: Optional[_State] = None
+            for a, b in _OPTIONS[pair.kind]:
+                option = list(current.labels)
+                option[pair.i], option[pair.j] = a, b
+                candidate = self.state(tuple(option))
+                if best is None or candidate.utility > best.utility:
+                    best = candidate
+            if best is not None and best.utility > current.utility:
+                current = best
+        return current
+
+    def pick(self, labels: Labels) -> int:
+        groups = self.problem.groups
+        if not groups or self.params.group_weight == 1:
+            return self.rng.randrange(self.problem.n)
+        active = {groups[i] for i, y in enumerate(labels) if y is not None and groups[i] is not None}
+        weights = [
+            self.params.group_weight if y is None and groups[i] in active else 1.0
+            for i, y in enumerate(labels)
+        ]
+        return self.rng.choices(range(self.problem.n), weights=weights)[0]
+
+
+def is_fixed_point(state: _State) -> bool:
+    """True when no pick can propose a change, so further iterations are provably no-ops."""
+    return state.inconsistent == 0 and all(
+        y is not None and argmax(state.evaluation.scores[i]) == y for i, y in enumerate(state.labels)
+    )
+
+
+def run_search(
+    problem: Problem,
+    scorer: Scorer,
+    params: SearchConfig,
+    on_step: Optional[Callable[[Step], None]] = None,
+) -> SearchResult:
+    search = _Search(problem, scorer, params, random.Random(params.seed))
+    current = search.consistency_fix(search.state(search.initial_labels()))
+    flips = proposals = accepted = 0
+    iteration = 0
+    converged = False
+
+    def report(t: float) -> None:
+        if on_step is None:
+            return
+        counts = [0] * problem.num_labels
+        for y in current.labels:
+            if y is not None:
+                counts[y] += 1
+        on_step(
+            Step(iteration, params.iterations, t, current.utility, current.predictability,
+                 current.inconsistent, sum(counts), problem.n, proposals, accepted, tuple(counts),
+                 current.labels)
+        )
+
+    report(temperature(params, 0, 0))
+    for iteration in range(1, params.iterations + 1):
+        t = temperature(params, iteration, flips)
+        if is_fixed_point(current):
+            converged = True
+            report(t)
+            break
+        i = search.pick(current.labels)
+        proposal = argmax(current.evaluation.scores[i])
+        if current.labels[i] == proposal:
+            report(t)
+            continue
+        proposals += 1
+        changed = list(current.labels)
+        changed[i] = proposal
+        candidate = search.consistency_fix(search.state(tuple(changed)))
+        delta = candidate.utility - current.utility
+        if delta > 0 or search.rng.random() < math.exp(delta / t):
+            current = candidate
+            accepted += 1
+            flips += 1
+        report(t)
+    return SearchResult(
+        current.labels, current.evaluation, current.utility, current.predictability,
+        current.inconsistent, iteration, proposals, accepted, search.evaluations, converged,
+    )
