@@ -108,12 +108,14 @@ def make_batches(task: Task, count_tokens: Callable[[str], int], max_tokens: int
     random.Random(seed).shuffle(order)
     longest_word = max(count_tokens(" " + w) for w in task.label_words)
     cost = lambda i: count_tokens(task.examples[i].query) + longest_word + 2  # noqa: E731
+    sizes = [sum(cost(i) for i in unit) for unit in order]
+    # Fill to an even share rather than to the limit, so the last batch is not a small remnant.
+    target = sum(sizes) / max(1, math.ceil(sum(sizes) / max_tokens))
     batches: list[list[int]] = []
     current: list[int] = []
     used = 0
-    for unit in order:
-        size = sum(cost(i) for i in unit)
-        if current and used + size > max_tokens:
+    for unit, size in zip(order, sizes):
+        if current and (used + size > max_tokens or used >= target):
             batches.append(current)
             current, used = [], 0
         current.extend(unit)

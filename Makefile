@@ -1,0 +1,28 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both install first.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+ICM    := $(VENV)/bin/icm
+DEMO   := runs/demo
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+# torch is pinned to the CPU build first: asked for plainly, pip would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: install
+	mkdir -p $(DEMO)
+	$(ICM) label examples/tweets-64.jsonl -c configs/tweets-sentiment.yaml -o $(DEMO)/tweets-64.labels.jsonl --force
+	$(ICM) eval $(DEMO)/tweets-64.labels.jsonl --gold examples/tweets-64.gold.jsonl
+
+test: install
+	$(PY) -m pytest -q -ra
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,99 @@
+"""End-to-end tests through `icm label` and `icm eval` with the real embedded model on CPU.
+
+They run a small, shipped sample of tweets for a few iterations: the point is that the whole
+path works with real scores (and is deterministic), not accuracy, which needs more data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "tweets-16.jsonl"
+GOLD = ROOT / "examples" / "tweets-16.gold.jsonl"
+
+pytestmark = pytest.mark.model
+
+
+def icm(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "icm_cli.cli", *args], input=stdin, capture_output=True, cwd=ROOT, timeout=900
+    )
+
+
+@pytest.fixture(scope="module")
+def small_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "tweets-small.yaml"
+    text = (ROOT / "configs" / "tweets-sentiment.yaml").read_text()
+    text, count = re.subn(r"iterations: \d+", "iterations: 40", text)
+    assert count == 1
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory, small_config) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("run") / "labels.jsonl"
+    result = icm("label", str(SAMPLE), "-c", str(small_config), "-o", str(out), "--seed", "3")
+    return out, result
+
+
+def test_label_writes_every_row_in_order_with_label_and_confidence(labelled):
+    out, result = labelled
+    assert result.returncode == 0, result.stderr.decode()
+    inputs = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [r["id"] for r in inputs]
+    for before, after in zip(inputs, rows):
+        assert after["text"] == before["text"]
+        assert after["label"] in ("positive", "negative")
+        assert 0.0 <= after["confidence"] <= 1.0
+    # The calibrated objective must not hand every tweet the same label.
+    assert len({r["label"] for r in rows}) == 2
+
+
+def test_label_writes_summary_next_to_output(labelled):
+    out, _ = labelled
+    summary = json.loads(out.with_name(out.name + ".summary.json").read_text())
+    for key in ("config_hash", "model", "seed", "iterations", "acceptance_rate", "final_utility",
+                "inconsistencies_left", "label_counts", "tokens_scored", "wall_time_s"):
+        assert key in summary
+    assert summary["seed"] == 3
+    assert summary["tokens_scored"] > 0
+    assert sum(summary["label_counts"].values()) == 16
+
+
+def test_progress_goes_to_stderr_as_plain_lines(labelled):
+    _, result = labelled
+    err = result.stderr.decode()
+    assert "iteration=" in err and "U=" in err
+    assert "summary" in err
+
+
+def test_eval_against_gold_json_and_threshold(labelled):
+    out, _ = labelled
+    result = icm("eval", str(out), "--gold", str(GOLD), "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads(result.stdout)
+    assert report["n"] == 16
+    assert 0.0 <= report["accuracy"] <= 1.0
+    strict = icm("eval", str(out), "--gold", str(GOLD), "--min-accuracy", "1.01")
+    assert strict.returncode == 2  # out of range is a usage error
+    failing = icm("eval", str(out), "--gold", str(GOLD), "--min-accuracy", str(min(1.0, report["accuracy"] + 0.01)))
+    assert failing.returncode == 1
+
+
+def test_same_seed_same_labels_and_stdout_pipeline(labelled, small_config):
+    out, _ = labelled
+    again = icm("label", "-", "-c", str(small_config), "--seed", "3", "--quiet", stdin=SAMPLE.read_bytes())
+    assert again.returncode == 0, again.stderr.decode()
+    assert again.stderr == b""  # --quiet: nothing on stderr
+    first = [(r["id"], r["label"], r["confidence"]) for r in map(json.loads, out.read_text().splitlines())]
+    second = [(r["id"], r["label"], r["confidence"]) for r in map(json.loads, again.stdout.decode().splitlines())]
+    assert first == second
