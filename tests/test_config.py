@@ -194,7 +194,7 @@ def test_wrong_type_names_the_key(tmp_path, text, key):
 def test_out_of_range_names_the_key(tmp_path, text, key):
     message = error_for(tmp_path, text)
     assert f"'{key}'" in message
-    assert "must be >=" in message
+    assert "must be >" in message
 
 
 @pytest.mark.parametrize("text", ["search: {alpha: 0}\n", "search: {iterations: 0}\n", "batch: {max_tokens: 64}\n"])
@@ -312,54 +312,29 @@ def test_with_seed_changes_only_the_seed():
 # --------------------------------------------------------------------------- bugs (xfail)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PyYAML (YAML 1.1) reads unquoted on/off as booleans, so `calibrate: on` -- the "
-    "spelling the config comment suggests -- fails with \"'task.calibrate' is True, must be one of auto, on, off\"",
-)
 @pytest.mark.parametrize(("word", "expected"), [("on", True), ("off", False)])
 def test_calibrate_on_off_unquoted(tmp_path, word, expected):
     config = load_config(write(tmp_path, f"task:\n  calibrate: {word}\n"))
     assert config.task.calibrated() is expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PyYAML (YAML 1.1) reads unquoted yes/no/on/off as booleans and _coerce str()s them, "
-    "so `labels: [yes, no]` silently becomes ('True', 'False') and the model scores the wrong words",
-)
 @pytest.mark.parametrize("words", [("yes", "no"), ("Yes", "No"), ("on", "off")])
 def test_label_words_yes_no_kept_verbatim(tmp_path, words):
     config = load_config(write(tmp_path, f"task:\n  labels: [{words[0]}, {words[1]}]\n"))
     assert config.task.labels == words
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: range checks compare with < and >, which NaN passes; `alpha: .nan` is accepted and "
-    "makes every utility NaN (the search then never accepts a move)",
-)
 @pytest.mark.parametrize("key", ["alpha", "t0", "t_min"])
 def test_nan_rejected(tmp_path, key):
     with pytest.raises(InputError):
         load_config(write(tmp_path, f"search: {{{key}: .nan}}\n"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: t0: 0 with t_min: 0 passes the (0, None) ranges but gives temperature 0, and run_search "
-    "then divides by it (ZeroDivisionError in math.exp(delta / t)); see test_search.py",
-)
 def test_zero_temperature_rejected(tmp_path):
     with pytest.raises(InputError):
         load_config(write(tmp_path, "search: {t0: 0, t_min: 0}\n"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GAP: a comparison template that does not render both pair_fields makes the two orders of "
-    "a pair identical prompts, yet they are constrained exactly-one-true; nothing rejects it",
-)
 def test_comparison_template_must_render_pair_fields(tmp_path):
     with pytest.raises(InputError):
         load_config(

@@ -6,6 +6,8 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -43,7 +45,7 @@ class TaskConfig:
     monitor_field: Optional[str] = None
     # Batch calibration: subtract from each example's label log-probabilities their mean over
     # the labelled set, so a label counts only where the input itself moves the model. Labelling
-    # everything alike then scores P = 0 (see README). "auto": on for classification, off for
+    # everything alike then scores P = 0 with two labels, and below 0 with more (see README). "auto": on for classification, off for
     # claims and comparisons, whose consistency constraints already rule that solution out.
     calibrate: Literal["auto", "on", "off"] = "auto"
 
@@ -104,7 +106,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "search.initial_labels": (1, None),
     "search.iterations": (0, None),
     "search.fix_rounds": (0, None),
-    "search.t0": (0, None),
+    "search.t0": (1e-9, None),
     "search.t_min": (0, None),
     "search.beta": (0, None),
     "search.group_weight": (1, None),
@@ -112,6 +114,22 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "backend.max_context": (16, None),
     "backend.batch_rows": (1, None),
 }
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML with YAML 1.2 booleans: only true/false are booleans.
+
+    Under YAML 1.1, `labels: [yes, no]` would become True/False and `calibrate: on` a boolean.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def load_config(path: Optional[Path]) -> Config:
@@ -126,7 +144,7 @@ def load_config(path: Optional[Path]) -> Config:
     except OSError as e:
         raise InputError(f"{path}: cannot read config ({e.strerror})")
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -168,7 +186,7 @@ def _build(cls: type, values: dict[str, Any], source: str, section: str) -> Any:
         if bounds and kwargs[name] is not None:
             low, high = bounds
             if (low is not None and kwargs[name] < low) or (high is not None and kwargs[name] > high):
-                raise InputError(f"{source}: '{key}' is {value}, must be >= {low}")
+                raise InputError(f"{source}: '{key}' is {value}, must be {'> 0' if low == 1e-9 else f'>= {low}'}")
     return cls(**kwargs)
 
 
@@ -208,8 +226,8 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
             raise InputError(f"{source}: '{key}' is {value!r}, must be an integer")
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(f"{source}: '{key}' is {value!r}, must be a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InputError(f"{source}: '{key}' is {value!r}, must be a finite number")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -232,6 +250,12 @@ def _check_task(task: TaskConfig, source: str) -> None:
     from .prompts import template_fields
 
     try:
-        template_fields(task.template)
+        used = template_fields(task.template)
     except ValueError as e:
         raise InputError(f"{source}: 'task.template' {e}")
+    if task.type == "comparison":
+        for name in task.pair_fields or ():
+            if name not in used:
+                raise InputError(
+                    f"{source}: 'task.template' must use both pair fields; it does not use '{{{name}}}'"
+                )

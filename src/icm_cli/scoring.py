@@ -108,8 +108,9 @@ def _batch_calibrated(raw: list[list[float]], labels: Labels) -> list[list[float
     """Subtract each label's mean log-probability over the labelled set (batch calibration).
 
     What the context says about every input alike cancels; what the input adds remains.
-    With the reference objective, a labelling that gives every example one label then has
-    P(D) = 0 exactly, while labels that follow the model's reading of each input score above 0.
+    With the reference objective and two labels, a labelling that gives every example one label
+    then has P(D) = 0 exactly (with more labels, below 0), while labels that follow the model's
+    reading of each input score above 0.
     """
     members = [i for i, y in enumerate(labels) if y is not None]
     if len(members) < 2:

@@ -251,7 +251,7 @@ def run_search(
         changed[i] = proposal
         candidate = search.consistency_fix(search.state(tuple(changed)))
         delta = candidate.utility - current.utility
-        if delta > 0 or search.rng.random() < math.exp(delta / t):
+        if delta > 0 or (t > 0 and search.rng.random() < math.exp(delta / t)):
             current = candidate
             accepted += 1
             flips += 1
