@@ -602,3 +602,16 @@ def test_group_weight_favours_unlabelled_members_of_active_groups():
     s1 = search_module._Search(problem, StaticScorer([[0.5, 0.5]] * 10), params(group_weight=1.0), random.Random(0))
     uniform = Counter(s1.pick(labels) for _ in range(2000))
     assert uniform[1] / 2000 < 0.2
+
+
+def test_resume_from_any_saved_state_gives_the_same_result():
+    cfg = params(seed=5, iterations=400)
+    problem = Problem(12, 2)
+    states: list = []
+    full = run_search(problem, ContextScorer(TRUTH12), cfg, lambda s: s.state and states.append(s.state))
+    assert len(states) > 3
+    for saved in (states[0], states[len(states) // 2], states[-1]):
+        resumed = run_search(problem, ContextScorer(TRUTH12), cfg, resume=saved)
+        assert resumed.labels == full.labels
+        assert resumed.iterations == full.iterations
+        assert (resumed.proposals, resumed.accepted) == (full.proposals, full.accepted)

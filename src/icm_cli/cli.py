@@ -11,7 +11,7 @@ from typing import Callable, Optional
 import typer
 from rich.console import Console
 
-from .errors import EXIT_INTERRUPTED, IcmError, InputError
+from .errors import EXIT_INTERRUPTED, IcmError, InputError, Interrupted
 from .eval_command import eval_command
 
 EXIT_CODES = """Exit codes: 0 done; 1 eval accuracy under --min-accuracy; 2 usage or input error;
@@ -54,12 +54,15 @@ def label(
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output JSONL; stdout when absent."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override search.seed."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing OUT."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing OUT (and start over from any checkpoint)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from the checkpoint beside OUT."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate, show the first prompts and the token estimate; load no model."),
     label_field: str = typer.Option("label", "--label-field", help="Output field for the label."),
     confidence_field: str = typer.Option("confidence", "--confidence-field", help="Output field for the confidence."),
 ) -> None:
     """Label DATA with the model's most coherent label set; rows out in input order."""
     from .backends.loading import load_backend
+    from .checkpoint import Checkpoint, checkpoint_path
     from .config import load_config
     from .data import load_rows
     from .metrics import normalize_label
@@ -71,6 +74,8 @@ def label(
     cfg = load_config(config)
     if seed is not None:
         cfg = cfg.with_seed(seed)
+    if resume and out is None:
+        raise InputError("--resume needs -o OUT: the checkpoint lives beside OUT")
     if out is not None:
         check_destination(out, data, force)
     dataset = load_rows(data)
@@ -82,22 +87,69 @@ def label(
                     f"pass --label-field/--confidence-field to name the output fields"
                 )
     build_task(dataset, cfg.task)  # every input error surfaces before the model loads
+    if dry_run:
+        _print_dry_run(dataset, cfg)
+        return
     monitor = None
     if cfg.task.monitor_field:
         monitor = [_normalized_or_none(r.fields.get(cfg.task.monitor_field), normalize_label) for r in dataset.rows]
     console = _stderr()
     log = (lambda msg: None) if quiet else (lambda msg: console.print(f"icm: {msg}", markup=False, highlight=False))
+    checkpoint = Checkpoint(checkpoint_path(out), cfg, dataset.digest) if out is not None else None
+    state = None
+    if checkpoint is not None:
+        if resume:
+            state = checkpoint.load()
+        elif checkpoint.path.exists() and not force:
+            raise InputError(
+                f"{checkpoint.path}: an interrupted run left a checkpoint; pass --resume to continue it "
+                f"or --force to start over"
+            )
     log(f"{len(dataset.rows)} rows from {dataset.source}; loading model {cfg.backend.model}")
     backend = load_backend(cfg.backend, log)
-    with ProgressView(console, cfg.task.labels, quiet=quiet) as view:
-        results, summary = label_dataset(dataset, cfg, backend, view, monitor)
+    try:
+        with ProgressView(console, cfg.task.labels, quiet=quiet) as view:
+            results, summary = label_dataset(
+                dataset, cfg, backend, view, monitor, resume=state,
+                save=checkpoint.save if checkpoint is not None else None,
+            )
+    except KeyboardInterrupt:
+        where = f"; checkpoint saved, continue with --resume" if checkpoint is not None else ""
+        raise Interrupted(f"interrupted{where}")
     rows = [{**row.fields, label_field: r.label, confidence_field: r.confidence} for row, r in zip(dataset.rows, results)]
     write_rows(rows, out)
     summary_json = json.dumps(summary.to_json(), indent=2)
     if out is not None:
         atomic_write_text(summary_path(out), summary_json + "\n")
+        checkpoint.remove()
     if not quiet:
         _print_summary(console, summary, out)
+
+
+def _print_dry_run(dataset, cfg) -> None:
+    from rich.table import Table
+
+    from .backends.tokens import token_counter
+    from .dry_run import dry_run
+
+    count, how = token_counter(cfg.backend)
+    report = dry_run(dataset, cfg, count)
+    console = Console()
+    console.print(f"[bold]icm label --dry-run[/bold]: config {cfg.digest()}, {cfg.task.type}, labels {list(cfg.task.labels)}")
+    console.print(f"{report.rows} rows -> {report.examples} examples in {len(report.batches)} batches (tokens: {how})")
+    table = Table("batch", "examples", "constraints", "tokens / U evaluation", "from scratch", "max evaluations")
+    for b, est in enumerate(report.batches[:20]):
+        table.add_row(str(b + 1), str(est.examples), str(est.constraints), f"{est.tokens_per_evaluation:,}",
+                      f"{est.tokens_from_scratch:,}", f"{est.max_evaluations:,}")
+    if len(report.batches) > 20:
+        table.add_row("...", "", "", "", "", "")
+    console.print(table)
+    console.print(f"whole run, at most: {report.estimated_tokens():,} tokens (every iteration a proposal, every batch full)")
+    for k, (prompt, conts) in enumerate(report.first_prompts):
+        console.rule(f"prompt {k + 1}, exactly as the model reads it (after a BOS token)")
+        sys.stdout.write(prompt + "\n")
+        sys.stdout.flush()
+        console.rule(f"scored continuations: {', '.join(map(repr, conts))}")
 
 
 def _normalized_or_none(value, normalize) -> Optional[str]:
@@ -132,6 +184,24 @@ def _print_summary(console: Console, summary, out: Optional[Path]) -> None:
 
 
 app.command("eval")(user_errors(eval_command))
+
+
+@app.command()
+@user_errors
+def init(
+    task_type: str = typer.Option("classification", "--type", help="classification | claims | comparison"),
+    out: Path = typer.Option(Path("icm.yaml"), "-o", "--out", help="Where to write the starter config."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing file."),
+) -> None:
+    """Write a commented starter config for a task type."""
+    from .starter import starter_config
+    from .output import atomic_write_text
+
+    text = starter_config(task_type)
+    if out.exists() and not force:
+        raise InputError(f"{out}: already exists; pass --force to replace it")
+    atomic_write_text(out, text)
+    print(f"wrote {out}: edit the template and labels, then run icm label DATA -c {out} --dry-run", file=sys.stderr)
 
 
 def main() -> None:

@@ -39,3 +39,9 @@ def where(path: str, line: int | None = None, field: str | None = None) -> str:
     if field is not None:
         out += f": field '{field}'"
     return out
+
+
+class Interrupted(IcmError):
+    """Ctrl-C: the run stopped cleanly (its checkpoint, if any, is saved)."""
+
+    exit_code = EXIT_INTERRUPTED

@@ -11,7 +11,7 @@ from .backends.base import Backend
 from .config import Config
 from .data import Dataset
 from .scoring import CoherenceScorer, PromptSet
-from .search import Step, run_search
+from .search import SearchResult, SearchState, Step, run_search
 from .tasks import RowLabel, Task, build_task, make_batches, row_labels
 
 
@@ -25,6 +25,36 @@ class Progress:
     tokens_computed: int
     elapsed: float
     monitor_agreement: Optional[float]
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """A finished batch: what a checkpoint keeps so a resumed run need not redo it."""
+
+    labels: tuple[Optional[int], ...]
+    scores: tuple[tuple[float, ...], ...]
+    iterations: int
+    proposals: int
+    accepted: int
+    evaluations: int
+    utility: float
+    inconsistent: int
+    converged: bool
+
+    @staticmethod
+    def of(result: SearchResult) -> "BatchOutcome":
+        return BatchOutcome(
+            result.labels, result.evaluation.scores, result.iterations, result.proposals,
+            result.accepted, result.evaluations, result.utility, result.inconsistent, result.converged,
+        )
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Where a run is: finished batches, and the search state of the one in progress."""
+
+    done: tuple[BatchOutcome, ...] = ()
+    search: Optional[SearchState] = None
 
 
 @dataclass
@@ -62,8 +92,14 @@ def label_dataset(
     backend: Backend,
     on_progress: Optional[Callable[[Progress], None]] = None,
     monitor: Optional[list[Optional[str]]] = None,
+    resume: Optional[RunState] = None,
+    save: Optional[Callable[[RunState], None]] = None,
 ) -> tuple[list[RowLabel], RunSummary]:
-    """Label every row. `monitor` holds normalised gold per row for display only."""
+    """Label every row. `monitor` holds normalised gold per row for display only.
+
+    `save` receives the run's state whenever the search changed it; passing that state back
+    as `resume` continues the run to the same labels an uninterrupted run would give.
+    """
     start = time.monotonic()
     task: Task = build_task(dataset, config.task)
     batches = make_batches(task, backend.count_tokens, config.batch.max_tokens, config.search.seed)
@@ -75,35 +111,29 @@ def label_dataset(
     requested_before = backend.stats.tokens_requested
     labels: dict[int, Optional[int]] = {}
     scores: dict[int, tuple[float, ...]] = {}
+    done = list(resume.done) if resume else []
     for b, batch in enumerate(batches):
-        prompts = PromptSet(
-            tuple(task.examples[i].query for i in batch.indices), task.label_words,
-            config.task.label_prefix, config.task.separator, task.calibrate,
-        )
-        scorer = CoherenceScorer(prompts, backend)
-        # Each batch is an independent run; a distinct seed per batch keeps them from
-        # starting identically while staying a pure function of the configured seed.
-        params = dataclasses.replace(config.search, seed=config.search.seed + b)
-        gold = _batch_gold(task, batch.indices, monitor)
-
-        def observe(step: Step, b: int = b, gold=gold) -> None:
-            if on_progress is not None:
-                on_progress(Progress(
-                    b, len(batches), step, backend.stats.tokens_computed - tokens_before,
-                    time.monotonic() - start, _agreement(step, gold, task.label_words),
-                ))
-
-        result = run_search(batch.problem, scorer, params, observe)
+        if b < len(done):
+            outcome = done[b]
+        else:
+            outcome = _run_batch(
+                b, batches, task, config, backend, monitor, on_progress, start, tokens_before,
+                resume.search if resume and b == len(resume.done) else None,
+                (lambda state: save(RunState(tuple(done), state))) if save else None,
+            )
+            done.append(outcome)
+            if save:
+                save(RunState(tuple(done), None))
         for local, global_index in enumerate(batch.indices):
-            labels[global_index] = result.labels[local]
-            scores[global_index] = result.evaluation.scores[local]
-        summary.iterations += result.iterations
-        summary.proposals += result.proposals
-        summary.accepted += result.accepted
-        summary.evaluations += result.evaluations
-        summary.final_utility.append(round(result.utility, 4))
-        summary.inconsistencies_left += result.inconsistent
-        summary.converged_batches += int(result.converged)
+            labels[global_index] = outcome.labels[local]
+            scores[global_index] = outcome.scores[local]
+        summary.iterations += outcome.iterations
+        summary.proposals += outcome.proposals
+        summary.accepted += outcome.accepted
+        summary.evaluations += outcome.evaluations
+        summary.final_utility.append(round(outcome.utility, 4))
+        summary.inconsistencies_left += outcome.inconsistent
+        summary.converged_batches += int(outcome.converged)
     rows = row_labels(task, len(dataset.rows), labels, scores)
     for r in rows:
         summary.label_counts[r.label] = summary.label_counts.get(r.label, 0) + 1
@@ -115,6 +145,29 @@ def label_dataset(
         summary.prefix_reuse = round(1 - summary.tokens_scored / summary.tokens_requested, 4)
     summary.wall_time_s = round(time.monotonic() - start, 2)
     return rows, summary
+
+
+def _run_batch(b, batches, task, config, backend, monitor, on_progress, start, tokens_before, resume, save) -> BatchOutcome:
+    batch = batches[b]
+    prompts = PromptSet(
+        tuple(task.examples[i].query for i in batch.indices), task.label_words,
+        config.task.label_prefix, config.task.separator, task.calibrate,
+    )
+    # Each batch is an independent run; a distinct seed per batch keeps them from starting
+    # identically while staying a pure function of the configured seed.
+    params = dataclasses.replace(config.search, seed=config.search.seed + b)
+    gold = _batch_gold(task, batch.indices, monitor)
+
+    def observe(step: Step) -> None:
+        if save is not None and step.state is not None:
+            save(step.state)
+        if on_progress is not None:
+            on_progress(Progress(
+                b, len(batches), step, backend.stats.tokens_computed - tokens_before,
+                time.monotonic() - start, _agreement(step, gold, task.label_words),
+            ))
+
+    return BatchOutcome.of(run_search(batch.problem, CoherenceScorer(prompts, backend), params, observe, resume))
 
 
 def _batch_gold(task: Task, indices: tuple[int, ...], monitor: Optional[list[Optional[str]]]) -> Optional[list[Optional[str]]]:

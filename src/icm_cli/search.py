@@ -68,6 +68,19 @@ class Scorer(Protocol):
 
 
 @dataclass(frozen=True)
+class SearchState:
+    """Everything needed to continue a search exactly where it was (the evaluation is recomputed)."""
+
+    labels: Labels
+    rng_state: tuple
+    iteration: int
+    flips: int
+    proposals: int
+    accepted: int
+    evaluations: int
+
+
+@dataclass(frozen=True)
 class Step:
     iteration: int
     iterations: int
@@ -81,6 +94,9 @@ class Step:
     accepted: int
     label_counts: tuple[int, ...]
     labels: Labels
+    # Set when this step changed the search's state (a proposal, or the start): the moment to
+    # save a checkpoint. Steps in between only advance the RNG and are replayed on resume.
+    state: Optional[SearchState] = None
 
 
 @dataclass(frozen=True)
@@ -214,37 +230,50 @@ def run_search(
     scorer: Scorer,
     params: SearchConfig,
     on_step: Optional[Callable[[Step], None]] = None,
+    resume: Optional[SearchState] = None,
 ) -> SearchResult:
     search = _Search(problem, scorer, params, random.Random(params.seed))
-    current = search.consistency_fix(search.state(search.initial_labels()))
-    flips = proposals = accepted = 0
-    iteration = 0
+    if resume is None:
+        current = search.consistency_fix(search.state(search.initial_labels()))
+        flips = proposals = accepted = 0
+        first = 1
+    else:
+        search.rng.setstate(resume.rng_state)
+        current = search.state(resume.labels)
+        search.evaluations = resume.evaluations
+        flips, proposals, accepted = resume.flips, resume.proposals, resume.accepted
+        first = resume.iteration + 1
+    iteration = first - 1
     converged = False
 
-    def report(t: float) -> None:
+    def report(t: float, changed: bool) -> None:
         if on_step is None:
             return
         counts = [0] * problem.num_labels
         for y in current.labels:
             if y is not None:
                 counts[y] += 1
+        state = None
+        if changed:
+            state = SearchState(current.labels, search.rng.getstate(), iteration, flips, proposals,
+                                accepted, search.evaluations)
         on_step(
             Step(iteration, params.iterations, t, current.utility, current.predictability,
                  current.inconsistent, sum(counts), problem.n, proposals, accepted, tuple(counts),
-                 current.labels)
+                 current.labels, state)
         )
 
-    report(temperature(params, 0, 0))
-    for iteration in range(1, params.iterations + 1):
+    report(temperature(params, iteration, flips), resume is None)
+    for iteration in range(first, params.iterations + 1):
         t = temperature(params, iteration, flips)
         if is_fixed_point(current):
             converged = True
-            report(t)
+            report(t, False)
             break
         i = search.pick(current.labels)
         proposal = argmax(current.evaluation.scores[i])
         if current.labels[i] == proposal:
-            report(t)
+            report(t, False)
             continue
         proposals += 1
         changed = list(current.labels)
@@ -255,7 +284,7 @@ def run_search(
             current = candidate
             accepted += 1
             flips += 1
-        report(t)
+        report(t, True)
     return SearchResult(
         current.labels, current.evaluation, current.utility, current.predictability,
         current.inconsistent, iteration, proposals, accepted, search.evaluations, converged,

