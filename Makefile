@@ -24,5 +24,10 @@ demo: install
 test: install
 	$(PY) -m pytest -q -ra
 
+# Reference path vs fast path, side by side in one process (about 20 minutes on 2 cores).
+bench: install
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) benchmarks/bench_scoring.py --out bench-results
+
 clean:
 	rm -rf $(VENV) runs

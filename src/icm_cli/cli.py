@@ -114,7 +114,7 @@ def label(
                 save=checkpoint.save if checkpoint is not None else None,
             )
     except KeyboardInterrupt:
-        where = f"; checkpoint saved, continue with --resume" if checkpoint is not None else ""
+        where = "; checkpoint saved, continue with --resume" if checkpoint is not None else ""
         raise Interrupted(f"interrupted{where}")
     rows = [{**row.fields, label_field: r.label, confidence_field: r.confidence} for row, r in zip(dataset.rows, results)]
     write_rows(rows, out)

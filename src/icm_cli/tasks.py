@@ -18,7 +18,7 @@ from .config import TaskConfig
 from .data import Dataset, fields_everywhere_missing, text_field
 from .errors import InputError
 from .prompts import render, template_fields
-from .search import TRUE, Constraint, Labels, Problem
+from .search import TRUE, Constraint, Problem
 
 
 @dataclass(frozen=True)
@@ -166,10 +166,3 @@ def row_labels(task: Task, n_rows: int, labels: dict[int, Optional[int]], scores
         out[ex.row] = RowLabel(task.label_words[y], round(conf, 6), searched)
     return [r for r in out if r is not None]
 
-
-def label_counts(labels: Labels) -> list[int]:
-    counts: dict[int, int] = {}
-    for y in labels:
-        if y is not None:
-            counts[y] = counts.get(y, 0) + 1
-    return [counts.get(k, 0) for k in range(max(counts, default=-1) + 1)]

@@ -10,7 +10,6 @@ right-padded batch on top of the node's cache; `plan` picks whichever is cheaper
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -124,6 +123,3 @@ def padded_chunks(lengths: list[int], batch_rows: int) -> list[int]:
     """Padded token count of each chunk when sorted lengths are cut into batches."""
     return [max(lengths[i:i + batch_rows]) * len(lengths[i:i + batch_rows]) for i in range(0, len(lengths), batch_rows)]
 
-
-def first_token(node: Node) -> Optional[int]:
-    return node.tokens[0] if node.tokens else None

@@ -1,0 +1,99 @@
+"""Kill -9 at random points, resume, and get exactly the labels of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from icm_cli import output
+from icm_cli.checkpoint import Checkpoint, checkpoint_path
+from icm_cli.config import Config
+from icm_cli.errors import InputError
+from icm_cli.runner import RunState
+from icm_cli.search import SearchState
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "tweets-16.jsonl"
+
+
+def label_cmd(config: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "icm_cli.cli", "label", str(SAMPLE), "-c", str(config), "-o", str(out),
+            "--seed", "5", "--quiet", *extra]
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "c.yaml"
+    text, count = re.subn(r"iterations: \d+", "iterations: 40", (ROOT / "configs" / "tweets-sentiment.yaml").read_text())
+    assert count == 1
+    path.write_text(text)
+    return path
+
+
+def rows(path: Path) -> list[tuple]:
+    return [(r["id"], r["label"], r["confidence"]) for r in map(json.loads, path.read_text().splitlines())]
+
+
+@pytest.mark.model
+def test_killed_runs_resume_to_the_uninterrupted_labels(tmp_path, config):
+    baseline = tmp_path / "baseline.jsonl"
+    start = time.monotonic()
+    subprocess.run(label_cmd(config, baseline), check=True, cwd=ROOT, timeout=900)
+    full_time = time.monotonic() - start
+    rng = random.Random(1234)
+    for trial in range(3):
+        out = tmp_path / f"trial{trial}.jsonl"
+        kills = 0
+        while not out.exists():
+            resume = ["--resume"] if checkpoint_path(out).exists() else []
+            proc = subprocess.Popen(label_cmd(config, out, *resume), cwd=ROOT, stderr=subprocess.PIPE)
+            if kills < 2:
+                # Anywhere from model loading to the end of the search, checkpoint writes included.
+                time.sleep(rng.uniform(0.3, 1.0) * full_time)
+                if proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    kills += 1
+            _, err = proc.communicate(timeout=900)
+            assert b"Traceback" not in err
+            if proc.returncode not in (0, -signal.SIGKILL):
+                pytest.fail(f"run exited {proc.returncode}: {err.decode()}")
+            # A killed run leaves either no output or a complete one, never a partial file.
+            assert not out.exists() or rows(out)
+        assert rows(out) == rows(baseline), f"trial {trial} after {kills} kills"
+        assert not checkpoint_path(out).exists()
+
+
+def test_a_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "out.jsonl.checkpoint.json"
+    store = Checkpoint(path, Config(), "abc")
+    first = RunState((), SearchState((0, None, 1), (3, tuple(range(625)), None), 4, 2, 3, 2, 5))
+    store.save(first)
+
+    def crash(*_args):
+        raise OSError("disk died")
+
+    monkeypatch.setattr(output.os, "replace", crash)
+    with pytest.raises(OSError):
+        store.save(RunState((), None))
+    monkeypatch.undo()
+    assert store.load() == first
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left behind
+
+
+def test_resume_refuses_changed_config_or_data(tmp_path):
+    path = tmp_path / "out.jsonl.checkpoint.json"
+    Checkpoint(path, Config(), "abc").save(RunState())
+    changed = Config().with_seed(9)
+    with pytest.raises(InputError, match=r"search\.seed was 0, now 9"):
+        Checkpoint(path, changed, "abc").load()
+    with pytest.raises(InputError, match="input data changed"):
+        Checkpoint(path, Config(), "xyz").load()
