@@ -76,13 +76,33 @@ class BatchConfig:
 
 @dataclass(frozen=True)
 class BackendConfig:
-    type: Literal["hf"] = "hf"
+    type: Literal["hf", "openai", "vllm"] = "hf"
+    # hf/vllm: the checkpoint; openai: the served model name ("embedded": the server's first model).
     model: str = "embedded"
     dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
     device: str = "auto"
+    # openai: defaults to what the server reports, else 4096; vllm: passed as max_model_len.
     max_context: Optional[int] = None
     reuse_prefixes: bool = True
     batch_rows: int = 16
+    # ---- openai: an OpenAI-compatible /v1/completions server (vLLM serve, SGLang, llama.cpp)
+    base_urls: tuple[str, ...] = ()  # e.g. ["http://127.0.0.1:8000/v1"]; requests go round-robin
+    api_key_env: Optional[str] = None  # NAME of the environment variable holding the key, never the key
+    timeout_s: float = 120.0
+    concurrency: int = 8  # requests in flight
+    retries: int = 4  # per request, on 429/5xx/timeouts/refused connections
+    backoff_s: float = 0.5  # first retry delay; doubles per retry, with jitter
+    echo: Literal["auto", True, False] = "auto"  # read label log-probs from the echoed prompt
+    top_logprobs: int = 20  # without echo: candidates read for the label's token
+    prompts_per_request: int = 1  # several prompts in one request, for servers that accept a list
+    # ---- vllm: in-process vllm.LLM (CUDA)
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    quantization: Optional[str] = None
+    tokenizer: Optional[str] = None
+    # forced_token: the label token as the one allowed next token (works with the prefix cache);
+    # prompt_logprobs: read it from the prompt's log-probs (vLLM then bypasses the prefix cache).
+    vllm_scoring: Literal["forced_token", "prompt_logprobs"] = "forced_token"
 
 
 @dataclass(frozen=True)
@@ -113,6 +133,14 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "batch.max_tokens": (64, None),
     "backend.max_context": (16, None),
     "backend.batch_rows": (1, None),
+    "backend.timeout_s": (1e-9, None),
+    "backend.concurrency": (1, None),
+    "backend.retries": (0, None),
+    "backend.backoff_s": (0, None),
+    "backend.top_logprobs": (1, None),
+    "backend.prompts_per_request": (1, None),
+    "backend.tensor_parallel_size": (1, None),
+    "backend.gpu_memory_utilization": (1e-9, None),
 }
 
 

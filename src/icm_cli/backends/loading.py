@@ -6,10 +6,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from ..config import BackendConfig
 from ..errors import BackendError, InputError
+from .base import Backend
 from .hf import HFBackend
 
 EMBEDDED = "embedded"
@@ -123,9 +124,18 @@ def load_hf_backend(config: BackendConfig, log: Callable[[str], None] = lambda _
     )
 
 
-def load_backend(config: BackendConfig, log: Callable[[str], None] = lambda _: None) -> HFBackend:
+def load_backend(config: BackendConfig, log: Callable[[str], None] = lambda _: None) -> Backend:
     if config.type == "hf":
         return load_hf_backend(config, log)
+    # Imported here so that neither backend costs anything (or needs vllm) unless chosen.
+    if config.type == "openai":
+        from .openai_server import load_openai_backend
+
+        return load_openai_backend(config, log)
+    if config.type == "vllm":
+        from .vllm_backend import load_vllm_backend
+
+        return load_vllm_backend(config, log)
     raise InputError(f"backend.type: '{config.type}' is not available")
 
 

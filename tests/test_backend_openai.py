@@ -1,0 +1,472 @@
+"""The openai backend against a small fake OpenAI-compatible server running in a thread.
+
+The fake tokenizes on words (a token is a word with its leading whitespace) and gives every
+token a deterministic log-prob from `fake_lp`, so each test knows the exact expected scores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Optional
+
+import pytest
+
+from icm_cli.backends.base import ScoreRequest
+from icm_cli.backends.loading import load_backend
+from icm_cli.config import BackendConfig
+from icm_cli.errors import EXIT_BACKEND, EXIT_USAGE, BackendError, InputError
+
+TOKEN_RE = re.compile(r"\s?[^\s]+|\s+")
+VOCAB = (" positive", " negative", " neutral", " the", " a", " I", " True", " False", " very", "\n")
+SECRET = "sk-test-DO-NOT-LEAK-7f3a9c"
+
+
+def fake_tokens(text: str) -> list[str]:
+    return TOKEN_RE.findall(text)
+
+
+def fake_lp(prefix: str, token: str) -> float:
+    return -((len(prefix) * 31 + sum(map(ord, token))) % 97) / 10.0 - 0.05
+
+
+def fake_topk(prompt: str, k: int) -> dict[str, float]:
+    ranked = sorted(VOCAB, key=lambda v: fake_lp(prompt, v), reverse=True)[:k]
+    return {v: fake_lp(prompt, v) for v in ranked}
+
+
+def expected_echo(prompt: str, continuation: str) -> float:
+    total, offset = 0.0, 0
+    for tok in fake_tokens(prompt + continuation):
+        if offset >= len(prompt):
+            total += fake_lp((prompt + continuation)[:offset], tok)
+        offset += len(tok)
+    return total
+
+
+def expected_topk(prompt: str, continuation: str, k: int) -> tuple[float, bool]:
+    top = fake_topk(prompt, k)
+    if continuation in top:
+        return top[continuation], False
+    return min(top.values()) - math.log(2), True
+
+
+@dataclass
+class Behavior:
+    statuses: list[int] = field(default_factory=list)  # returned by the next /completions calls, then OK
+    always_status: Optional[int] = None
+    error_body: str = '{"error": {"message": "internal error"}}'
+    delay_s: float = 0.0
+    malformed: Optional[str] = None
+    reject_echo: bool = False  # llama.cpp: "Only no echo is supported"
+    reject_max_tokens_zero: bool = False
+    context_limit: Optional[int] = None
+    tokenize: Optional[str] = "llamacpp"  # "llamacpp", "vllm" or None (404)
+    content_format: bool = False  # llama.cpp's chat-style logprobs
+    reverse_choices: bool = False
+    records: list[tuple[str, dict[str, str], Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def completions(self) -> list[Any]:
+        return [body for path, _, body in self.records if path.endswith("/completions")]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes; without this, Nagle + delayed ACK add 40 ms each.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: str, headers: Optional[dict[str, str]] = None) -> None:
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        b: Behavior = self.server.behavior  # type: ignore[attr-defined]
+        with b.lock:
+            b.records.append((self.path, dict(self.headers), None))
+        if self.path == "/v1/models":
+            self._send(200, json.dumps({"object": "list", "data": [{"id": "fake-model", "max_model_len": 4096}]}))
+        else:
+            self._send(404, '{"error": "not found"}')
+
+    def do_POST(self) -> None:
+        b: Behavior = self.server.behavior  # type: ignore[attr-defined]
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with b.lock:
+            b.records.append((self.path, dict(self.headers), body))
+            status = b.statuses.pop(0) if self.path.endswith("/completions") and b.statuses else None
+        if self.path == "/tokenize":
+            return self._tokenize(b, body)
+        if status is not None or b.always_status is not None:
+            return self._send(status or b.always_status or 500, b.error_body, {"Retry-After": "0"})
+        if b.delay_s:
+            time.sleep(b.delay_s)
+        self._completions(b, body)
+
+    def _tokenize(self, b: Behavior, body: dict[str, Any]) -> None:
+        if b.tokenize == "llamacpp":  # reads "content" only, like llama.cpp
+            ids = [sum(map(ord, t)) for t in fake_tokens(body.get("content", ""))]
+            return self._send(200, json.dumps({"tokens": ids}))
+        if b.tokenize == "vllm" and "prompt" in body:
+            ids = [sum(map(ord, t)) for t in fake_tokens(body["prompt"])]
+            return self._send(200, json.dumps({"count": len(ids), "max_model_len": 4096, "tokens": ids}))
+        self._send(404, '{"detail": "Not Found"}')
+
+    def _completions(self, b: Behavior, body: dict[str, Any]) -> None:
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        echo, max_tokens, k = bool(body.get("echo")), body["max_tokens"], body.get("logprobs") or 0
+        if echo and b.reject_echo:
+            return self._send(400, '{"error": {"code": 400, "message": "Only no echo is supported"}}')
+        if echo and max_tokens == 0 and b.reject_max_tokens_zero:
+            return self._send(400, '{"error": {"message": "max_tokens must be at least 1, got 0."}}')
+        longest = max(len(fake_tokens(p)) for p in prompts)
+        if b.context_limit is not None and longest + max_tokens > b.context_limit:
+            message = (f"This model's maximum context length is {b.context_limit} tokens. However, you requested "
+                       f"{longest + max_tokens} tokens. Please reduce the length of the messages or completion.")
+            return self._send(400, json.dumps({"object": "error", "message": message, "code": 400}))
+        choices = [self._choice(b, i, p, echo, max_tokens, k) for i, p in enumerate(prompts)]
+        if b.reverse_choices:
+            choices.reverse()
+        if b.malformed == "few_choices":
+            choices = choices[:-1]
+        usage = {"prompt_tokens": sum(len(fake_tokens(p)) for p in prompts), "completion_tokens": max_tokens}
+        text = json.dumps({"id": "cmpl-1", "object": "text_completion", "choices": choices, "usage": usage})
+        if b.malformed == "json":
+            text = text[: len(text) // 2]
+        self._send(200, text)
+
+    def _choice(self, b: Behavior, index: int, prompt: str, echo: bool, max_tokens: int, k: int) -> dict[str, Any]:
+        if echo:
+            tokens, offsets, offset = fake_tokens(prompt), [], 0
+            for t in tokens:
+                offsets.append(offset)
+                offset += len(t)
+            values: list[Optional[float]] = [None] + [fake_lp(prompt[:o], t) for o, t in zip(offsets[1:], tokens[1:])]
+            if max_tokens:
+                tokens, offsets, values = tokens + [" the"], offsets + [len(prompt)], values + [fake_lp(prompt, " the")]
+            tops = [None if v is None else {t: v} for t, v in zip(tokens, values)]
+        else:
+            top = fake_topk(prompt, k)
+            best = next(iter(top))
+            tokens, offsets, values, tops = [best], [len(prompt)], [top[best]], [top]
+        if b.malformed == "nan":
+            values = [float("nan") if v is not None else None for v in values]
+            tops = [None if t is None else {key: float("nan") for key in t} for t in tops]
+        if b.malformed == "string_logprob":
+            values = [None if v is None else str(v) for v in values]  # type: ignore[misc]
+            tops = [None if t is None else {key: str(v) for key, v in t.items()} for t in tops]
+        if b.content_format:
+            logprobs: Any = {"content": [
+                {"token": t, "logprob": v, "top_logprobs": [{"token": tt, "logprob": vv} for tt, vv in (top or {}).items()]}
+                for t, v, top in zip(tokens, values, tops)
+            ]}
+        else:
+            logprobs = {"tokens": tokens, "token_logprobs": values, "text_offset": offsets, "top_logprobs": tops}
+        choice: dict[str, Any] = {"index": index, "text": (prompt if echo else "") + " the", "finish_reason": "length"}
+        if b.malformed != "no_logprobs":
+            choice["logprobs"] = logprobs
+        return choice
+
+
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that time out close their sockets mid-response; that is the test
+
+
+@pytest.fixture
+def serve():
+    servers: list[QuietServer] = []
+
+    def start(**kwargs: Any) -> tuple[str, Behavior]:
+        server = QuietServer(("127.0.0.1", 0), Handler)
+        server.behavior = Behavior(**kwargs)  # type: ignore[attr-defined]
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/v1", server.behavior  # type: ignore[attr-defined]
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"  # nothing listens there now: connection refused
+
+
+def backend_for(urls: list[str], **kwargs: Any) -> Any:
+    settings: dict[str, Any] = {"type": "openai", "base_urls": tuple(urls), "model": "fake-model", "timeout_s": 2.0,
+                                "retries": 2, "backoff_s": 0.01, "concurrency": 4}
+    settings.update(kwargs)
+    return load_backend(BackendConfig(**settings))
+
+
+DEMO = "Tweet: I love this\nSentiment: positive\n\n"
+
+
+def make_requests(n: int = 6, labels: tuple[str, ...] = (" positive", " negative")) -> list[ScoreRequest]:
+    return [
+        ScoreRequest((DEMO * (1 + i % 3), f"Tweet: sample {i} is {'great' if i % 2 else 'awful'}\nSentiment:"), labels)
+        for i in range(n)
+    ]
+
+
+def check_echo(requests: list[ScoreRequest], out: list[list[float]]) -> None:
+    for r, values in zip(requests, out):
+        prompt = "".join(r.segments)
+        assert values == pytest.approx([expected_echo(prompt, c) for c in r.continuations], abs=1e-9)
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def test_echo_scores_match_the_server_logprobs_including_multi_token_labels(serve):
+    url, behavior = serve()
+    backend = backend_for([url], echo=True)
+    requests = make_requests(labels=(" positive", " very negative"))
+    out = backend.score(requests)
+    check_echo(requests, out)
+    sent = behavior.completions()
+    assert all(b["echo"] is True and b["logprobs"] == 1 and b["max_tokens"] == 0 for b in sent)
+    assert backend.stats.requests == len(requests)
+    assert backend.stats.tokens_requested > 0 and backend.stats.tokens_computed == backend.stats.tokens_requested
+    assert backend.max_context == 4096  # read from /v1/models
+
+
+def test_server_refusing_max_tokens_zero_gets_one_and_the_new_token_is_skipped(serve):
+    url, behavior = serve(reject_max_tokens_zero=True)
+    backend = backend_for([url], echo=True)
+    requests = make_requests(4)
+    check_echo(requests, backend.score(requests))
+    assert behavior.completions()[-1]["max_tokens"] == 1
+
+
+def test_several_prompts_per_request_are_matched_by_choice_index(serve):
+    url, behavior = serve(reverse_choices=True)
+    backend = backend_for([url], echo=True, prompts_per_request=4)
+    requests = make_requests(6)
+    check_echo(requests, backend.score(requests))
+    batched = [b for b in behavior.completions() if isinstance(b["prompt"], list)]
+    assert batched and max(len(b["prompt"]) for b in batched) == 4
+
+
+# --------------------------------------------------------------------------- replicas and retries
+
+
+def test_requests_spread_round_robin_over_servers(serve):
+    started = [serve() for _ in range(3)]
+    backend = backend_for([u for u, _ in started], echo=True)
+    requests = make_requests(9)
+    check_echo(requests, backend.score(requests))
+    counts = [len(b.completions()) for _, b in started]
+    assert sum(counts) == 18 + 1  # one per (prompt, label), plus the echo probe
+    assert min(counts) >= 5, counts
+
+
+def test_replica_answering_500_is_retried_on_another(serve):
+    bad_url, bad = serve(always_status=500)
+    good_url, _ = serve()
+    backend = backend_for([bad_url, good_url], echo=True)
+    requests = make_requests(6)
+    check_echo(requests, backend.score(requests))
+    assert bad.completions() and backend.stats.retries >= 1
+
+
+def test_replica_refusing_connections_is_retried_on_another(serve):
+    good_url, _ = serve()
+    backend = backend_for([dead_url(), good_url], echo=True)
+    requests = make_requests(6)
+    check_echo(requests, backend.score(requests))
+    assert backend.stats.retries >= 1
+
+
+def test_429_is_retried_with_backoff_then_succeeds(serve):
+    url, behavior = serve(statuses=[429, 429])
+    backend = backend_for([url], echo=True, retries=3, backoff_s=0.05)
+    requests = make_requests(2)
+    started = time.monotonic()
+    check_echo(requests, backend.score(requests))
+    assert backend.stats.retries == 2 and behavior.completions()[0] == behavior.completions()[2]  # same probe, resent
+    assert time.monotonic() - started >= 0.05 * 0.5 + 0.1 * 0.5  # two backoffs, jitter at its lowest
+
+
+def test_timeouts_give_one_line_backend_error_naming_the_server(serve):
+    url, _ = serve(delay_s=0.6)
+    backend = backend_for([url], echo=True, timeout_s=0.15, retries=1)
+    started = time.monotonic()
+    with pytest.raises(BackendError) as info:
+        backend.score(make_requests(2))
+    assert time.monotonic() - started < 2.0
+    message = info.value.message
+    assert info.value.exit_code == EXIT_BACKEND and "\n" not in message
+    assert url in message and "no response within 0.15 s" in message and "2 attempts" in message
+    assert "re-run the same command to start again" in message
+
+
+def test_all_servers_failing_names_the_last_one_tried(serve):
+    url, _ = serve(always_status=503)
+    with pytest.raises(BackendError) as info:
+        backend_for([url, dead_url()], echo=True, retries=2).score(make_requests(1))
+    assert "127.0.0.1" in info.value.message and "3 attempts over 2 servers" in info.value.message
+
+
+# --------------------------------------------------------------------------- malformed responses
+
+
+@pytest.mark.parametrize("echo", [True, False])
+@pytest.mark.parametrize("malformed", ["json", "no_logprobs", "nan", "string_logprob", "few_choices"])
+def test_malformed_responses_are_backend_errors(serve, malformed, echo):
+    url, _ = serve(malformed=malformed)
+    backend = backend_for([url], echo=echo)
+    with pytest.raises(BackendError) as info:
+        backend.score(make_requests(2))
+    assert "malformed response" in info.value.message and url in info.value.message
+    assert "\n" not in info.value.message
+
+
+# --------------------------------------------------------------------------- the API key
+
+
+def test_api_key_is_sent_but_never_shown(serve, monkeypatch):
+    monkeypatch.setenv("ICM_TEST_API_KEY", SECRET)
+    # A careless server that puts the request's Authorization header into its error text.
+    url, behavior = serve()
+    backend = backend_for([url], echo=True, api_key_env="ICM_TEST_API_KEY")
+    backend.score(make_requests(2))
+    assert {h.get("Authorization") for _, h, _ in behavior.records} == {f"Bearer {SECRET}"}
+
+    leaky_url, _ = serve(always_status=500, error_body=json.dumps({"error": {"message": f"bad auth Bearer {SECRET}"}}))
+    leaky = backend_for([leaky_url], echo=True, api_key_env="ICM_TEST_API_KEY", retries=1)
+    with pytest.raises(BackendError) as info:
+        leaky.score(make_requests(1))
+    for text in (str(info.value), repr(info.value), info.value.message, repr(leaky), str(vars(leaky)), repr(backend)):
+        assert SECRET not in text
+    assert "***" in info.value.message
+
+    refused_url, _ = serve(statuses=[401], error_body='{"error": {"message": "invalid api key"}}')
+    with pytest.raises(BackendError) as info:
+        backend_for([refused_url], echo=True, api_key_env="ICM_TEST_API_KEY").score(make_requests(1))
+    assert "$ICM_TEST_API_KEY" in info.value.message and SECRET not in info.value.message
+
+
+def test_api_key_variable_not_set_is_an_input_error(serve, monkeypatch):
+    url, _ = serve()
+    monkeypatch.delenv("ICM_NO_SUCH_KEY", raising=False)
+    with pytest.raises(InputError, match="ICM_NO_SUCH_KEY is not set"):
+        backend_for([url], api_key_env="ICM_NO_SUCH_KEY")
+
+
+# --------------------------------------------------------------------------- top-k without echo
+
+
+@pytest.mark.parametrize("content_format", [False, True])
+def test_top_k_without_echo_reads_labels_and_floors_missing_ones(serve, content_format):
+    url, behavior = serve(content_format=content_format)
+    backend = backend_for([url], echo=False, top_logprobs=3)
+    requests = make_requests(8)
+    out = backend.score(requests)
+    floors = 0
+    for r, values in zip(requests, out):
+        prompt = "".join(r.segments)
+        expected = [expected_topk(prompt, c, 3) for c in r.continuations]
+        assert values == pytest.approx([v for v, _ in expected], abs=1e-9)
+        floors += sum(f for _, f in expected)
+    assert floors > 0 and backend.stats.topk_floors == floors
+    sent = behavior.completions()
+    assert len(sent) == len(requests)  # one request scores every label of a prompt
+    assert all(not b.get("echo") and b["max_tokens"] == 1 and b["logprobs"] == 3 for b in sent)
+
+
+def test_labels_never_in_the_top_k_are_an_error_not_all_floors(serve):
+    url, _ = serve()
+    with pytest.raises(BackendError, match="none of the labels"):
+        backend_for([url], echo=False).score(make_requests(8, labels=(" yes", " no")))
+
+
+def test_multi_token_label_without_echo_is_an_error(serve):
+    url, _ = serve()
+    with pytest.raises(InputError, match="backend.echo: true") as info:
+        backend_for([url], echo=False).score(make_requests(2, labels=(" positive", " very negative")))
+    assert info.value.exit_code == EXIT_USAGE
+
+
+def test_auto_uses_top_k_when_the_tokenizer_shows_one_token_labels(serve):
+    url, behavior = serve(tokenize="vllm")
+    log: list[str] = []
+    backend = load_backend(BackendConfig(type="openai", base_urls=(url,), model="fake-model", backoff_s=0.01), log.append)
+    backend.score(make_requests(2))
+    assert all(not b.get("echo") for b in behavior.completions())
+    assert any("top-k" in line for line in log)
+
+
+def test_auto_uses_echo_for_multi_token_labels(serve):
+    url, behavior = serve()
+    backend = backend_for([url])
+    requests = make_requests(3, labels=(" positive", " very negative"))
+    check_echo(requests, backend.score(requests))
+    assert all(b["echo"] for b in behavior.completions())
+
+
+def test_auto_falls_back_to_top_k_when_the_server_refuses_echo(serve):
+    url, behavior = serve(reject_echo=True, tokenize=None)
+    log: list[str] = []
+    backend = load_backend(BackendConfig(type="openai", base_urls=(url,), model="fake-model", backoff_s=0.01), log.append)
+    out = backend.score(make_requests(2))
+    assert len(out) == 2 and any("no echo" in line for line in log)
+    sent = behavior.completions()
+    assert sent[0]["echo"] and not any(b.get("echo") for b in sent[1:])  # probed once, then top-k
+    with pytest.raises(BackendError, match="set backend.echo: auto or false"):
+        backend_for([url], echo=True).score(make_requests(1))
+
+
+# --------------------------------------------------------------------------- context length and tokens
+
+
+def test_context_length_400_becomes_input_error_naming_batch_max_tokens(serve):
+    url, _ = serve(context_limit=12)
+    backend = backend_for([url], echo=True, max_context=100_000)
+    with pytest.raises(InputError) as info:
+        backend.score(make_requests(2))
+    assert "batch.max_tokens" in info.value.message and info.value.exit_code == EXIT_USAGE
+
+
+def test_prompt_estimated_past_max_context_fails_before_sending(serve):
+    url, behavior = serve()
+    backend = backend_for([url], echo=True, max_context=16)
+    with pytest.raises(InputError, match="lower batch.max_tokens"):
+        backend.score(make_requests(3))
+    assert not behavior.completions()
+
+
+def test_count_tokens_uses_the_tokenize_endpoint_else_estimates(serve):
+    url, _ = serve(tokenize="llamacpp")
+    backend = backend_for([url])
+    assert backend.count_tokens("Tweet: hello there") == 3
+    assert not backend.stats.token_counts_estimated
+    url, _ = serve(tokenize=None)
+    backend = backend_for([url])
+    assert backend.count_tokens("x" * 40) == 10
+    assert backend.stats.token_counts_estimated
