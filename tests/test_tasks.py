@@ -18,7 +18,7 @@ from icm_cli.data import Dataset, Row
 from icm_cli.errors import InputError
 from icm_cli.scoring import CoherenceScorer, PromptSet, leave_one_out_contexts
 from icm_cli.search import TRUE, Constraint, predictability
-from icm_cli.tasks import Example, Task, build_task, label_counts, make_batches, row_labels
+from icm_cli.tasks import Example, Task, build_task, make_batches, row_labels
 
 FALSE = 1
 
@@ -368,11 +368,6 @@ def test_row_labels_comparison_multiple_rows_keep_row_order():
     assert out[0].confidence == pytest.approx(0.9, abs=1e-6)
     assert out[1].confidence == pytest.approx(1 - (0.3 + 0.4) / 2, abs=1e-6)
 
-
-def test_label_counts():
-    assert label_counts((0, None, 1, 1, 0, 1)) == [2, 3]
-    assert label_counts((None, None)) == []
-    assert label_counts((2, None)) == [0, 0, 1]
 
 
 # --------------------------------------------------------------------------- leave_one_out_contexts
