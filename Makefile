@@ -9,11 +9,17 @@ DEMO   := runs/demo
 install: $(VENV)/.installed
 
 # torch is pinned to the CPU build first: asked for plainly, pip would pull a multi-GB CUDA build.
+# The `server` extra is llama-cpp-python, whose OpenAI-compatible server the openai backend's tests
+# run against. It compiles llama.cpp (6-8 minutes on 2 cores, once: pip caches the wheel) with
+# portable CPU flags: a native build uses whatever the build machine has, and died here with
+# "Illegal instruction".
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=OFF -DGGML_FMA=ON -DGGML_F16C=ON
+
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q -e '.[test,server]'
 	touch $@
 
 demo: install

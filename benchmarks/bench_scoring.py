@@ -57,6 +57,7 @@ class RunFigures:
     peak_rss_mib: float
     reuse: float
     labels: tuple
+    scores: tuple
 
 
 def tweets(n: int) -> PromptSet:
@@ -88,6 +89,7 @@ def search_once(backend, prompts: PromptSet, reuse: bool, iterations: int, seed:
     return RunFigures(
         "fast" if reuse else "reference", tokens, seconds, result.iterations, result.proposals,
         result.evaluations, peak_rss_mib(), 1 - tokens / requested if requested else 0.0, result.labels,
+        result.evaluation.scores,
     )
 
 
@@ -125,9 +127,13 @@ def compare(name: str, backend, prompts: PromptSet, iterations: int, seed: int) 
         "speedup": round(ref.seconds / fast.seconds, 2),
         "labels_identical": ref.labels == fast.labels,
         "n": len(prompts.queries),
+        "dtype": str(backend.model.dtype).replace("torch.", ""),
     }
+    if out["labels_identical"]:
+        out["max_score_diff"] = max(abs(a - b) for x, y in zip(ref.scores, fast.scores) for a, b in zip(x, y))
     print(f"  ratios (reference / fast): tokens {out['token_ratio']}x, time {out['speedup']}x; "
-          f"labels identical: {out['labels_identical']}")
+          f"labels identical: {out['labels_identical']}"
+          + (f"; final scores within {out['max_score_diff']:.1e}" if out["labels_identical"] else ""))
     return out
 
 
@@ -179,17 +185,21 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--iterations", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--dtype", default="float32",
+                    help="for the side-by-side searches: fp32, so batching cannot flip a borderline proposal")
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    backend = load_backend(BackendConfig(dtype=args.dtype), lambda m: print(m, file=sys.stderr))
-    print(f"model: {backend.model_name}, dtype {backend.model.dtype}, torch threads {__import__('torch').get_num_threads()}")
+    exact = load_backend(BackendConfig(dtype=args.dtype), lambda m: print(m, file=sys.stderr))
+    print(f"model: {exact.model_name}, torch threads {__import__('torch').get_num_threads()}")
+    print(f"side-by-side searches in {exact.model.dtype}; scaling in bfloat16 (the default dtype)")
     n = 16 if args.quick else args.n
-    main_result = compare("tweets", backend, tweets(n), args.iterations, args.seed)
-    gsm = compare("gsm8k-verification (longer inputs)", backend, gsm8k(8 if args.quick else 16), args.iterations, args.seed)
+    main_result = compare("tweets", exact, tweets(n), args.iterations, args.seed)
+    gsm = compare("gsm8k-verification (longer inputs)", exact, gsm8k(8 if args.quick else 16), args.iterations, args.seed)
+    del exact
+    fast = load_backend(BackendConfig(dtype="bfloat16"))
     sizes = [8, 16] if args.quick else [16, 32, 64, 128]
-    table = scaling(backend, sizes, 16 if args.quick else 64, args.out)
+    table = scaling(fast, sizes, 16 if args.quick else 64, args.out)
     (args.out / "results.json").write_text(json.dumps({"tweets": main_result, "gsm8k": gsm, "scaling": table}, indent=2))
     print(json.dumps(main_result))
 

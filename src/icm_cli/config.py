@@ -66,6 +66,9 @@ class SearchConfig:
     objective: Objective = "mean_logodds"
     group_weight: float = 100.0
     seed: int = 0
+    # After the iterations, greedy passes until no single proposal raises U (not in the
+    # reference code; its last state is at whatever temperature the schedule reached).
+    final_quench: bool = True
 
 
 @dataclass(frozen=True)

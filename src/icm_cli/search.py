@@ -225,6 +225,32 @@ def is_fixed_point(state: _State) -> bool:
     )
 
 
+def _quench(search: _Search, current: _State, passes: int = 3) -> tuple[_State, tuple[int, int]]:
+    """Greedy passes (temperature 0) in index order until no single proposal raises U.
+
+    The annealing schedule rarely reaches a low temperature within a practical iteration budget,
+    so the last state can sit a few uphill moves from a local optimum. It saves no checkpoint of
+    its own: a resumed run replays it from the last saved state (RNG included) identically.
+    """
+    proposals = accepted = 0
+    for _ in range(passes):
+        improved = False
+        for i in range(search.problem.n):
+            proposal = argmax(current.evaluation.scores[i])
+            if current.labels[i] == proposal:
+                continue
+            changed = list(current.labels)
+            changed[i] = proposal
+            proposals += 1
+            candidate = search.consistency_fix(search.state(tuple(changed)))
+            if candidate.utility > current.utility:
+                current, improved = candidate, True
+                accepted += 1
+        if not improved:
+            break
+    return current, (proposals, accepted)
+
+
 def run_search(
     problem: Problem,
     scorer: Scorer,
@@ -285,6 +311,12 @@ def run_search(
             accepted += 1
             flips += 1
         report(t, True)
+    if params.final_quench and not converged:
+        current, quenched = _quench(search, current)
+        proposals += quenched[0]
+        accepted += quenched[1]
+        converged = is_fixed_point(current)
+        report(temperature(params, iteration, flips), False)
     return SearchResult(
         current.labels, current.evaluation, current.utility, current.predictability,
         current.inconsistent, iteration, proposals, accepted, search.evaluations, converged,

@@ -354,7 +354,8 @@ class OpenAIBackend:
         self._lock = threading.Lock()
         self._mode: Optional[str] = None  # "echo" or "topk", fixed on the first score()
         self._echo_max_tokens = 0  # raised to 1 if the server refuses 0
-        self._tokenizer: Optional[str] = None  # "vllm", "llamacpp" or "none", found on first use
+        self._tokenizer: Optional[str] = None  # "vllm", "llamacpp", "llamacpp-python" or "none", found on first use
+        self._added_tokens: list[int] = []  # tokens a tokenize endpoint adds to every text (BOS)
         self._counts: dict[str, int] = {}
 
     def __repr__(self) -> str:
@@ -480,15 +481,23 @@ class OpenAIBackend:
         # vLLM and llama.cpp both serve /tokenize at the root, beside /v1.
         return base.removesuffix("/v1") + "/tokenize"
 
+    def _extras_tokenize_url(self, base: str) -> str:
+        # llama-cpp-python's server (python -m llama_cpp.server) has it under /extras.
+        return base.removesuffix("/v1") + "/extras/tokenize"
+
     def _tokenize(self, text: str, style: str) -> Union[list[int], int]:
+        url_for = self._tokenize_url
         if style == "vllm":
             payload: dict[str, Any] = {"model": self.model_name, "prompt": text, "add_special_tokens": False}
-        else:
+        elif style == "llamacpp":
             payload = {"content": text, "add_special": False}
-        url, data = self._request(self._tokenize_url, payload)
+        else:  # "llamacpp-python": always adds BOS; _added_tokens (what it returns for "") is cut off below
+            payload, url_for = {"input": text}, self._extras_tokenize_url
+        url, data = self._request(url_for, payload)
         tokens, count = data.get("tokens"), data.get("count")
         if isinstance(tokens, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
-            return tokens
+            added = self._added_tokens if style == "llamacpp-python" else []
+            return tokens[len(added):] if added and tokens[: len(added)] == added else tokens
         if isinstance(count, int) and not isinstance(count, bool):
             return count
         raise _Malformed(f"{url}: no 'tokens' list or 'count' in the /tokenize response")
@@ -498,15 +507,26 @@ class OpenAIBackend:
             if self._tokenizer is not None:
                 return self._tokenizer
         found = "none"
-        for style in ("vllm", "llamacpp"):
+        for style in ("vllm", "llamacpp", "llamacpp-python"):
             try:
                 result = self._tokenize(sample, style)
             except (_Rejected, _Malformed):
                 continue  # not this server's dialect (outages still raise: they are not "no endpoint")
+            except BackendError:
+                if style != "llamacpp-python":
+                    raise
+                # The server answered the two probes before; one that chokes on this path is not
+                # llama-cpp-python's (an outage shows on the next request anyway).
+                continue
             # llama.cpp answers a vLLM-shaped body with an empty list: that is not a tokenizer.
             if (isinstance(result, list) and result) or (isinstance(result, int) and result > 0):
                 found = style
                 break
+        if found == "llamacpp-python":
+            added = self._tokenize("", found)  # only what the server adds itself (BOS)
+            self._added_tokens = added if isinstance(added, list) else []
+            # That server reads max_tokens 0 as "until the context is full": echo asks for one token.
+            self._echo_max_tokens = max(self._echo_max_tokens, 1)
         if found == "none":
             self.stats.token_counts_estimated = True
             self.log("openai backend: the server has no tokenize endpoint; token counts are estimated as characters / 4")

@@ -1,0 +1,194 @@
+"""One contract, every backend: the same prompts give the same label log-probabilities.
+
+Backends (the `backend` fixture's params):
+- hf: the embedded model in float32, in-process. Also the reference: every backend is compared
+  with hf scoring each prompt from scratch, one forward call per prompt.
+- openai: the /v1/completions client against a real llama.cpp server (llama-cpp-python's, on
+  127.0.0.1, serving the same embedded Q4_K_M GGUF; see tests/llama_server.py). Skipped with a
+  reason where llama-cpp-python is not installed.
+- vllm: in-process vLLM on the converted embedded checkpoint; skipped unless vllm is importable
+  and a CUDA GPU is visible.
+
+The fixed set: 12 short texts of plain sentiment, 4 shipped tweets, all after two
+demonstrations, and 4 more tweets after 20 demonstrations (about 700 tokens, past Gemma 3's
+512-token sliding window, so caches that keep only a window are exercised too).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from icm_cli.backends.base import ScoreRequest
+from icm_cli.backends.loading import embedded_model_dir, load_backend
+from icm_cli.config import BackendConfig
+from icm_cli.errors import EXIT_USAGE, InputError
+from llama_server import SERVED_MODEL, llama_server  # noqa: F401 - the fixture, used by name
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.model
+
+LABELS = (" positive", " negative")
+TEMPLATE = "Tweet: {}\nSentiment:"
+DEMOS = (
+    "Tweet: Just got my new bike and I love it, best gift ever!\nSentiment: positive\n\n"
+    "Tweet: Stuck in traffic for two hours, this city is a nightmare.\nSentiment: negative\n\n"
+)
+CLEAR = (  # (text, the sentiment any reader gives it)
+    ("I absolutely love this phone, best purchase I have made all year!", "positive"),
+    ("What a wonderful day at the beach with my family.", "positive"),
+    ("The concert last night was amazing, I can't stop smiling.", "positive"),
+    ("Thank you so much for the quick help, great service!", "positive"),
+    ("This restaurant is fantastic, the food was delicious.", "positive"),
+    ("So happy and proud of my team, we won the championship!", "positive"),
+    ("This is the worst service I have ever experienced.", "negative"),
+    ("My flight was cancelled again and nobody will help. Terrible.", "negative"),
+    ("I hate waiting in line for hours, what a waste of time.", "negative"),
+    ("The movie was boring and awful, I want my money back.", "negative"),
+    ("My phone broke after two days, very disappointed.", "negative"),
+    ("Horrible weather, I'm sick and everything is going wrong.", "negative"),
+)
+
+
+def _jsonl(name: str) -> list[dict]:
+    return [json.loads(line) for line in (ROOT / "examples" / name).read_text(encoding="utf-8").splitlines()]
+
+
+def fixed_requests() -> list[ScoreRequest]:
+    tweets = [r["text"] for r in _jsonl("tweets-16.jsonl")]
+    short = [ScoreRequest((DEMOS, TEMPLATE.format(text)), LABELS) for text, _ in CLEAR]
+    short += [ScoreRequest((DEMOS, TEMPLATE.format(text)), LABELS) for text in tweets[:4]]
+    gold = {r["id"]: r["label"] for r in _jsonl("tweets-64.gold.jsonl")}
+    demos = tuple(TEMPLATE.format(r["text"]) + f" {gold[r['id']]}\n\n" for r in _jsonl("tweets-64.jsonl")[:20])
+    long = [ScoreRequest(demos + (TEMPLATE.format(text),), LABELS) for text in tweets[4:8]]
+    return short + long
+
+
+FIXED = fixed_requests()
+
+# How far each backend's log-odds, log P(" positive") - log P(" negative"), may be from the
+# reference (hf, float32, from scratch), and how far scores may move with batching and order.
+#
+# hf: the same weights and arithmetic; batching, right padding and the prefix cache change only
+#   float32 rounding (measured under 1e-4; the hf tests use 1e-3 too).
+# openai (llama.cpp): the server runs the Q4_K_M weights as they are, hf runs them dequantized to
+#   float32: the same numbers. What differs is the arithmetic: llama.cpp quantizes activations to
+#   8 bits for its quantized matmuls and accumulates in its own order and precision.
+#   MEASURED_OPENAI
+# vllm: float32 on a GPU, other kernels: not measured here (no GPU); set loose until it is.
+LOGODDS_TOL = {"hf": 1e-3, "openai": None, "vllm": 0.05}
+ORDER_TOL = {"hf": 1e-3, "openai": None, "vllm": 1e-3}
+# Where the reference's log-odds is at least this far from 0, every backend must pick the same label.
+SIGN_MARGIN = None
+
+
+@pytest.fixture(scope="module")
+def hf_backend():
+    # float32: the exact dequantized weights, so differences are the other backend's arithmetic.
+    return load_backend(BackendConfig(dtype="float32"))
+
+
+@pytest.fixture(scope="module")
+def reference(hf_backend) -> list[list[float]]:
+    """hf scoring each prompt from scratch, one forward call per prompt: no batching, no cache."""
+    hf_backend.reuse_prefixes = False
+    try:
+        return [hf_backend.score([r])[0] for r in FIXED]
+    finally:
+        hf_backend.reuse_prefixes = True
+
+
+@pytest.fixture(scope="module", params=["hf", "openai", "vllm"])
+def backend(request, hf_backend):
+    if request.param == "hf":
+        yield hf_backend
+    elif request.param == "openai":
+        server = request.getfixturevalue("llama_server")
+        b = load_backend(BackendConfig(type="openai", base_urls=(server.url,), model=SERVED_MODEL,
+                                       concurrency=4, retries=2, backoff_s=0.1))
+        yield b
+        b.close()
+    else:
+        if importlib.util.find_spec("vllm") is None:
+            pytest.skip("vllm is not installed (CUDA build: pip install 'icm-cli[vllm]')")
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("vllm needs a CUDA GPU and none is visible")
+        yield load_backend(BackendConfig(type="vllm", model=str(embedded_model_dir()), dtype="float32",
+                                         max_context=4096, gpu_memory_utilization=0.5))
+
+
+def log_odds(scores: list[list[float]]) -> np.ndarray:
+    return np.array([s[0] - s[1] for s in scores])
+
+
+def ranks(values: np.ndarray) -> np.ndarray:
+    return np.argsort(np.argsort(values)).astype(float)
+
+
+def test_label_logprobs_are_finite_and_at_most_zero(backend):
+    out = backend.score(FIXED)
+    assert len(out) == len(FIXED)
+    for request, values in zip(FIXED, out):
+        assert len(values) == len(request.continuations)
+        assert all(math.isfinite(v) and v <= 1e-6 for v in values), values
+        # Two different next tokens: their probabilities cannot add up past 1.
+        assert math.log(sum(math.exp(v) for v in values)) <= 1e-6
+    if backend.name == "openai":
+        assert backend.stats.topk_floors == 0  # every label read exactly from the top k, none floored
+
+
+def test_label_log_odds_agree_with_the_reference(backend, reference):
+    ref = log_odds(reference)
+    got = log_odds(backend.score(FIXED))
+    diff = np.abs(got - ref)
+    print(f"\n{backend.name}: log-odds vs hf float32 over {len(FIXED)} prompts: "
+          f"max |diff| {diff.max():.4f}, mean {diff.mean():.4f}; reference |log-odds| "
+          f"min {np.abs(ref).min():.3f}, median {np.median(np.abs(ref)):.3f}")
+    assert diff.max() <= LOGODDS_TOL[backend.name], (diff.max(), diff.round(4).tolist())
+    clear = np.abs(ref) > SIGN_MARGIN
+    assert clear.sum() >= len(FIXED) // 2  # the set must mostly be decided, or the check says little
+    assert np.array_equal(np.sign(got[clear]), np.sign(ref[clear])), (got.round(3).tolist(), ref.round(3).tolist())
+    # The ranking of prompts from most positive to most negative, as ICM's calibration sees it.
+    assert np.corrcoef(ranks(got), ranks(ref))[0, 1] >= 0.95
+    # The texts written to be plainly positive or negative get that label.
+    for (text, sentiment), value in zip(CLEAR, got):
+        assert (value > 0) == (sentiment == "positive"), (text, value)
+
+
+def test_batching_and_order_do_not_change_scores(backend):
+    together = backend.score(FIXED)
+    order = list(range(len(FIXED)))
+    random.Random(0).shuffle(order)
+    shuffled = backend.score([FIXED[i] for i in order])
+    unshuffled = [None] * len(FIXED)
+    for position, i in enumerate(order):
+        unshuffled[i] = shuffled[position]
+    one_by_one = {i: backend.score([FIXED[i]])[0] for i in reversed(range(len(FIXED)))}
+    tol = ORDER_TOL[backend.name]
+    worst = 0.0
+    for i, values in enumerate(together):
+        for other in (unshuffled[i], one_by_one[i]):
+            worst = max(worst, max(abs(a - b) for a, b in zip(values, other)))
+    print(f"\n{backend.name}: largest change of a label log-prob with batching and order: {worst:.2e}")
+    assert worst <= tol
+
+
+def test_prompt_past_the_context_window_is_an_input_error(backend):
+    long = ScoreRequest(("word " * (backend.max_context + 10),), LABELS)
+    with pytest.raises(InputError) as info:
+        backend.score([FIXED[0], long])
+    assert "batch.max_tokens" in info.value.message and info.value.exit_code == EXIT_USAGE
+    assert "\n" not in info.value.message
+
+
+def test_token_counts_match_the_reference_tokenizer(backend, hf_backend):
+    texts = [DEMOS, TEMPLATE.format(CLEAR[0][0]), " positive", "\n\n", *(s for r in FIXED[12:] for s in r.segments[-1:])]
+    assert [backend.count_tokens(t) for t in texts] == [hf_backend.count_tokens(t) for t in texts]

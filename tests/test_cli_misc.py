@@ -1,0 +1,53 @@
+"""`icm label --dry-run`, `icm init` and `icm --help` through the real CLI (no model weights loaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from icm_cli.backends import loading
+from icm_cli.cli import app
+from icm_cli.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def test_dry_run_shows_batches_estimate_and_the_exact_first_prompt(monkeypatch):
+    def no_model(*_args, **_kwargs):
+        raise AssertionError("--dry-run must not load a model")
+
+    monkeypatch.setattr(loading, "load_backend", no_model)
+    monkeypatch.setattr(loading, "load_hf_backend", no_model)
+    result = runner.invoke(app, ["label", str(ROOT / "examples" / "tweets-16.jsonl"),
+                                 "-c", str(ROOT / "configs" / "tweets-sentiment.yaml"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "16 rows -> 16 examples in 1 batches" in out
+    assert "from scratch" in out and "whole run, at most" in out
+    # The first prompt is the search's real first prompt: seeded demonstrations, then a query.
+    assert "exactly as the model reads it" in out
+    assert "\nSentiment: positive\n\n" in out or "\nSentiment: negative\n\n" in out
+    assert "' positive', ' negative'" in out
+
+
+def test_init_writes_a_config_that_loads_for_every_task_type(tmp_path):
+    for kind in ("classification", "claims", "comparison"):
+        path = tmp_path / f"{kind}.yaml"
+        result = runner.invoke(app, ["init", "--type", kind, "-o", str(path)])
+        assert result.exit_code == 0, result.output
+        assert load_config(path).task.type == kind
+        assert "#" in path.read_text()  # commented
+    again = runner.invoke(app, ["init", "-o", str(tmp_path / "claims.yaml")])
+    assert again.exit_code == 2 and "--force" in again.stderr
+    wrong = runner.invoke(app, ["init", "--type", "regression", "-o", str(tmp_path / "x.yaml")])
+    assert wrong.exit_code == 2 and "classification, claims, comparison" in wrong.stderr
+
+
+def test_help_documents_exit_codes():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    for code in ("0 done", "1 eval accuracy under --min-accuracy", "2 usage or input error", "3 backend", "130 interrupted"):
+        assert code in text
