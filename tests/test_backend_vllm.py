@@ -16,12 +16,13 @@ import pytest
 
 from icm_cli.backends.base import ScoreRequest
 from icm_cli.backends.loading import load_backend
+from icm_cli.backends.pieces import continuation_ids
 from icm_cli.backends.vllm_backend import (
     GENERATED,
     MISSING_VLLM,
     PlannedPrompt,
     VLLMBackend,
-    continuation_ids,
+
     engine_prefix_cache,
     plan_prompts,
     read_output,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import math
 from collections import Counter
 from typing import Any, Sequence
@@ -18,7 +17,7 @@ from icm_cli.data import Dataset, Row
 from icm_cli.errors import InputError
 from icm_cli.scoring import CoherenceScorer, PromptSet, leave_one_out_contexts
 from icm_cli.search import TRUE, Constraint, predictability
-from icm_cli.tasks import Example, Task, build_task, make_batches, row_labels
+from icm_cli.tasks import Task, build_task, make_batches, row_labels
 
 FALSE = 1
 

@@ -7,6 +7,7 @@ from typing import Any, Optional, Sequence
 
 from ..errors import BackendError, InputError
 from .base import BackendStats, ScoreRequest
+from .pieces import PieceTokenizer
 from .prefix_tree import Node, Row, build_trie, plan, suffixes
 
 # One forward call costs about as much as this many extra tokens on a small model on CPU
@@ -47,34 +48,15 @@ class HFBackend:
         self.bos: tuple[int, ...] = (bos,) if bos is not None else ()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.stats = BackendStats()
-        self._piece_cache: dict[str, tuple[int, ...]] = {}
-
-    # ---- tokenization ---------------------------------------------------------------
-
-    def tokens(self, text: str) -> tuple[int, ...]:
-        cached = self._piece_cache.get(text)
-        if cached is None:
-            if len(self._piece_cache) > 200_000:
-                self._piece_cache.clear()
-            cached = tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-            self._piece_cache[text] = cached
-        return cached
+        self.tokens = PieceTokenizer(tokenizer)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokens(text))
 
-    def _continuation(self, last_piece: str, continuation: str) -> tuple[int, ...]:
-        # The label as the model itself would tokenize prompt + label, not a hand-picked id.
-        base = self.tokens(last_piece)
-        joint = self.tokens(last_piece + continuation)
-        if len(joint) > len(base) and joint[: len(base)] == base:
-            return joint[len(base):]
-        return self.tokens(continuation)
-
     def _rows(self, index: int, request: ScoreRequest) -> list[Row]:
         pieces = (self.bos,) + tuple(self.tokens(s) for s in request.segments)
         last = request.segments[-1] if request.segments else ""
-        conts = [self._continuation(last, c) for c in request.continuations]
+        conts = [self.tokens.continuation(last, c) for c in request.continuations]
         if any(not c for c in conts):
             raise InputError(f"label continuation {request.continuations!r} tokenizes to nothing")
         length = sum(len(p) for p in pieces) + max(len(c) for c in conts) - 1

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 from ..config import BackendConfig
 from ..errors import BackendError, InputError
 from .base import BackendStats, ScoreRequest
+from .pieces import PieceTokenizer, continuation_ids
 
 MISSING_VLLM = "vllm is not installed: pip install 'icm-cli[vllm]' (needs a CUDA GPU)"
 BLOCK_SIZE = 16  # vLLM's default KV block: the unit its prefix cache matches in
@@ -62,15 +63,6 @@ class PlannedPrompt:
     label: int
     token_ids: tuple[int, ...]
     reads: tuple[tuple[int, int], ...]
-
-
-def continuation_ids(tokens: Callable[[str], tuple[int, ...]], last_piece: str, continuation: str) -> tuple[int, ...]:
-    """The label as the model itself tokenizes last piece + label (as the hf backend does)."""
-    base = tokens(last_piece)
-    joint = tokens(last_piece + continuation)
-    if len(joint) > len(base) and joint[: len(base)] == base:
-        return joint[len(base):]
-    return tokens(continuation)
 
 
 def plan_prompts(
@@ -204,18 +196,9 @@ class VLLMBackend:
         # vLLM adds no special tokens to token-id prompts; BOS goes in ourselves, as in hf.py.
         self.bos: tuple[int, ...] = (bos,) if bos is not None else ()
         self.stats = VLLMStats()
-        self._piece_cache: dict[str, tuple[int, ...]] = {}
+        self.tokens = PieceTokenizer(self.tokenizer)
         self._params_cache: dict[Optional[int], Any] = {}
         self._seen_blocks: set[int] = set()
-
-    def tokens(self, text: str) -> tuple[int, ...]:
-        cached = self._piece_cache.get(text)
-        if cached is None:
-            if len(self._piece_cache) > 200_000:
-                self._piece_cache.clear()
-            cached = tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-            self._piece_cache[text] = cached
-        return cached
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokens(text))
