@@ -17,14 +17,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from gold_sample import load_gold_sample  # noqa: E402
 from icm_cli.backends.loading import load_backend  # noqa: E402
-from icm_cli.config import load_config  # noqa: E402
-from icm_cli.data import load_rows, row_ids  # noqa: E402
-from icm_cli.metrics import normalize_label  # noqa: E402
-from icm_cli.scoring import CoherenceScorer, PromptSet  # noqa: E402
+from icm_cli.scoring import CoherenceScorer  # noqa: E402
 from icm_cli.search import argmax  # noqa: E402
-from icm_cli.tasks import build_task  # noqa: E402
 
 
 def accuracy(evaluation, gold: list[int]) -> float:
@@ -37,19 +35,12 @@ def main() -> None:
     ap.add_argument("gold", type=Path)
     ap.add_argument("-c", "--config", type=Path, required=True)
     args = ap.parse_args()
-    config = load_config(args.config)
-    dataset = load_rows(str(args.data))
-    task = build_task(dataset, config.task)
-    ids = row_ids(dataset, config.task.id_field)
-    gold_rows = {str(r.fields["id"]): r.fields["label"] for r in load_rows(str(args.gold)).rows}
-    words = [normalize_label(w) for w in task.label_words]
-    gold = [words.index(normalize_label(gold_rows[i])) for i in ids]
-    backend = load_backend(config.backend)
+    sample = load_gold_sample(args.data, args.gold, args.config)
+    gold = list(sample.gold)
+    backend = load_backend(sample.config.backend)
     results = {}
     for calibrate in (False, True):
-        prompts = PromptSet(tuple(e.query for e in task.examples), task.label_words,
-                            config.task.label_prefix, config.task.separator, calibrate)
-        scorer = CoherenceScorer(prompts, backend)
+        scorer = CoherenceScorer(sample.prompts(calibrate), backend)
         # Zero-shot: nothing labelled, so every example is scored against an empty context.
         zero = scorer.evaluate(tuple(None for _ in gold))
         if calibrate:
