@@ -73,19 +73,28 @@ def fixed_requests() -> list[ScoreRequest]:
 FIXED = fixed_requests()
 
 # How far each backend's log-odds, log P(" positive") - log P(" negative"), may be from the
-# reference (hf, float32, from scratch), and how far scores may move with batching and order.
+# reference (hf, float32, from scratch), and how far a label's log-prob may move when the same
+# requests are scored shuffled, or one per call instead of all in one.
 #
 # hf: the same weights and arithmetic; batching, right padding and the prefix cache change only
-#   float32 rounding (measured under 1e-4; the hf tests use 1e-3 too).
+#   float32 rounding (measured: 1.7e-5 at most; the hf tests use 1e-3 too).
 # openai (llama.cpp): the server runs the Q4_K_M weights as they are, hf runs them dequantized to
-#   float32: the same numbers. What differs is the arithmetic: llama.cpp quantizes activations to
-#   8 bits for its quantized matmuls and accumulates in its own order and precision.
-#   MEASURED_OPENAI
-# vllm: float32 on a GPU, other kernels: not measured here (no GPU); set loose until it is.
-LOGODDS_TOL = {"hf": 1e-3, "openai": None, "vllm": 0.05}
-ORDER_TOL = {"hf": 1e-3, "openai": None, "vllm": 1e-3}
-# Where the reference's log-odds is at least this far from 0, every backend must pick the same label.
-SIGN_MARGIN = None
+#   float32: the same numbers. The arithmetic differs: llama.cpp quantizes activations to 8 bits
+#   for its quantized matmuls, keeps the KV cache in float16 and sums in its own order. Measured
+#   on this set (llama-cpp-python 0.3.36, CPU): log-odds differ from hf by 0.32 at most, 0.12 on
+#   average (single label log-probs by 0.27 at most); the tolerance, 0.6, is about twice the
+#   largest, still far below the 2 to 4 nats that separate plainly positive from plainly negative
+#   texts here. Order: the server keeps the previous request's prefix in its KV cache, so a
+#   request's suffix is computed in differently sized batches depending on what came before;
+#   measured up to 0.023, tolerance 0.05. A wrong cache (another prompt's keys and values)
+#   moves scores by whole nats, far past that.
+# vllm: float32 on a GPU with other kernels: not measured here (no GPU); loose until it is.
+LOGODDS_TOL = {"hf": 1e-3, "openai": 0.6, "vllm": 0.05}
+ORDER_TOL = {"hf": 1e-3, "openai": 0.05, "vllm": 1e-3}
+# Where the reference's log-odds is at least this far from 0 (14 of the 20 prompts), every
+# backend must pick the same label. Below the tolerance on purpose: a backend within tolerance
+# could still flip a label there, and must not.
+SIGN_MARGIN = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +134,12 @@ def backend(request, hf_backend):
                                          max_context=4096, gpu_memory_utilization=0.5))
 
 
+@pytest.fixture(scope="module")
+def scores(backend) -> list[list[float]]:
+    """The backend's scores for the fixed set, all in one call (computed once per backend)."""
+    return backend.score(FIXED)
+
+
 def log_odds(scores: list[list[float]]) -> np.ndarray:
     return np.array([s[0] - s[1] for s in scores])
 
@@ -133,10 +148,9 @@ def ranks(values: np.ndarray) -> np.ndarray:
     return np.argsort(np.argsort(values)).astype(float)
 
 
-def test_label_logprobs_are_finite_and_at_most_zero(backend):
-    out = backend.score(FIXED)
-    assert len(out) == len(FIXED)
-    for request, values in zip(FIXED, out):
+def test_label_logprobs_are_finite_and_at_most_zero(backend, scores):
+    assert len(scores) == len(FIXED)
+    for request, values in zip(FIXED, scores):
         assert len(values) == len(request.continuations)
         assert all(math.isfinite(v) and v <= 1e-6 for v in values), values
         # Two different next tokens: their probabilities cannot add up past 1.
@@ -145,40 +159,36 @@ def test_label_logprobs_are_finite_and_at_most_zero(backend):
         assert backend.stats.topk_floors == 0  # every label read exactly from the top k, none floored
 
 
-def test_label_log_odds_agree_with_the_reference(backend, reference):
+def test_label_log_odds_agree_with_the_reference(backend, scores, reference):
     ref = log_odds(reference)
-    got = log_odds(backend.score(FIXED))
+    got = log_odds(scores)
     diff = np.abs(got - ref)
     print(f"\n{backend.name}: log-odds vs hf float32 over {len(FIXED)} prompts: "
-          f"max |diff| {diff.max():.4f}, mean {diff.mean():.4f}; reference |log-odds| "
-          f"min {np.abs(ref).min():.3f}, median {np.median(np.abs(ref)):.3f}")
+          f"max |diff| {diff.max():.4f}, mean {diff.mean():.4f}")
     assert diff.max() <= LOGODDS_TOL[backend.name], (diff.max(), diff.round(4).tolist())
     clear = np.abs(ref) > SIGN_MARGIN
     assert clear.sum() >= len(FIXED) // 2  # the set must mostly be decided, or the check says little
     assert np.array_equal(np.sign(got[clear]), np.sign(ref[clear])), (got.round(3).tolist(), ref.round(3).tolist())
-    # The ranking of prompts from most positive to most negative, as ICM's calibration sees it.
+    # The ranking of prompts from most positive to most negative, which is what ICM's batch
+    # calibration (log-odds minus their mean) works from.
     assert np.corrcoef(ranks(got), ranks(ref))[0, 1] >= 0.95
-    # The texts written to be plainly positive or negative get that label.
-    for (text, sentiment), value in zip(CLEAR, got):
-        assert (value > 0) == (sentiment == "positive"), (text, value)
+    # The 270M model leans positive (some plainly negative texts get log-odds above 0), but every
+    # plainly positive text must rank above every plainly negative one.
+    positive = [v for (_, sentiment), v in zip(CLEAR, got) if sentiment == "positive"]
+    negative = [v for (_, sentiment), v in zip(CLEAR, got) if sentiment == "negative"]
+    assert min(positive) > max(negative), (positive, negative)
 
 
-def test_batching_and_order_do_not_change_scores(backend):
-    together = backend.score(FIXED)
+def test_batching_and_order_do_not_change_scores(backend, scores):
     order = list(range(len(FIXED)))
     random.Random(0).shuffle(order)
     shuffled = backend.score([FIXED[i] for i in order])
-    unshuffled = [None] * len(FIXED)
-    for position, i in enumerate(order):
-        unshuffled[i] = shuffled[position]
-    one_by_one = {i: backend.score([FIXED[i]])[0] for i in reversed(range(len(FIXED)))}
-    tol = ORDER_TOL[backend.name]
-    worst = 0.0
-    for i, values in enumerate(together):
-        for other in (unshuffled[i], one_by_one[i]):
-            worst = max(worst, max(abs(a - b) for a, b in zip(values, other)))
+    others = {i: [shuffled[position]] for position, i in enumerate(order)}
+    for i in reversed(range(0, len(FIXED), 2)):  # every other request on its own, last first
+        others[i].append(backend.score([FIXED[i]])[0])
+    worst = max(abs(a - b) for i, values in enumerate(scores) for other in others[i] for a, b in zip(values, other))
     print(f"\n{backend.name}: largest change of a label log-prob with batching and order: {worst:.2e}")
-    assert worst <= tol
+    assert worst <= ORDER_TOL[backend.name]
 
 
 def test_prompt_past_the_context_window_is_an_input_error(backend):
