@@ -21,6 +21,11 @@ GOLD = ROOT / "examples" / "tweets-16.gold.jsonl"
 pytestmark = pytest.mark.model
 
 
+def jsonl(text: str) -> list[dict]:
+    # Split on "\n" only: str.splitlines also breaks at U+0085 and friends, which tweets contain.
+    return [json.loads(line) for line in text.split("\n") if line]
+
+
 def icm(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "icm_cli.cli", *args], input=stdin, capture_output=True, cwd=ROOT, timeout=900
@@ -47,8 +52,8 @@ def labelled(tmp_path_factory, small_config) -> tuple[Path, subprocess.Completed
 def test_label_writes_every_row_in_order_with_label_and_confidence(labelled):
     out, result = labelled
     assert result.returncode == 0, result.stderr.decode()
-    inputs = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    inputs = jsonl(SAMPLE.read_text(encoding="utf-8"))
+    rows = jsonl(out.read_text(encoding="utf-8"))
     assert [r["id"] for r in rows] == [r["id"] for r in inputs]
     for before, after in zip(inputs, rows):
         assert after["text"] == before["text"]
@@ -94,6 +99,6 @@ def test_same_seed_same_labels_and_stdout_pipeline(labelled, small_config):
     again = icm("label", "-", "-c", str(small_config), "--seed", "3", "--quiet", stdin=SAMPLE.read_bytes())
     assert again.returncode == 0, again.stderr.decode()
     assert again.stderr == b""  # --quiet: nothing on stderr
-    first = [(r["id"], r["label"], r["confidence"]) for r in map(json.loads, out.read_text().splitlines())]
-    second = [(r["id"], r["label"], r["confidence"]) for r in map(json.loads, again.stdout.decode().splitlines())]
+    first = [(r["id"], r["label"], r["confidence"]) for r in jsonl(out.read_text(encoding="utf-8"))]
+    second = [(r["id"], r["label"], r["confidence"]) for r in jsonl(again.stdout.decode())]
     assert first == second

@@ -40,7 +40,9 @@ def config(tmp_path_factory) -> Path:
 
 
 def rows(path: Path) -> list[tuple]:
-    return [(r["id"], r["label"], r["confidence"]) for r in map(json.loads, path.read_text().splitlines())]
+    # Split on "\n" only: str.splitlines also breaks at U+0085 and friends, which tweets contain.
+    lines = [line for line in path.read_text(encoding="utf-8").split("\n") if line]
+    return [(r["id"], r["label"], r["confidence"]) for r in map(json.loads, lines)]
 
 
 @pytest.mark.model

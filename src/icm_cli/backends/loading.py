@@ -114,6 +114,11 @@ def resolve_model(ref: str) -> tuple[str, dict[str, Any]]:
 def load_hf_backend(config: BackendConfig, log: Callable[[str], None] = lambda _: None) -> HFBackend:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    # Our own progress report is the only thing on stderr (and --quiet means nothing at all).
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
     device = _device(config.device)
     dtype = _dtype(config.dtype, device)
