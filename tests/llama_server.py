@@ -133,7 +133,7 @@ def start_server(n_ctx: int = N_CTX, log_dir: Optional[Path] = None, timeout_s: 
     # The server's settings also read environment variables named like its options (API_KEY,
     # CONFIG_FILE, MODEL, PORT, ...): start it from a bare environment so only the flags count.
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
-    env["PYTHONUNBUFFERED"] = "1"
+    env.update(PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")  # a crash in llama.cpp leaves a trace in the log
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    env=env, start_new_session=True)

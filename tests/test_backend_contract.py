@@ -86,11 +86,11 @@ FIXED = fixed_requests()
 #   largest, still far below the 2 to 4 nats that separate plainly positive from plainly negative
 #   texts here. Order: the server keeps the previous request's prefix in its KV cache, so a
 #   request's suffix is computed in differently sized batches depending on what came before;
-#   measured up to 0.023, tolerance 0.05. A wrong cache (another prompt's keys and values)
-#   moves scores by whole nats, far past that.
+#   measured 0.023 and 0.031 at most in two runs, tolerance 0.1. A wrong cache (another
+#   prompt's keys and values) moves scores by whole nats, far past that.
 # vllm: float32 on a GPU with other kernels: not measured here (no GPU); loose until it is.
 LOGODDS_TOL = {"hf": 1e-3, "openai": 0.6, "vllm": 0.05}
-ORDER_TOL = {"hf": 1e-3, "openai": 0.05, "vllm": 1e-3}
+ORDER_TOL = {"hf": 1e-3, "openai": 0.1, "vllm": 1e-3}
 # Where the reference's log-odds is at least this far from 0 (14 of the 20 prompts), every
 # backend must pick the same label. Below the tolerance on purpose: a backend within tolerance
 # could still flip a label there, and must not.

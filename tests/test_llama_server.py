@@ -25,7 +25,7 @@ import yaml
 from icm_cli.backends.base import ScoreRequest
 from icm_cli.backends.loading import load_backend
 from icm_cli.config import BackendConfig
-from icm_cli.errors import EXIT_BACKEND, EXIT_USAGE, BackendError, InputError
+from icm_cli.errors import EXIT_BACKEND, EXIT_USAGE, InputError
 from llama_server import SERVED_MODEL, LlamaServer, llama_server, start_server  # noqa: F401 - fixture by name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,12 +53,22 @@ def icm(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(icm_command(*args), capture_output=True, text=True, cwd=ROOT, timeout=timeout)
 
 
-def write_config(path: Path, urls: list[str], iterations: int = 20, **backend: Any) -> Path:
+# What one request costs llama-cpp-python's server grows with the prompt: besides the forward
+# pass it takes log-softmax over the whole 262k vocabulary at every prompt position and sorts the
+# vocabulary in Python (measured: ~0.45 s for a 40-token prompt, ~1.2 s for 700 tokens, on 2
+# cores). The shipped config's batch.max_tokens (1024: one batch of 16, prompts of ~700 tokens)
+# makes 20 iterations cost ~15 minutes there; 256 cuts the 16 tweets into four batches of short
+# prompts (and runs the multi-batch path through the server too).
+BATCH_TOKENS = 256
+
+
+def write_config(path: Path, urls: list[str], iterations: int = 20, final_quench: bool = True, **backend: Any) -> Path:
     """configs/tweets-sentiment-openai.yaml with these servers, iterations and backend settings."""
     config = yaml.safe_load((ROOT / "configs" / "tweets-sentiment-openai.yaml").read_text())
     assert config["backend"]["model"] == SERVED_MODEL
-    config["search"]["iterations"] = iterations
-    config["backend"].update(base_urls=list(urls), **backend)
+    config["search"].update(iterations=iterations, final_quench=final_quench)
+    config["batch"]["max_tokens"] = BATCH_TOKENS
+    config["backend"].update(base_urls=list(urls), concurrency=2, **backend)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -78,8 +88,9 @@ def check_one_line_error(result_stderr: str, names: str) -> str:
 
 
 def check_labelled(out: Path) -> list[dict]:
-    inputs = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    # Split on "\n" only: a tweet holds U+0085, which the output keeps raw and splitlines() splits on.
+    inputs = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").split("\n") if line]
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").split("\n") if line]
     assert [r["id"] for r in rows] == [r["id"] for r in inputs]
     assert all(r["label"] in ("positive", "negative") and 0.0 <= r["confidence"] <= 1.0 for r in rows)
     return rows
@@ -111,13 +122,21 @@ def test_label_end_to_end_through_the_server(llama_server, tmp_path):
 
 
 def test_echo_and_top_k_read_the_same_log_probs(llama_server):
-    """The two ways of reading a label agree on the real server (echo: one request per label)."""
+    """The two ways of reading a label agree on the real server.
+
+    Echo is one request per label, and llama-cpp-python sorts the whole vocabulary at every
+    echoed position (seconds per request), so one short prompt. The prompt with the label
+    appended is computed in other batch sizes than the prompt alone: measured 0.026 apart at
+    most on longer prompts, so the same tolerance as for order (see ORDER_TOL in test_backend_contract.py).
+    """
+    request = [ScoreRequest(("Review: great\nSentiment: positive\n\nReview: awful\nSentiment:",), LABELS)]
     topk = load_backend(BackendConfig(type="openai", base_urls=(llama_server.url,), model=SERVED_MODEL, echo=False))
     echo = load_backend(BackendConfig(type="openai", base_urls=(llama_server.url,), model=SERVED_MODEL, echo=True))
-    a, b = topk.score(REQUESTS[:3]), echo.score(REQUESTS[:3])
+    a, b = topk.score(request)[0], echo.score(request)[0]
     assert topk.stats.topk_floors == 0
-    for x, y in zip(a, b):
-        assert x == pytest.approx(y, abs=2e-3)
+    assert a == pytest.approx(b, abs=0.1)
+    # llama-cpp-python reads max_tokens 0 as "until the context is full": echo must ask for 1.
+    assert echo._echo_max_tokens == 1
 
 
 def test_prompt_past_the_server_context_is_an_input_error(llama_server):
@@ -170,7 +189,9 @@ def test_only_server_killed_mid_run_is_one_line_error_exit_3(tmp_path):
 def test_run_completes_on_the_other_server_when_one_is_killed(llama_server, tmp_path):
     victim = start_server(n_ctx=2048, log_dir=tmp_path)
     try:
-        config = write_config(tmp_path / "two.yaml", [llama_server.url, victim.url], retries=4, backoff_s=0.05)
+        # A short run: it only has to outlive the kill and finish on the survivor.
+        config = write_config(tmp_path / "two.yaml", [llama_server.url, victim.url], iterations=2,
+                              final_quench=False, retries=4, backoff_s=0.05)
         out = tmp_path / "labels.jsonl"
         result = run_and_kill(victim, config, out, after_completions=3)
     finally:
@@ -271,17 +292,19 @@ def test_retries_ride_out_500s_and_slow_answers(llama_server):
     expected = direct.score(REQUESTS)
 
     def plan(n: int) -> Any:
-        return {1: "500", 2: ("slow", 0.3), 4: "500", 5: ("stall", 2.5), 7: "500", 8: ("slow", 0.5)}.get(n, "pass")
+        return {1: "500", 2: ("slow", 0.3), 4: "500", 5: ("stall", 3.5), 7: "500", 8: ("slow", 0.5)}.get(n, "pass")
 
+    # One request at a time: the server answers these short prompts in ~0.5 s, far inside
+    # timeout_s, so only the injected stall times out.
     with FaultProxy(llama_server.port, plan) as proxy:
         backend = load_backend(BackendConfig(type="openai", base_urls=(proxy.url,), model=SERVED_MODEL,
-                                             timeout_s=2.0, retries=4, backoff_s=0.01, concurrency=2))
+                                             timeout_s=3.0, retries=4, backoff_s=0.01, concurrency=1))
         got = backend.score(REQUESTS)
     assert proxy.outcomes.count("500") == 3 and proxy.outcomes.count("stall") == 1
     assert proxy.outcomes.count("slow") == 2  # answered late, inside timeout_s: no retry needed
     assert backend.stats.retries == 4  # three 500s and one timeout, each tried again
     for a, b in zip(got, expected):
-        assert a == pytest.approx(b, abs=1e-3)
+        assert a == pytest.approx(b, abs=0.1)  # the same server; only its prefix cache differs (ORDER_TOL)
 
 
 @pytest.mark.parametrize("fault", ["500", "stall"])

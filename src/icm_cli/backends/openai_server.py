@@ -13,7 +13,9 @@ Two ways to read a label's log-probability from such a server:
   floor (see `topk_logprob`), counted in `stats.topk_floors`. Multi-token labels need echo.
 
 `echo: auto` uses top-k when the server's tokenizer shows every label is one token, else echo
-when the server supports it (llama.cpp's server does not), else top-k.
+when the server supports it (llama.cpp's server does not), else top-k. The tokenizer is found at
+/tokenize (vLLM, SGLang, llama.cpp's llama-server) or /extras/tokenize (llama-cpp-python's server,
+which echoes too but reads max_tokens 0 as "until the context is full", so it is sent 1).
 
 Requests go round-robin over `base_urls`; a failed attempt (429, 5xx, timeout, refused
 connection) is retried on the next server with exponential backoff. The API key is read from
