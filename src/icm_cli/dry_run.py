@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Callable
@@ -10,7 +9,8 @@ from typing import Callable
 from .backends.base import ScoreRequest
 from .config import Config
 from .data import Dataset
-from .scoring import CoherenceScorer, PromptSet
+from .runner import batch_setup
+from .scoring import CoherenceScorer
 from .search import _Search
 from .tasks import build_task, make_batches
 
@@ -59,10 +59,7 @@ def dry_run(dataset: Dataset, config: Config, count: Callable[[str], int], show:
     estimates: list[BatchEstimate] = []
     first: list[tuple[str, tuple[str, ...]]] = []
     for b, batch in enumerate(batches):
-        prompts = PromptSet(
-            tuple(task.examples[i].query for i in batch.indices), task.label_words,
-            config.task.label_prefix, config.task.separator, task.calibrate,
-        )
+        prompts, params = batch_setup(task, config, batch, b)
         scorer = CoherenceScorer(prompts, backend=None)  # type: ignore[arg-type]  # requests() only
         everything = tuple(0 for _ in batch.indices)
         shared, scratch = shared_prefix_tokens(scorer.requests(everything)[0], count)
@@ -72,7 +69,6 @@ def dry_run(dataset: Dataset, config: Config, count: Callable[[str], int], show:
         if b == 0:
             # The search's own first labels (seeded, no model needed): these are the first
             # prompts the model will read, character for character.
-            params = dataclasses.replace(config.search, seed=config.search.seed + b)
             start = _Search(batch.problem, scorer, params, random.Random(params.seed)).initial_labels()
             for request in scorer.requests(start)[0][:show]:
                 first.append(("".join(request.segments), request.continuations))

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .backends.base import Backend
-from .config import Config
+from .config import Config, SearchConfig
 from .data import Dataset
 from .scoring import CoherenceScorer, PromptSet
 from .search import SearchResult, SearchState, Step, run_search
-from .tasks import RowLabel, Task, build_task, make_batches, row_labels
+from .tasks import Batch, RowLabel, Task, build_task, make_batches, row_labels
 
 
 @dataclass(frozen=True)
@@ -147,15 +147,20 @@ def label_dataset(
     return rows, summary
 
 
-def _run_batch(b, batches, task, config, backend, monitor, on_progress, start, tokens_before, resume, save) -> BatchOutcome:
-    batch = batches[b]
+def batch_setup(task: Task, config: Config, batch: Batch, b: int) -> tuple[PromptSet, SearchConfig]:
+    """The prompts and search parameters of batch number b (shared with the dry run)."""
     prompts = PromptSet(
         tuple(task.examples[i].query for i in batch.indices), task.label_words,
         config.task.label_prefix, config.task.separator, task.calibrate,
     )
     # Each batch is an independent run; a distinct seed per batch keeps them from starting
     # identically while staying a pure function of the configured seed.
-    params = dataclasses.replace(config.search, seed=config.search.seed + b)
+    return prompts, dataclasses.replace(config.search, seed=config.search.seed + b)
+
+
+def _run_batch(b, batches, task, config, backend, monitor, on_progress, start, tokens_before, resume, save) -> BatchOutcome:
+    batch = batches[b]
+    prompts, params = batch_setup(task, config, batch, b)
     gold = _batch_gold(task, batch.indices, monitor)
 
     def observe(step: Step) -> None:
