@@ -22,8 +22,8 @@ from icm_cli.backends.vllm_backend import (
     MISSING_VLLM,
     PlannedPrompt,
     VLLMBackend,
-
     engine_prefix_cache,
+    gguf_problem,
     plan_prompts,
     read_output,
     shared_block_tokens,
@@ -263,6 +263,33 @@ def test_missing_vllm_is_a_clear_backend_error(monkeypatch):
 def test_vllm_backend_needs_a_named_model():
     with pytest.raises(InputError, match="needs a model"):
         load_backend(BackendConfig(type="vllm"))
+
+
+@pytest.mark.parametrize(
+    "model, quantization, tokenizer, plugin, problem",
+    [
+        ("meta-llama/Llama-3.1-8B", None, None, False, None),
+        ("/m/llama-8b.Q4_K_M.gguf", None, "meta-llama/Llama-3.1-8B", False, "pip install vllm-gguf-plugin"),
+        ("some/repo", "gguf", "meta-llama/Llama-3.1-8B", False, "pip install vllm-gguf-plugin"),
+        ("/m/llama-8b.Q4_K_M.gguf", None, None, True, "backend.tokenizer"),
+        ("/m/llama-8b.Q4_K_M.gguf", None, "meta-llama/Llama-3.1-8B", True, None),
+        ("meta-llama/Llama-3.1-8B", "awq", None, False, None),
+    ],
+)
+def test_gguf_in_vllm_needs_the_plugin_and_a_tokenizer(model, quantization, tokenizer, plugin, problem):
+    config = BackendConfig(type="vllm", model=model, quantization=quantization, tokenizer=tokenizer)
+    found = gguf_problem(config, plugin_installed=plugin)
+    assert (found is None) == (problem is None)
+    if problem:
+        assert problem in found
+
+
+def test_gguf_without_the_plugin_fails_before_importing_vllm(monkeypatch):
+    if importlib.util.find_spec("vllm_gguf_plugin") is not None:
+        pytest.skip("vllm-gguf-plugin is installed here")
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    with pytest.raises(InputError, match="vllm-gguf-plugin"):
+        load_backend(BackendConfig(type="vllm", model="/m/x.gguf", tokenizer="meta-llama/Llama-3.1-8B"))
 
 
 def test_real_vllm_scorings_agree_and_reuse_the_prefix_cache():

@@ -24,6 +24,7 @@ vLLM's `RequestOutput` / `CompletionOutput` / `Logprob`.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from dataclasses import dataclass
@@ -259,6 +260,25 @@ class VLLMBackend:
             self.stats.engine_cache_hits, self.stats.engine_cache_queries = counts
 
 
+def gguf_problem(config: BackendConfig, plugin_installed: bool) -> Optional[str]:
+    """Why a GGUF model cannot load in vLLM as configured, or None.
+
+    vLLM 0.33 dropped in-tree GGUF (no "gguf" quantization method); the out-of-tree
+    `vllm-gguf-plugin` restores it for a model path ending in .gguf, and reads the model's
+    config from `tokenizer` (an HF repo or folder of the original model).
+    """
+    is_gguf = str(config.model).endswith(".gguf") or (config.quantization or "").lower() == "gguf"
+    if not is_gguf:
+        return None
+    if not plugin_installed:
+        return ("backend.model: vLLM 0.33 loads GGUF only through its plugin: "
+                "pip install vllm-gguf-plugin (or 'icm-cli[vllm]', which includes it)")
+    if not config.tokenizer:
+        return ("backend.tokenizer: a GGUF model in vLLM needs the original model's tokenizer and config, "
+                "e.g. tokenizer: meta-llama/Llama-3.1-8B")
+    return None
+
+
 def _import_vllm() -> Any:
     # vLLM's own logging writes to stdout, where `icm label` may be writing rows; unless the
     # user configured it, let its records go through Python logging (stderr, warnings only).
@@ -277,6 +297,9 @@ def load_vllm_backend(config: BackendConfig, log: Callable[[str], None] = lambda
         raise InputError("backend.model: the vllm backend needs a model, e.g. meta-llama/Llama-3.1-8B (the embedded GGUF is for hf)")
     if config.gpu_memory_utilization > 1:
         raise InputError(f"backend.gpu_memory_utilization is {config.gpu_memory_utilization}, must be at most 1")
+    problem = gguf_problem(config, importlib.util.find_spec("vllm_gguf_plugin") is not None)
+    if problem:
+        raise InputError(problem)
     vllm = _import_vllm()
     kwargs: dict[str, Any] = {
         "model": config.model,
