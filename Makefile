@@ -4,22 +4,27 @@ PY     := $(VENV)/bin/python
 ICM    := $(VENV)/bin/icm
 DEMO   := runs/demo
 
-.PHONY: install demo test test-server bench clean
+.PHONY: install install-test demo test test-server bench clean
 
 install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
 
 # torch is pinned to the CPU build first: asked for plainly, pip would pull a multi-GB CUDA build.
-# The `server` extra is llama-cpp-python, whose OpenAI-compatible server the openai backend's
-# real-server tests run against (`make test-server`; they skip without it). It compiles llama.cpp
-# (6-8 minutes on 2 cores, once: pip caches the wheel) with portable CPU flags: a native build uses
-# whatever the build machine has, and died here with "Illegal instruction".
+# The tests also need the `server` extra: llama-cpp-python, whose OpenAI-compatible server the
+# openai backend's real-server tests run against. It compiles llama.cpp (6-8 minutes on 2 cores,
+# once: pip caches the wheel) with portable CPU flags: a native build uses whatever the build
+# machine has, and died here with "Illegal instruction". `make demo` does not need it.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=OFF -DGGML_FMA=ON -DGGML_F16C=ON
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q -e '.[test,server]'
 	touch $@
 
 demo: install
@@ -27,13 +32,13 @@ demo: install
 	$(ICM) label examples/tweets-64.jsonl -c configs/tweets-sentiment.yaml -o $(DEMO)/tweets-64.labels.jsonl --force
 	$(ICM) eval $(DEMO)/tweets-64.labels.jsonl --gold examples/tweets-64.gold.jsonl
 
-test: install
-	$(PY) -m pytest -q -ra
+# ICM_REQUIRE_SERVER: here a missing llama.cpp server fails its tests instead of skipping them.
+test: install-test
+	ICM_REQUIRE_SERVER=1 $(PY) -m pytest -q -ra
 
-# The openai backend against a real llama.cpp server (builds llama-cpp-python first).
-test-server: install
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q -e '.[test,server]'
-	$(PY) -m pytest -q -ra tests/test_backend_contract.py tests/test_llama_server.py
+# Only the openai backend against a real llama.cpp server.
+test-server: install-test
+	ICM_REQUIRE_SERVER=1 $(PY) -m pytest -q -ra tests/test_backend_contract.py tests/test_llama_server.py
 
 # Reference path vs fast path, side by side in one process (about 20 minutes on 2 cores).
 bench: install

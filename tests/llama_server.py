@@ -1,8 +1,9 @@
 """A real OpenAI-compatible server for the tests: llama-cpp-python's, serving the embedded Gemma 3
 270M GGUF on 127.0.0.1, started as a subprocess on a free port.
 
-`make install` builds llama-cpp-python (the `server` extra). Where it is missing the tests that need
-a server are skipped with that reason; a server that is installed but does not come up is a failure
+`make test` builds llama-cpp-python (the `server` extra) and sets ICM_REQUIRE_SERVER=1, which turns
+a missing server into a failure. Elsewhere (plain pytest) the tests that need a server are skipped
+with that reason; a server that is installed but does not come up is a failure
 (with the tail of its log), not a skip.
 
 Use the `llama_server` fixture (one instance shared by every test module in the session, stopped at
@@ -115,6 +116,9 @@ def start_server(n_ctx: int = N_CTX, log_dir: Optional[Path] = None, timeout_s: 
     """Start a server and wait until /v1/models lists the model; fail with its log if it does not."""
     reason = missing_reason()
     if reason:
+        # `make test` builds the server, so there its absence is a broken install, not a skip.
+        if os.environ.get("ICM_REQUIRE_SERVER") == "1":
+            pytest.fail(f"ICM_REQUIRE_SERVER=1 but {reason}", pytrace=False)
         pytest.skip(reason)
     port = free_port()
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="icm-llama-server-"))
