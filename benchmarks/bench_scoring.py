@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from icm_cli.backends.loading import load_backend  # noqa: E402
+from icm_cli.backends.prefix_tree import build_trie, trie_tokens  # noqa: E402
 from icm_cli.config import BackendConfig, SearchConfig  # noqa: E402
 from icm_cli.scoring import CoherenceScorer, PromptSet  # noqa: E402
 from icm_cli.search import Problem, run_search  # noqa: E402
@@ -108,6 +109,12 @@ def one_evaluation(backend, prompts: PromptSet, reuse: bool, time_it: bool) -> t
     return backend.stats.tokens_computed - before, time.perf_counter() - start
 
 
+def exact_trie_tokens(backend, prompts: PromptSet) -> int:
+    labels = tuple(random.Random(1).choice([0, 1]) for _ in prompts.queries)  # as one_evaluation
+    requests, _ = CoherenceScorer(prompts, backend).requests(labels)
+    return trie_tokens(build_trie(backend.rows(requests)))
+
+
 def print_run(f: RunFigures) -> None:
     print(
         f"  {f.path:9s}  tokens {f.tokens:>10,}  wall {f.seconds:8.1f} s  it/s {f.iterations / f.seconds:6.3f}  "
@@ -139,8 +146,10 @@ def compare(name: str, backend, prompts: PromptSet, iterations: int, seed: int) 
 
 def scaling(backend, sizes: list[int], time_reference_up_to: int, out_dir: Path) -> list[dict]:
     print("\n== scaling: one U evaluation with every example labelled (tweets)")
+    # trie tokens: the exact prefix trie of the evaluation, the least any engine computes per
+    # evaluation with this layout and no reuse across evaluations; ref / trie bounds the token ratio.
     print(f"  {'n':>4}  {'ref tokens':>11}  {'ref s':>8}  {'fast tokens':>11}  {'fast s':>7}  {'fast peak MiB':>13}  "
-          f"{'tokens/(n log2 n)':>17}")
+          f"{'tokens/(n log2 n)':>17}  {'trie tokens':>11}  {'ref/trie':>8}")
     rows = []
     for n in sizes:
         prompts = tweets(n)
@@ -149,10 +158,13 @@ def scaling(backend, sizes: list[int], time_reference_up_to: int, out_dir: Path)
         peak = peak_rss_mib()
         ref_tokens, ref_s = one_evaluation(backend, prompts, False, n <= time_reference_up_to)
         per = fast_tokens / (n * math.log2(n))
+        trie = exact_trie_tokens(backend, prompts)
         print(f"  {n:>4}  {ref_tokens:>11,}  {ref_s if ref_s is not None else float('nan'):>8.1f}  {fast_tokens:>11,}  "
-              f"{fast_s:>7.1f}  {peak:>13.0f}  {per:>17.1f}" + ("" if ref_s is not None else "  (reference counted, not timed)"))
+              f"{fast_s:>7.1f}  {peak:>13.0f}  {per:>17.1f}  {trie:>11,}  {ref_tokens / trie:>8.2f}"
+              + ("" if ref_s is not None else "  (reference counted, not timed)"))
         rows.append({"n": n, "reference_tokens": ref_tokens, "reference_s": ref_s, "fast_tokens": fast_tokens,
-                     "fast_s": fast_s, "fast_peak_rss_mib": round(peak), "fast_tokens_per_nlogn": round(per, 1)})
+                     "fast_s": fast_s, "fast_peak_rss_mib": round(peak), "fast_tokens_per_nlogn": round(per, 1),
+                     "trie_tokens": trie})
     try:
         import matplotlib
 

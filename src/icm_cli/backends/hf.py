@@ -74,8 +74,12 @@ class HFBackend:
 
     # ---- scoring --------------------------------------------------------------------
 
+    def rows(self, requests: Sequence[ScoreRequest]) -> list[Row]:
+        """The token sequences one score() call runs (the benchmark sizes their trie too)."""
+        return [row for i, r in enumerate(requests) for row in self._rows(i, r)]
+
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
-        rows = [row for i, r in enumerate(requests) for row in self._rows(i, r)]
+        rows = self.rows(requests)
         out = [[0.0] * len(r.continuations) for r in requests]
         self.stats.requests += len(requests)
         self.stats.tokens_requested += sum(row.length() for row in rows)

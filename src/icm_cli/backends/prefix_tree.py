@@ -59,6 +59,11 @@ def build_trie(rows: list[Row]) -> Node:
     return root
 
 
+def trie_tokens(node: Node) -> int:
+    """Tokens in the trie: what a walk computes with no padding and no re-read prefix."""
+    return len(node.tokens) + sum(len(r.tail) for r in node.rows) + sum(trie_tokens(c) for c in node.children.values())
+
+
 def _compress(node: Node) -> None:
     # A chain of single children is one forward call, not one per piece.
     while len(node.children) == 1 and not node.rows:
