@@ -94,12 +94,16 @@ def search_once(backend, prompts: PromptSet, reuse: bool, iterations: int, seed:
     )
 
 
+def evaluation_requests(prompts: PromptSet) -> list:
+    """The requests of one U evaluation with every example labelled (at random, fixed seed)."""
+    labels = tuple(random.Random(1).choice([0, 1]) for _ in prompts.queries)
+    return CoherenceScorer(prompts, backend=None).requests(labels)[0]  # type: ignore[arg-type]  # requests() only
+
+
 def one_evaluation(backend, prompts: PromptSet, reuse: bool, time_it: bool) -> tuple[int, float | None]:
     """Tokens and seconds of one U evaluation with every example labelled."""
     backend.reuse_prefixes = reuse
-    labels = tuple(random.Random(1).choice([0, 1]) for _ in prompts.queries)
-    scorer = CoherenceScorer(prompts, backend)
-    requests, _ = scorer.requests(labels)
+    requests = evaluation_requests(prompts)
     if not time_it:
         # Counted exactly from the tokenizer; the from-scratch path computes every prompt token.
         return sum(backend.count_tokens("".join(r.segments)) + 1 for r in requests), None
@@ -110,9 +114,7 @@ def one_evaluation(backend, prompts: PromptSet, reuse: bool, time_it: bool) -> t
 
 
 def exact_trie_tokens(backend, prompts: PromptSet) -> int:
-    labels = tuple(random.Random(1).choice([0, 1]) for _ in prompts.queries)  # as one_evaluation
-    requests, _ = CoherenceScorer(prompts, backend).requests(labels)
-    return trie_tokens(build_trie(backend.rows(requests)))
+    return trie_tokens(build_trie(backend.rows(evaluation_requests(prompts))))
 
 
 def print_run(f: RunFigures) -> None:
