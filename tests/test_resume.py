@@ -77,7 +77,7 @@ def test_killed_runs_resume_to_the_uninterrupted_labels(tmp_path, config):
 def test_a_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "out.jsonl.checkpoint.json"
     store = Checkpoint(path, Config(), "abc")
-    first = RunState((), SearchState((0, None, 1), (3, tuple(range(625)), None), 4, 2, 3, 2, 5))
+    first = RunState((), SearchState((0, None, 1), (3, tuple(range(625)), None), 4, 2, 3, 2, 5, (2, 0)))
     store.save(first)
 
     def crash(*_args):

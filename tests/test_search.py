@@ -68,12 +68,16 @@ class ContextScorer:
         self.strength = strength
         self.calls = 0
         self.seen: list[tuple[Optional[int], ...]] = []
+        self.orders: list[Optional[tuple[int, ...]]] = []
 
-    def evaluate(self, labels):
+    def evaluate(self, labels, order=None):
         self.calls += 1
         self.seen.append(tuple(labels))
+        self.orders.append(tuple(order) if order is not None else None)
         n = len(self.truth)
         assert len(labels) == n
+        if order is not None:
+            assert sorted(order) == [j for j, y in enumerate(labels) if y is not None]
         labelled = [j for j, y in enumerate(labels) if y is not None]
         rows = []
         for i in range(n):
@@ -93,7 +97,7 @@ class StaticScorer:
         self.scores = tuple(tuple(math.log(p) for p in row) for row in probs)
         self.calls = 0
 
-    def evaluate(self, labels):
+    def evaluate(self, labels, order=None):
         self.calls += 1
         assert len(labels) == len(self.scores)
         return Evaluation(self.scores)

@@ -13,7 +13,8 @@ from .output import atomic_write_text
 from .runner import BatchOutcome, RunState
 from .search import SearchState
 
-VERSION = 1
+# 2: the search state holds the labelling order (prompts follow it).
+VERSION = 2
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -94,7 +95,7 @@ def _search_state(doc: Optional[dict]) -> Optional[SearchState]:
     version, internal, gauss = doc["rng_state"]
     return SearchState(
         tuple(doc["labels"]), (version, tuple(internal), gauss), doc["iteration"], doc["flips"],
-        doc["proposals"], doc["accepted"], doc["evaluations"],
+        doc["proposals"], doc["accepted"], doc["evaluations"], tuple(doc["order"]),
     )
 
 

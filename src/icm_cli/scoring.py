@@ -5,8 +5,14 @@ then i's input; its label is scored. The order of the demonstrations is fixed by
 halving recursion: split the labelled set D into halves A and B; every prompt for an
 example in A starts with all of B, every prompt for B starts with all of A; recurse.
 Each prompt still holds exactly D minus i, but prompts share long prefixes, so a backend
-that reuses prefixes computes O(n log n) tokens instead of O(n^2). The layout is a pure
-function of D, so the objective does not depend on search history.
+that reuses prefixes computes O(n log n) tokens instead of O(n^2).
+
+The search adds examples one at a time, and a backend that keeps attention state across
+evaluations recomputes everything after the first token that changed. So the newest
+examples (the last `len(D) % TAIL_BLOCK` in labelling order, the tail) come after the
+halving part in every prompt: adding one recomputes only itself and each prompt's input,
+O(n) tokens. Every TAIL_BLOCK additions the tail joins the halving part. The layout is a
+pure function of the labelled set and its labelling order, which the search state holds.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 from .backends.base import Backend, ScoreRequest
 from .search import Evaluation, Labels
@@ -37,6 +43,10 @@ class PromptSet:
         return tuple(self.label_prefix + w for w in self.label_words)
 
 
+# Tail size bound: larger means fewer full rebuilds but longer per-prompt tails.
+TAIL_BLOCK = 8
+
+
 def leave_one_out_contexts(members: Sequence[int]) -> dict[int, list[int]]:
     """For each member, the other members in the halving order (see module docstring)."""
     out: dict[int, list[int]] = {}
@@ -55,6 +65,16 @@ def leave_one_out_contexts(members: Sequence[int]) -> dict[int, list[int]]:
     return out
 
 
+def layout(order: Sequence[int], tail_block: int = TAIL_BLOCK) -> tuple[dict[int, list[int]], list[int]]:
+    """Each member's leave-one-out context, and the full context, for members in labelling order."""
+    order = list(order)
+    cut = len(order) - len(order) % tail_block
+    settled, tail = order[:cut], order[cut:]
+    contexts = {i: ctx + tail for i, ctx in leave_one_out_contexts(settled).items()}
+    contexts.update({i: settled + ctx for i, ctx in leave_one_out_contexts(tail).items()})
+    return contexts, settled + tail
+
+
 class CoherenceScorer:
     """Turns a label assignment into per-example label scores (the search's Scorer)."""
 
@@ -62,43 +82,52 @@ class CoherenceScorer:
         self.prompts = prompts
         self.backend = backend
         self.memo_size = memo_size
-        self._memo: OrderedDict[Labels, Evaluation] = OrderedDict()
+        self._memo: OrderedDict[tuple, Evaluation] = OrderedDict()
         self.memo_hits = 0
 
-    def requests(self, labels: Labels) -> tuple[list[ScoreRequest], list[int]]:
-        """The requests of one evaluation, and the example each one scores."""
+    def requests(self, labels: Labels, order: Optional[Sequence[int]] = None) -> tuple[list[ScoreRequest], list[int]]:
+        """The requests of one evaluation, and the example each one scores.
+
+        `order`: the labelled examples in labelling order (default: index order).
+        """
         p = self.prompts
         conts = p.continuations()
         members = [i for i, y in enumerate(labels) if y is not None]
+        if order is None:
+            order = members
+        elif sorted(order) != members:
+            raise ValueError("order must list exactly the labelled examples")
         demos = {i: p.demo(i, labels[i]) for i in members}
+        contexts, everything = layout(order)
         requests: list[ScoreRequest] = []
         examples: list[int] = []
-        for i, context in leave_one_out_contexts(members).items():
+        for i, context in contexts.items():
             requests.append(ScoreRequest(tuple(demos[j] for j in context) + (p.queries[i],), conts))
             examples.append(i)
         # Proposals for unlabelled examples read the whole labelled set, in the order that
-        # shares the longest prefix with the leave-one-out prompts above.
-        full = tuple(demos[j] for j in members)
+        # shares the longest prefix with the tail's prompts above.
+        full = tuple(demos[j] for j in everything)
         for i, y in enumerate(labels):
             if y is None:
                 requests.append(ScoreRequest(full + (p.queries[i],), conts))
                 examples.append(i)
         return requests, examples
 
-    def evaluate(self, labels: Labels) -> Evaluation:
-        cached = self._memo.get(labels)
+    def evaluate(self, labels: Labels, order: Optional[Sequence[int]] = None) -> Evaluation:
+        key = (labels, tuple(order) if order is not None else None)
+        cached = self._memo.get(key)
         if cached is not None:
-            self._memo.move_to_end(labels)
+            self._memo.move_to_end(key)
             self.memo_hits += 1
             return cached
-        requests, examples = self.requests(labels)
+        requests, examples = self.requests(labels, order)
         raw: list[list[float]] = [[] for _ in labels]
         for i, values in zip(examples, self.backend.score(requests) if requests else []):
             raw[i] = values
         if self.prompts.calibrate:
             raw = _batch_calibrated(raw, labels)
         evaluation = Evaluation(tuple(tuple(_log_softmax(v)) for v in raw))
-        self._memo[labels] = evaluation
+        self._memo[key] = evaluation
         if len(self._memo) > self.memo_size:
             self._memo.popitem(last=False)
         return evaluation

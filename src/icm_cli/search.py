@@ -64,7 +64,20 @@ class Evaluation:
 
 
 class Scorer(Protocol):
-    def evaluate(self, labels: Labels) -> Evaluation: ...
+    def evaluate(self, labels: Labels, order: Sequence[int]) -> Evaluation:
+        """Scores of `labels`; `order` lists the labelled examples in the order they were labelled."""
+        ...
+
+
+def extend_order(order: tuple[int, ...], labels: Labels) -> tuple[int, ...]:
+    """The labelling order after `labels`: examples labelled for the first time go last.
+
+    Relabelling keeps an example's place. Prompts put late-labelled examples late, so a
+    scorer that keeps attention state across evaluations recomputes little when one is added.
+    """
+    have = set(order)
+    kept = tuple(i for i in order if labels[i] is not None)
+    return kept + tuple(i for i, y in enumerate(labels) if y is not None and i not in have)
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,7 @@ class SearchState:
     proposals: int
     accepted: int
     evaluations: int
+    order: tuple[int, ...] = ()  # the labelled examples in the order they were labelled
 
 
 @dataclass(frozen=True)
@@ -154,6 +168,7 @@ def argmax(scores: Sequence[float]) -> int:
 @dataclass
 class _State:
     labels: Labels
+    order: tuple[int, ...]
     evaluation: Evaluation
     utility: float
     predictability: float
@@ -169,14 +184,15 @@ class _Search:
     evaluations: int = 0
     _group_index: dict[str, list[int]] = field(default_factory=dict)
 
-    def state(self, labels: Labels) -> _State:
+    def state(self, labels: Labels, order: tuple[int, ...]) -> _State:
         self.evaluations += 1
-        evaluation = self.scorer.evaluate(labels)
+        order = extend_order(order, labels)
+        evaluation = self.scorer.evaluate(labels, order)
         p = predictability(labels, evaluation, self.params.objective)
         bad = len(violations(labels, self.problem.constraints))
-        return _State(labels, evaluation, self.params.alpha * p - bad, p, bad)
+        return _State(labels, order, evaluation, self.params.alpha * p - bad, p, bad)
 
-    def initial_labels(self) -> Labels:
+    def initial_labels(self) -> tuple[Labels, tuple[int, ...]]:
         n, k = self.problem.n, min(self.params.initial_labels, self.problem.n)
         chosen = self.rng.sample(range(n), k)
         # Balanced random seed labels (half True, half False in the binary case).
@@ -185,7 +201,7 @@ class _Search:
         labels: list[Optional[int]] = [None] * n
         for i, y in zip(chosen, words):
             labels[i] = y
-        return tuple(labels)
+        return tuple(labels), tuple(chosen)
 
     def consistency_fix(self, current: _State) -> _State:
         tried: set[Constraint] = set()
@@ -199,7 +215,7 @@ class _Search:
             for a, b in _OPTIONS[pair.kind]:
                 option = list(current.labels)
                 option[pair.i], option[pair.j] = a, b
-                candidate = self.state(tuple(option))
+                candidate = self.state(tuple(option), current.order)
                 if best is None or candidate.utility > best.utility:
                     best = candidate
             if best is not None and best.utility > current.utility:
@@ -242,7 +258,7 @@ def _quench(search: _Search, current: _State, passes: int = 3) -> tuple[_State, 
             changed = list(current.labels)
             changed[i] = proposal
             proposals += 1
-            candidate = search.consistency_fix(search.state(tuple(changed)))
+            candidate = search.consistency_fix(search.state(tuple(changed), current.order))
             if candidate.utility > current.utility:
                 current, improved = candidate, True
                 accepted += 1
@@ -260,12 +276,12 @@ def run_search(
 ) -> SearchResult:
     search = _Search(problem, scorer, params, random.Random(params.seed))
     if resume is None:
-        current = search.consistency_fix(search.state(search.initial_labels()))
+        current = search.consistency_fix(search.state(*search.initial_labels()))
         flips = proposals = accepted = 0
         first = 1
     else:
         search.rng.setstate(resume.rng_state)
-        current = search.state(resume.labels)
+        current = search.state(resume.labels, resume.order)
         search.evaluations = resume.evaluations
         flips, proposals, accepted = resume.flips, resume.proposals, resume.accepted
         first = resume.iteration + 1
@@ -282,7 +298,7 @@ def run_search(
         state = None
         if changed:
             state = SearchState(current.labels, search.rng.getstate(), iteration, flips, proposals,
-                                accepted, search.evaluations)
+                                accepted, search.evaluations, current.order)
         on_step(
             Step(iteration, params.iterations, t, current.utility, current.predictability,
                  current.inconsistent, sum(counts), problem.n, proposals, accepted, tuple(counts),
@@ -304,7 +320,7 @@ def run_search(
         proposals += 1
         changed = list(current.labels)
         changed[i] = proposal
-        candidate = search.consistency_fix(search.state(tuple(changed)))
+        candidate = search.consistency_fix(search.state(tuple(changed), current.order))
         delta = candidate.utility - current.utility
         if delta > 0 or (t > 0 and search.rng.random() < math.exp(delta / t)):
             current = candidate
