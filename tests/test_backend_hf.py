@@ -74,3 +74,49 @@ def test_prompt_past_context_window_says_what_to_lower(backend):
     long = ("word " * (backend.max_context + 10),)
     with pytest.raises(InputError, match="lower batch.max_tokens"):
         backend.score([ScoreRequest(long, (" positive",))])
+
+
+def _one_evaluation(backend, prompts, labels, order=None):
+    requests, _ = CoherenceScorer(prompts, backend).requests(labels, order)
+    before = backend.stats.tokens_computed
+    scores = backend.score(requests)
+    return scores, backend.stats.tokens_computed - before
+
+
+def test_kept_attention_state_gives_bit_identical_scores_and_saves_work(backend, prompts):
+    # The search's next evaluations: one example relabelled, then one more labelled.
+    first = (0, 1, 1, 0, 1, 0, 0, 1, 1, None, None, None)
+    relabelled = first[:4] + (0,) + first[5:]
+    grown = relabelled[:9] + (1,) + relabelled[10:]
+    order = tuple(range(9))
+    backend.reuse_prefixes = True
+    backend.forget()
+    _one_evaluation(backend, prompts, first, order)
+    warm = [_one_evaluation(backend, prompts, relabelled, order), _one_evaluation(backend, prompts, grown, order + (9,))]
+    cold = []
+    for labels, o in ((relabelled, order), (grown, order + (9,))):
+        backend.forget()
+        cold.append(_one_evaluation(backend, prompts, labels, o))
+    backend.reuse_prefixes = False
+    reference = [_one_evaluation(backend, prompts, relabelled, order), _one_evaluation(backend, prompts, grown, order + (9,))]
+    backend.reuse_prefixes = True
+    for (w, w_tokens), (c, c_tokens), (r, r_tokens) in zip(warm, cold, reference):
+        assert w == c  # exactly: a resumed run (empty store) scores as the uninterrupted one did
+        for a, b in zip(w, r):
+            assert a == pytest.approx(b, abs=1e-3)
+        assert w_tokens < c_tokens < r_tokens
+    # Adding one example recomputes it and each prompt's input, not the prompts' shared prefixes.
+    assert warm[1][1] < cold[1][1] / 2
+
+
+def test_no_store_budget_still_scores_exactly(prompts):
+    small = load_backend(BackendConfig(dtype="float32", kv_cache_mib=0))
+    labels = (0, 1, 1, 0, 1, 0, None, None, None, None, None, None)
+    scores, _ = _one_evaluation(small, prompts, labels)
+    again, tokens = _one_evaluation(small, prompts, labels)
+    assert scores == again and len(small.store) == 0 and small.stats.tokens_reused == 0
+    small.reuse_prefixes = False
+    reference, ref_tokens = _one_evaluation(small, prompts, labels)
+    for a, b in zip(scores, reference):
+        assert a == pytest.approx(b, abs=1e-3)
+    assert tokens < ref_tokens

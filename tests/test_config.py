@@ -188,7 +188,7 @@ def test_wrong_type_names_the_key(tmp_path, text, key):
         ("search: {group_weight: 0.5}\n", "search.group_weight"),
         ("batch: {max_tokens: 10}\n", "batch.max_tokens"),
         ("backend: {max_context: 4}\n", "backend.max_context"),
-        ("backend: {batch_rows: 0}\n", "backend.batch_rows"),
+        ("backend: {kv_cache_mib: -1}\n", "backend.kv_cache_mib"),
     ],
 )
 def test_out_of_range_names_the_key(tmp_path, text, key):

@@ -88,7 +88,8 @@ class BackendConfig:
     # openai: defaults to what the server reports, else 4096; vllm: passed as max_model_len.
     max_context: Optional[int] = None
     reuse_prefixes: bool = True
-    batch_rows: int = 16
+    # hf: attention state kept across evaluations, in MiB (0: none); least recently used goes first.
+    kv_cache_mib: int = 2048
     # ---- openai: an OpenAI-compatible /v1/completions server (vLLM serve, SGLang, llama.cpp)
     base_urls: tuple[str, ...] = ()  # e.g. ["http://127.0.0.1:8000/v1"]; requests go round-robin
     api_key_env: Optional[str] = None  # NAME of the environment variable holding the key, never the key
@@ -136,7 +137,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "search.group_weight": (1, None),
     "batch.max_tokens": (64, None),
     "backend.max_context": (16, None),
-    "backend.batch_rows": (1, None),
+    "backend.kv_cache_mib": (0, None),
     "backend.timeout_s": (1e-9, None),
     "backend.concurrency": (1, None),
     "backend.retries": (0, None),

@@ -22,6 +22,7 @@ class ScoreRequest:
 class BackendStats:
     tokens_requested: int = 0  # tokens in the prompts as asked for, counted one prompt at a time
     tokens_computed: int = 0  # tokens the model actually ran, padding included
+    tokens_reused: int = 0  # tokens whose attention state came from an earlier call
     forward_calls: int = 0
     requests: int = 0
 

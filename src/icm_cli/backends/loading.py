@@ -140,7 +140,7 @@ def load_hf_backend(config: BackendConfig, log: Callable[[str], None] = lambda _
     torch.set_grad_enabled(False)
     return HFBackend(
         model, tokenizer, display, max_context=config.max_context,
-        reuse_prefixes=config.reuse_prefixes, batch_rows=config.batch_rows,
+        reuse_prefixes=config.reuse_prefixes, kv_cache_mib=config.kv_cache_mib,
     )
 
 
