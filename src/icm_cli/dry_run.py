@@ -69,7 +69,7 @@ def dry_run(dataset: Dataset, config: Config, count: Callable[[str], int], show:
         if b == 0:
             # The search's own first labels (seeded, no model needed): these are the first
             # prompts the model will read, character for character.
-            start = _Search(batch.problem, scorer, params, random.Random(params.seed)).initial_labels()
-            for request in scorer.requests(start)[0][:show]:
+            start, start_order = _Search(batch.problem, scorer, params, random.Random(params.seed)).initial_labels()
+            for request in scorer.requests(start, start_order)[0][:show]:
                 first.append(("".join(request.segments), request.continuations))
     return DryRunReport(len(dataset.rows), len(task.examples), estimates, first)
