@@ -119,9 +119,7 @@ class HFBackend:
     def _new_cache(self) -> Any:
         from transformers import DynamicCache
 
-        # Sliding-window layers keep only their window, so a piece is kept only if it fits in it.
-        cache = DynamicCache(config=self.model.config)
-        return cache
+        return DynamicCache(config=self.model.config)
 
     def _add_piece(self, cache: Any, node: Node) -> None:
         layers = self.store.get(node.key)
@@ -135,7 +133,9 @@ class HFBackend:
         self.stats.forward_calls += 1
         self.stats.tokens_computed += len(node.piece)
         m = len(node.piece)
-        if all(layer.keys.shape[-2] >= m for layer in cache.layers):
+        # Sliding-window layers hold only their window: a longer piece cannot be sliced out.
+        # With no budget, skip the clones the store would throw away.
+        if self.store.budget_bytes > 0 and all(layer.keys.shape[-2] >= m for layer in cache.layers):
             # Clones, so that a kept piece does not pin the whole cache in memory.
             self.store.put(node.key, tuple(
                 (layer.keys[:, :, -m:].clone(), layer.values[:, :, -m:].clone()) for layer in cache.layers
