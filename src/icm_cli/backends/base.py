@@ -21,7 +21,7 @@ class ScoreRequest:
 @dataclass
 class BackendStats:
     tokens_requested: int = 0  # tokens in the prompts as asked for, counted one prompt at a time
-    tokens_computed: int = 0  # tokens the model actually ran, padding included
+    tokens_computed: int = 0  # tokens the model ran (servers: prompt tokens not served from their cache)
     tokens_reused: int = 0  # tokens whose attention state came from an earlier call
     forward_calls: int = 0
     requests: int = 0
