@@ -474,8 +474,12 @@ def test_scorer_memoises_repeated_labellings():
     assert a == b
     assert backend.calls == 1
     assert scorer.memo_hits == 1
-    scorer.evaluate((1, 1, None, 0, None, 1))
+    scorer.evaluate(labels, order=(0, 1, 3, 5))  # index order spelled out: the same prompts
+    assert backend.calls == 1
+    scorer.evaluate(labels, order=(5, 0, 1, 3))  # another order: other prompts
     assert backend.calls == 2
+    scorer.evaluate((1, 1, None, 0, None, 1))
+    assert backend.calls == 3
 
 
 def test_scorer_memo_is_bounded():

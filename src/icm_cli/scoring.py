@@ -114,7 +114,8 @@ class CoherenceScorer:
         return requests, examples
 
     def evaluate(self, labels: Labels, order: Optional[Sequence[int]] = None) -> Evaluation:
-        key = (labels, tuple(order) if order is not None else None)
+        # The default order is index order: key it as such so both spellings share one entry.
+        key = (labels, tuple(order) if order is not None else tuple(i for i, y in enumerate(labels) if y is not None))
         cached = self._memo.get(key)
         if cached is not None:
             self._memo.move_to_end(key)
