@@ -120,3 +120,21 @@ def test_no_store_budget_still_scores_exactly(prompts):
     for a, b in zip(scores, reference):
         assert a == pytest.approx(b, abs=1e-3)
     assert tokens < ref_tokens
+
+
+@pytest.mark.parametrize("fast_bf16, device, expected", [
+    (True, "cpu", "bfloat16"), (False, "cpu", "float32"), (False, "cuda", "bfloat16"),
+])
+def test_auto_dtype_picks_bf16_only_where_it_runs_fast(monkeypatch, fast_bf16, device, expected):
+    import torch
+
+    from icm_cli.backends import loading
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: fast_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert loading._dtype("auto", device) == getattr(torch, expected)
+    assert loading._dtype("float32", device) == torch.float32  # asked for: kept
+
+
+def test_model_name_says_which_dtype_ran(backend):
+    assert backend.model_name.endswith("[float32]")
