@@ -34,13 +34,13 @@ demo: install
 
 # ICM_REQUIRE_SERVER: here a missing llama.cpp server fails its tests instead of skipping them.
 test: install-test
-	ICM_REQUIRE_SERVER=1 $(PY) -m pytest -q -ra
+	ICM_REQUIRE_SERVER=1 $(PY) -m pytest -q -ra --durations=15
 
 # Only the openai backend against a real llama.cpp server.
 test-server: install-test
 	ICM_REQUIRE_SERVER=1 $(PY) -m pytest -q -ra tests/test_backend_contract.py tests/test_llama_server.py
 
-# Reference path vs fast path, side by side in one process (about 20 minutes on 2 cores).
+# Reference path vs fast path, side by side in one process (20-60 minutes on 2 cores, by CPU).
 bench: install
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/bench_scoring.py --out bench-results

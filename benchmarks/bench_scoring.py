@@ -209,12 +209,13 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     exact = load_backend(BackendConfig(dtype=args.dtype), lambda m: print(m, file=sys.stderr))
     print(f"model: {exact.model_name}, torch threads {__import__('torch').get_num_threads()}")
-    print(f"side-by-side searches in {exact.model.dtype}; scaling in bfloat16 (the default dtype)")
+    print(f"side-by-side searches in {exact.model.dtype}; scaling in the default dtype (auto)")
     n = 16 if args.quick else args.n
     main_result = compare("tweets", exact, tweets(n), args.iterations, args.seed)
     gsm = compare("gsm8k-verification (longer inputs)", exact, gsm8k(8 if args.quick else 16), args.iterations, args.seed)
     del exact
-    fast = load_backend(BackendConfig(dtype="bfloat16"))
+    fast = load_backend(BackendConfig())
+    print(f"scaling backend: {fast.model_name}")
     sizes = [8, 16] if args.quick else [16, 32, 64, 128]
     table = scaling(fast, sizes, 16 if args.quick else 64, args.out)
     (args.out / "results.json").write_text(json.dumps({"tweets": main_result, "gsm8k": gsm, "scaling": table}, indent=2))

@@ -89,7 +89,7 @@ class BackendConfig:
     max_context: Optional[int] = None
     reuse_prefixes: bool = True
     # hf: attention state kept across evaluations, in MiB (0: none); least recently used goes first.
-    kv_cache_mib: int = 2048
+    kv_cache_mib: int = 1024
     # ---- openai: an OpenAI-compatible /v1/completions server (vLLM serve, SGLang, llama.cpp)
     base_urls: tuple[str, ...] = ()  # e.g. ["http://127.0.0.1:8000/v1"]; requests go round-robin
     api_key_env: Optional[str] = None  # NAME of the environment variable holding the key, never the key

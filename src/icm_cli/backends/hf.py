@@ -32,7 +32,7 @@ class HFBackend:
         model_name: str,
         max_context: Optional[int] = None,
         reuse_prefixes: bool = True,
-        kv_cache_mib: int = 2048,
+        kv_cache_mib: int = 1024,
     ):
         import torch
 
