@@ -43,7 +43,7 @@ test-server: install-test
 # Reference path vs fast path, side by side in one process (20-60 minutes on 2 cores, by CPU).
 bench: install
 	$(PY) -m pip install -q -e '.[bench]'
-	$(PY) benchmarks/bench_scoring.py --out bench-results
+	$(PY) -u benchmarks/bench_scoring.py --out bench-results
 
 clean:
 	rm -rf $(VENV) runs

@@ -11,7 +11,9 @@ n = 16, 32, 64, 128 (plus a PNG plot), and ends with one JSON line (ratios are r
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
+import gc
 import json
 import math
 import random
@@ -33,7 +35,13 @@ SHARED = ROOT.parent / "shared" / "data"
 
 
 def reset_peak_rss() -> None:
-    # Writing 5 to clear_refs resets the kernel's peak-RSS mark (VmHWM) for this process.
+    # Hand freed heap back first (else an earlier run's leftovers count as this run's peak),
+    # then write 5 to clear_refs: it resets the kernel's peak-RSS mark (VmHWM) for this process.
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
