@@ -213,21 +213,29 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32",
                     help="for the side-by-side searches: fp32, so batching cannot flip a borderline proposal")
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    ap.add_argument("--parts", default="compare,scaling",
+                    help="compare (the side-by-side searches), scaling, or both (default)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    exact = load_backend(BackendConfig(dtype=args.dtype), lambda m: print(m, file=sys.stderr))
-    print(f"model: {exact.model_name}, torch threads {__import__('torch').get_num_threads()}")
-    print(f"side-by-side searches in {exact.model.dtype}; scaling in the default dtype (auto)")
-    n = 16 if args.quick else args.n
-    main_result = compare("tweets", exact, tweets(n), args.iterations, args.seed)
-    gsm = compare("gsm8k-verification (longer inputs)", exact, gsm8k(8 if args.quick else 16), args.iterations, args.seed)
-    del exact
-    fast = load_backend(BackendConfig())
-    print(f"scaling backend: {fast.model_name}")
-    sizes = [8, 16] if args.quick else [16, 32, 64, 128]
-    table = scaling(fast, sizes, 16 if args.quick else 64, args.out)
-    (args.out / "results.json").write_text(json.dumps({"tweets": main_result, "gsm8k": gsm, "scaling": table}, indent=2))
-    print(json.dumps(main_result))
+    parts = set(args.parts.split(","))
+    results: dict = {}
+    if "compare" in parts:
+        exact = load_backend(BackendConfig(dtype=args.dtype), lambda m: print(m, file=sys.stderr))
+        print(f"model: {exact.model_name}, torch threads {__import__('torch').get_num_threads()}")
+        print(f"side-by-side searches in {exact.model.dtype}; scaling in the default dtype (auto)")
+        n = 16 if args.quick else args.n
+        results["tweets"] = compare("tweets", exact, tweets(n), args.iterations, args.seed)
+        results["gsm8k"] = compare("gsm8k-verification (longer inputs)", exact, gsm8k(8 if args.quick else 16),
+                                   args.iterations, args.seed)
+        del exact
+    if "scaling" in parts:
+        fast = load_backend(BackendConfig(), lambda m: print(m, file=sys.stderr))
+        print(f"scaling backend: {fast.model_name}")
+        sizes = [8, 16] if args.quick else [16, 32, 64, 128]
+        results["scaling"] = scaling(fast, sizes, 16 if args.quick else 64, args.out)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    if "tweets" in results:
+        print(json.dumps(results["tweets"]))
 
 
 if __name__ == "__main__":
