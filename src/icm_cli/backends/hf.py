@@ -105,10 +105,13 @@ class HFBackend:
 
     def _walk(self, node: Node, cache: Any, out: list[list[float]]) -> None:
         """Score every row below `node`; `cache` holds the prefix through node's piece."""
-        while len(node.children) == 1 and not next(iter(node.children.values())).rows:
+        while len(node.children) == 1:
+            (child,) = node.children.values()
+            if child.rows:
+                break
             # A chain: nothing to come back to here (the caller restores its own mark), and a
             # mark per piece would keep every level's cache tensors alive: O(depth x length).
-            node = next(iter(node.children.values()))
+            node = child
             self._add_piece(cache, node)
         mark = _snapshot(cache)
         for child in node.children.values():
