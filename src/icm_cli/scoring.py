@@ -65,6 +65,11 @@ def leave_one_out_contexts(members: Sequence[int]) -> dict[int, list[int]]:
     return out
 
 
+def _labelled(labels: Labels) -> tuple[int, ...]:
+    """The labelled examples in index order (the default labelling order)."""
+    return tuple(i for i, y in enumerate(labels) if y is not None)
+
+
 def layout(order: Sequence[int], tail_block: int = TAIL_BLOCK) -> tuple[dict[int, list[int]], list[int]]:
     """Each member's leave-one-out context, and the full context, for members in labelling order."""
     order = list(order)
@@ -92,10 +97,10 @@ class CoherenceScorer:
         """
         p = self.prompts
         conts = p.continuations()
-        members = [i for i, y in enumerate(labels) if y is not None]
+        members = _labelled(labels)
         if order is None:
             order = members
-        elif sorted(order) != members:
+        elif sorted(order) != list(members):
             raise ValueError("order must list exactly the labelled examples")
         demos = {i: p.demo(i, labels[i]) for i in members}
         contexts, everything = layout(order)
@@ -115,7 +120,7 @@ class CoherenceScorer:
 
     def evaluate(self, labels: Labels, order: Optional[Sequence[int]] = None) -> Evaluation:
         # The default order is index order: key it as such so both spellings share one entry.
-        key = (labels, tuple(order) if order is not None else tuple(i for i, y in enumerate(labels) if y is not None))
+        key = (labels, tuple(order) if order is not None else _labelled(labels))
         cached = self._memo.get(key)
         if cached is not None:
             self._memo.move_to_end(key)
@@ -142,7 +147,7 @@ def _batch_calibrated(raw: list[list[float]], labels: Labels) -> list[list[float
     then has P(D) = 0 exactly (with more labels, below 0), while labels that follow the model's
     reading of each input score above 0.
     """
-    members = [i for i, y in enumerate(labels) if y is not None]
+    members = _labelled(labels)
     if len(members) < 2:
         return raw
     k = len(raw[members[0]])
