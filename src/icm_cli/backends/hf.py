@@ -1,25 +1,40 @@
 """transformers + torch backend: exact label log-probabilities, shared prefixes computed once.
 
-Prompts are walked as a trie of pieces (prefix_tree): each piece's attention state (KV) is
-computed once on top of its prefix and kept (kv_store, under a byte budget) for later calls,
-so the search's next evaluation computes only the pieces whose prefix changed.
+Prompts are walked as a trie of pieces (prefix_tree). A piece's attention state (keys and
+values) is computed once on top of its prefix and kept (kv_store, under a byte budget), so the
+search's next evaluation computes only the pieces whose prefix changed.
 
-Every piece is computed by one forward call over exactly its tokens, and every prompt's last
-piece by its own call. The numbers a prompt gets then depend only on its content, never on
-which other prompts were scored with it or before it: a run resumed with an empty store gives
-bit-for-bit the scores of an uninterrupted one. (Merging pieces or prompts into one call gives
-other roundings: in bfloat16, scores moved by up to 0.09.)
+The walk is cut into packed forward calls of up to `packed_tokens` tokens: every piece to
+compute, and every prompt's last piece, in depth-first order in one sequence. The matrix
+products run over the whole sequence at batched-prefill speed; attention runs per piece with
+the piece's own shapes (piece_attention). A score therefore depends only on its prompt, never
+on which prompts shared a call or what the store held: a run resumed with an empty store gives
+bit-for-bit the scores of an uninterrupted one (tested).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from ..errors import BackendError, InputError
 from .base import BackendStats, ScoreRequest
 from .kv_store import KVStore
+from .piece_attention import NAME as PIECES, KVBuffer, Op, Plan, register
 from .pieces import PieceTokenizer
 from .prefix_tree import Node, Row, build_trie
+
+# Below this many rows some CPU matrix kernels take another path (measured: fp32 at 1-2 rows),
+# whose rounding differs; calls and label reads are padded up to it.
+MIN_ROWS = 16
+
+
+@dataclass(frozen=True)
+class _Read:
+    packed: int  # position in the packed sequence of the hidden state that predicts `token`
+    request: int
+    label: int
+    token: int
 
 
 class HFBackend:
@@ -33,6 +48,7 @@ class HFBackend:
         max_context: Optional[int] = None,
         reuse_prefixes: bool = True,
         kv_cache_mib: int = 1024,
+        packed_tokens: int = 2048,
     ):
         import torch
 
@@ -41,6 +57,7 @@ class HFBackend:
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.reuse_prefixes = reuse_prefixes
+        self.packed_tokens = packed_tokens
         config = model.config
         model_limit = getattr(config, "max_position_embeddings", None) or 4096
         self.max_context = min(max_context, model_limit) if max_context else model_limit
@@ -53,6 +70,13 @@ class HFBackend:
         self.stats = BackendStats()
         self.tokens = PieceTokenizer(tokenizer)
         self.store = KVStore(kv_cache_mib * 2**20)
+        self.buffer = KVBuffer()
+        self._standard_attention = getattr(config, "_attn_implementation", None) or "sdpa"
+        register()
+        layer_types = getattr(config, "layer_types", None)
+        # Models with several kinds of layers take one mask per kind; passing them as None
+        # keeps transformers from building an N x N mask for the packed sequence.
+        self._no_masks: Any = {kind: None for kind in set(layer_types)} if layer_types else None
 
     def forget(self) -> None:
         """Drop attention state kept from earlier calls (the next call computes from scratch)."""
@@ -94,92 +118,129 @@ class HFBackend:
         try:
             with self.torch.inference_mode():
                 if self.reuse_prefixes:
-                    self._walk(build_trie(rows), self._new_cache(), out)
+                    self._score_packed(rows, out)
                 else:
                     for row in rows:
-                        tokens = [t for p in row.pieces for t in p] + list(row.tail)
-                        self._read(None, row, tokens, row.prompt_length() - 1, out)
+                        self._score_alone(row, out)
         except RuntimeError as e:  # torch reports OOM and device faults this way
             raise BackendError(f"{self.model_name}: model failed while scoring ({str(e).splitlines()[0]})")
         return out
 
-    def _walk(self, node: Node, cache: Any, out: list[list[float]]) -> None:
-        """Score every row below `node`; `cache` holds the prefix through node's piece."""
-        while len(node.children) == 1:
-            (child,) = node.children.values()
-            if child.rows:
-                break
-            # A chain: nothing to come back to here (the caller restores its own mark), and a
-            # mark per piece would keep every level's cache tensors alive: O(depth x length).
-            node = child
-            self._add_piece(cache, node)
-        mark = _snapshot(cache)
-        for child in node.children.values():
-            for row in child.rows:
-                # The last piece is run with the row, to read its hidden states.
-                self._read(cache, row, list(child.piece) + list(row.tail), len(child.piece) - 1, out)
-                _restore(cache, mark)
-            if child.children:
-                self._add_piece(cache, child)
-                self._walk(child, cache, out)
-                _restore(cache, mark)
-
-    def _new_cache(self) -> Any:
-        from transformers import DynamicCache
-
-        return DynamicCache(config=self.model.config)
-
-    def _add_piece(self, cache: Any, node: Node) -> None:
-        layers = self.store.get(node.key)
-        if layers is not None:
-            for i, (keys, values) in enumerate(layers):
-                cache.update(keys, values, i)
-            self.stats.tokens_reused += len(node.piece)
-            return
-        self.model.model(input_ids=self.torch.tensor([node.piece], device=self.device), past_key_values=cache,
-                         use_cache=True)
-        self.stats.forward_calls += 1
-        self.stats.tokens_computed += len(node.piece)
-        m = len(node.piece)
-        # Sliding-window layers hold only their window: a longer piece cannot be sliced out.
-        # With no budget, skip the clones the store would throw away.
-        if self.store.budget_bytes > 0 and all(layer.keys.shape[-2] >= m for layer in cache.layers):
-            # Clones, so that a kept piece does not pin the whole cache in memory.
-            self.store.put(node.key, tuple(
-                (layer.keys[:, :, -m:].clone(), layer.values[:, :, -m:].clone()) for layer in cache.layers
-            ))
-
-    def _read(self, cache: Any, row: Row, tokens: list[int], end: int, out: list[list[float]]) -> None:
-        """Run `tokens` on top of `cache` (None: from scratch) and add the row's label log-probs.
-
-        `end`: index in `tokens` of the last prompt token.
-        """
+    def _score_alone(self, row: Row, out: list[list[float]]) -> None:
+        """The reference path: the whole prompt from scratch, with the model's own attention."""
         torch = self.torch
+        tokens = [t for p in row.pieces for t in p] + list(row.tail)
         ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
-        hidden = self.model.model(input_ids=ids, past_key_values=cache, use_cache=cache is not None)
-        hidden = hidden.last_hidden_state[0]
+        hidden = self.model.model(input_ids=ids, use_cache=False).last_hidden_state[0]
         self.stats.forward_calls += 1
         self.stats.tokens_computed += len(tokens)
-        where = torch.tensor([end + offset for offset, _, _ in row.reads])
-        logits = self.model.lm_head(hidden[where]).float()
+        end = row.prompt_length() - 1
+        self._add_logprobs(hidden, [_Read(end + off, row.request, k, tok) for off, k, tok in row.reads], out)
+
+    def _score_packed(self, rows: list[Row], out: list[list[float]]) -> None:
+        config = self.model.config
+        longest = max(row.length() for row in rows)
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.buffer.ensure(config.num_hidden_layers, longest, heads, dim, self.model.dtype, self.device)
+        steps = _walk(build_trie(rows), self.store)
+        for chunk in _chunks(steps, self.packed_tokens):
+            self._run(chunk, out)
+
+    def _run(self, steps: list[tuple[Op, list[int], list[tuple[int, Row]]]], out: list[list[float]]) -> None:
+        """One packed forward call over `steps` (ops with their tokens and the rows they read)."""
+        torch = self.torch
+        tokens: list[int] = []
+        positions: list[int] = []
+        ops: list[Op] = []
+        reads: list[_Read] = []
+        for op, ids, row_reads in steps:
+            if op.offset >= 0:
+                op = Op(op.start, op.length, len(tokens), keep=op.keep)
+                tokens.extend(ids)
+                positions.extend(range(op.start, op.start + op.length))
+                for last, row in row_reads:  # `last`: index in ids of the row's last prompt token
+                    reads.extend(_Read(op.offset + last + off, row.request, k, tok) for off, k, tok in row.reads)
+            else:
+                self.stats.tokens_reused += op.length
+            ops.append(op)
+        if not tokens:
+            return
+        computed = len(tokens)
+        # Padding tokens take part in the matrix products only; no op reads or attends to them.
+        pad = max(0, MIN_ROWS - len(tokens))
+        tokens.extend([tokens[-1]] * pad)
+        positions.extend([positions[-1]] * pad)
+        plan = Plan(ops, self.buffer)
+        config = self.model.config
+        config._attn_implementation = PIECES
+        try:
+            hidden = self.model.model(
+                input_ids=torch.tensor([tokens], device=self.device),
+                position_ids=torch.tensor([positions], device=self.device),
+                attention_mask=self._no_masks, use_cache=False, icm_plan=plan,
+            ).last_hidden_state[0]
+        finally:
+            config._attn_implementation = self._standard_attention
+        self.stats.forward_calls += 1
+        self.stats.tokens_computed += computed
+        if self.store.budget_bytes > 0:
+            for key, layers in plan.kept.items():
+                self.store.put(key, tuple(layers))
+        if reads:
+            self._add_logprobs(hidden, reads, out)
+
+    def _add_logprobs(self, hidden: Any, reads: list[_Read], out: list[list[float]]) -> None:
+        torch = self.torch
+        where = [r.packed for r in reads]
+        where += [where[-1]] * (-len(where) % MIN_ROWS)  # fixed-size blocks: same rounding per row
+        logits = self.model.lm_head(hidden[torch.tensor(where, device=hidden.device)]).float()[: len(reads)]
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         logprobs = torch.log_softmax(logits, dim=-1)
-        values = logprobs[torch.arange(len(row.reads)), torch.tensor([tok for _, _, tok in row.reads])].tolist()
-        for (_, k, _), v in zip(row.reads, values):
-            out[row.request][k] += v
+        values = logprobs[torch.arange(len(reads)), torch.tensor([r.token for r in reads])].tolist()
+        for r, v in zip(reads, values):
+            out[r.request][r.label] += v
 
 
-# Cache layers replace their tensors on update (concatenation), never write into them, so
-# holding the old tensors is enough to go back to an earlier prefix, at no copying cost.
-_LAYER_STATE = ("keys", "values", "is_initialized", "cumulative_length")
+Step = tuple[Op, list[int], list[tuple[int, Row]]]
 
 
-def _snapshot(cache: Any) -> list[dict[str, Any]]:
-    return [{name: getattr(layer, name) for name in _LAYER_STATE if hasattr(layer, name)} for layer in cache.layers]
+def _walk(root: Node, store: KVStore) -> list[Step]:
+    """The trie in depth-first order as ops: each piece loaded from the store or run, and each
+    row's last piece run with its tail (its keys are not kept: no prompt continues past it)."""
+    steps: list[Step] = []
+
+    def visit(node: Node, start: int) -> None:
+        for child in node.children.values():
+            for row in child.rows:
+                ids = list(child.piece) + list(row.tail)
+                steps.append((Op(start, len(ids), 0), ids, [(len(child.piece) - 1, row)]))
+            if not child.children:
+                continue
+            kept = store.get(child.key)
+            if kept is not None:
+                steps.append((Op(start, len(child.piece), stored=kept), [], []))
+            else:
+                steps.append((Op(start, len(child.piece), 0, keep=child.key), list(child.piece), []))
+            visit(child, start + len(child.piece))
+
+    visit(root, 0)
+    return steps
 
 
-def _restore(cache: Any, mark: list[dict[str, Any]]) -> None:
-    for layer, state in zip(cache.layers, mark):
-        for name, value in state.items():
-            setattr(layer, name, value)
+def _chunks(steps: list[Step], budget: int) -> list[list[Step]]:
+    """Consecutive runs of steps with up to `budget` packed tokens each (a longer step alone)."""
+    out: list[list[Step]] = []
+    current: list[Step] = []
+    used = 0
+    for step in steps:
+        size = len(step[1])
+        if current and used + size > budget:
+            out.append(current)
+            current, used = [], 0
+        current.append(step)
+        used += size
+    if current:
+        out.append(current)
+    return out
