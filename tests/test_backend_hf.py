@@ -72,7 +72,7 @@ def test_sentiment_signal_is_read(backend):
 
 def test_prompt_past_context_window_says_what_to_lower(backend):
     long = ("word " * (backend.max_context + 10),)
-    with pytest.raises(InputError, match="lower batch.max_tokens"):
+    with pytest.raises(InputError, match="lower core.max_tokens"):
         backend.score([ScoreRequest(long, (" positive",))])
 
 

@@ -165,7 +165,7 @@ def test_plan_prompts_forced_token_and_prompt_logprobs():
 
 def test_prompt_past_the_context_window_is_an_input_error():
     backend, _ = make_backend(max_context=20)
-    with pytest.raises(InputError, match="lower batch.max_tokens"):
+    with pytest.raises(InputError, match="lower core.max_tokens"):
         backend.score(make_requests())
 
 

@@ -243,7 +243,7 @@ CONFIG_CASES = [
     ("alpha-not-a-number", "search:\n  alpha: lots\n", ["bad.yaml", "'search.alpha'"]),
     ("alpha-nan", "search:\n  alpha: .nan\n", ["bad.yaml", "'search.alpha'"]),
     ("iterations-negative", "search:\n  iterations: -5\n", ["bad.yaml", "'search.iterations'"]),
-    ("max-tokens-too-small", "batch:\n  max_tokens: 3\n", ["bad.yaml", "'batch.max_tokens'"]),
+    ("max-tokens-too-small", "core:\n  max_tokens: 3\n", ["bad.yaml", "'core.max_tokens'"]),
     ("labels-one-word", 'task:\n  template: "x {text}"\n  labels: [positive]\n', ["bad.yaml", "'task.labels'"]),
     ("labels-empty", 'task:\n  template: "x {text}"\n  labels: []\n', ["bad.yaml", "'task.labels'"]),
     ("labels-repeated", 'task:\n  template: "x {text}"\n  labels: [a, a]\n', ["bad.yaml", "'task.labels'"]),

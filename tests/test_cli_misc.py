@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -14,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
-def test_dry_run_shows_batches_estimate_and_the_exact_first_prompt(monkeypatch):
+def test_dry_run_shows_core_transfer_estimates_and_the_exact_first_prompt(monkeypatch):
     def no_model(*_args, **_kwargs):
         raise AssertionError("--dry-run must not load a model")
 
@@ -24,12 +25,24 @@ def test_dry_run_shows_batches_estimate_and_the_exact_first_prompt(monkeypatch):
                                  "-c", str(ROOT / "configs" / "tweets-sentiment.yaml"), "--dry-run"])
     assert result.exit_code == 0, result.output
     out = result.stdout
-    assert "16 rows -> 16 examples in 1 batches" in out
-    assert "from scratch" in out and "whole run, at most" in out
+    assert "16 rows -> 16 examples: 16 in 1 core(s) labelled by icm, 0 by transfer" in out
+    assert "search phase: about" in out and "transfer phase: about 0 tokens" in out
     # The first prompt is the search's real first prompt: seeded demonstrations, then a query.
     assert "exactly as the model reads it" in out
     assert "\nSentiment: positive\n\n" in out or "\nSentiment: negative\n\n" in out
     assert "' positive', ' negative'" in out
+
+
+def test_dry_run_of_more_rows_than_a_core_states_the_transfer(monkeypatch):
+    monkeypatch.setattr(loading, "load_backend", lambda *a, **k: (_ for _ in ()).throw(AssertionError("no model")))
+    result = runner.invoke(app, ["label", str(ROOT / "examples" / "tweets-64.jsonl"),
+                                 "-c", str(ROOT / "configs" / "tweets-sentiment.yaml"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.stdout.splitlines() if x.startswith("64 rows -> 64 examples"))
+    core, transfer = (int(n) for n in re.findall(r"(\d+) (?:in 1 core|by transfer)", line))
+    assert core + transfer == 64 and 16 < core < 64
+    tokens = int(re.search(r"transfer phase: about ([\d,]+) tokens", result.stdout).group(1).replace(",", ""))
+    assert tokens > 20 * transfer  # every transferred tweet costs its own tokens
 
 
 def test_init_writes_a_config_that_loads_for_every_task_type(tmp_path):

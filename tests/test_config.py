@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from icm_cli.config import BackendConfig, BatchConfig, Config, SearchConfig, TaskConfig, load_config, parse_config
+from icm_cli.config import BackendConfig, CoreConfig, Config, SearchConfig, TaskConfig, load_config, parse_config
 from icm_cli.errors import EXIT_USAGE, InputError
 
 
@@ -37,7 +37,7 @@ def test_no_file_gives_defaults():
     assert config.search == SearchConfig()
     assert config.search.alpha == 30.0 and config.search.iterations == 3000 and config.search.seed == 0
     assert config.task.type == "classification"
-    assert config.batch == BatchConfig()
+    assert config.core == CoreConfig()
     assert config.backend == BackendConfig()
 
 
@@ -64,7 +64,7 @@ search:
   schedule: paper
   objective: sum_logprob
   t_min: 0.5
-batch:
+core:
   max_tokens: 2048
 backend:
   model: some/model
@@ -85,7 +85,7 @@ backend:
     assert config.search.t_min == 0.5
     # untouched settings keep their defaults
     assert config.search.t0 == SearchConfig().t0
-    assert config.batch.max_tokens == 2048
+    assert config.core.max_tokens == 2048
     assert config.backend.model == "some/model" and config.backend.max_context is None
     assert config.backend.reuse_prefixes is False
 
@@ -147,7 +147,7 @@ def test_unknown_key_without_close_match(tmp_path):
     [
         ("task:\n  type: claims\n   labels: [a, b]\n", 3),
         ("search:\n\talpha: 3\n", 2),
-        ("search:\n  alpha: 3\n\n\nbatch: {max_tokens: 100\n", 6),
+        ("search:\n  alpha: 3\n\n\ncore: {max_tokens: 100\n", 6),
     ],
 )
 def test_yaml_syntax_error_names_file_and_line(tmp_path, text, line):
@@ -171,7 +171,7 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path, text, line):
         ("task: {labels: positive}\n", "task.labels"),
         ("task: {labels: [[a], b]}\n", "task.labels"),
         ("backend: {reuse_prefixes: 1}\n", "backend.reuse_prefixes"),
-        ("batch: {max_tokens: '100'}\n", "batch.max_tokens"),
+        ("core: {max_tokens: '100'}\n", "core.max_tokens"),
     ],
 )
 def test_wrong_type_names_the_key(tmp_path, text, key):
@@ -186,7 +186,7 @@ def test_wrong_type_names_the_key(tmp_path, text, key):
         ("search: {iterations: -5}\n", "search.iterations"),
         ("search: {t0: -0.1}\n", "search.t0"),
         ("search: {group_weight: 0.5}\n", "search.group_weight"),
-        ("batch: {max_tokens: 10}\n", "batch.max_tokens"),
+        ("core: {max_tokens: 10}\n", "core.max_tokens"),
         ("backend: {max_context: 4}\n", "backend.max_context"),
         ("backend: {kv_cache_mib: -1}\n", "backend.kv_cache_mib"),
     ],
@@ -197,7 +197,7 @@ def test_out_of_range_names_the_key(tmp_path, text, key):
     assert "must be >" in message
 
 
-@pytest.mark.parametrize("text", ["search: {alpha: 0}\n", "search: {iterations: 0}\n", "batch: {max_tokens: 64}\n"])
+@pytest.mark.parametrize("text", ["search: {alpha: 0}\n", "search: {iterations: 0}\n", "core: {max_tokens: 64}\n"])
 def test_range_bounds_are_inclusive(tmp_path, text):
     load_config(write(tmp_path, text))
 
@@ -270,8 +270,8 @@ def test_digest_is_stable():
 
 
 def test_digest_independent_of_key_order_and_spelling(tmp_path):
-    a = load_config(write(tmp_path, "search: {alpha: 50, seed: 3}\nbatch: {max_tokens: 100}\n", "a.yaml"))
-    b = load_config(write(tmp_path, "batch:\n  max_tokens: 100\nsearch:\n  seed: 3\n  alpha: 50.0\n", "b.yaml"))
+    a = load_config(write(tmp_path, "search: {alpha: 50, seed: 3}\ncore: {max_tokens: 100}\n", "a.yaml"))
+    b = load_config(write(tmp_path, "core:\n  max_tokens: 100\nsearch:\n  seed: 3\n  alpha: 50.0\n", "b.yaml"))
     assert a == b
     assert a.digest() == b.digest()
 
@@ -290,7 +290,7 @@ def test_digest_equals_defaults_when_file_restates_defaults(tmp_path):
         lambda c: dataclasses.replace(c, task=dataclasses.replace(c.task, template="Text: {text}\nLabel:")),
         lambda c: dataclasses.replace(c, task=dataclasses.replace(c.task, labels=("negative", "positive"))),
         lambda c: dataclasses.replace(c, task=dataclasses.replace(c.task, label_prefix="")),
-        lambda c: dataclasses.replace(c, batch=BatchConfig(max_tokens=1024)),
+        lambda c: dataclasses.replace(c, core=CoreConfig(max_tokens=1024)),
         lambda c: dataclasses.replace(c, backend=dataclasses.replace(c.backend, model="other")),
     ],
 )
@@ -340,3 +340,17 @@ def test_comparison_template_must_render_pair_fields(tmp_path):
         load_config(
             write(tmp_path, "task: {type: comparison, labels: [A, B], template: 'Q: {q}', pair_fields: [x, y]}\n")
         )
+
+
+def test_the_old_batch_section_says_where_it_went(tmp_path):
+    message = error_for(tmp_path, "batch:\n  max_tokens: 1024\n")
+    assert "'batch.max_tokens' is now 'core.max_tokens'" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [("core: {count: 0}\n", "core.count"), ("transfer: {chunk_size: 0}\n", "transfer.chunk_size"),
+     ("search: {rounds: 0}\n", "search.rounds"), ("search: {method: magic}\n", "search.method")],
+)
+def test_core_transfer_and_method_settings_are_checked(tmp_path, text, key):
+    assert f"'{key}'" in error_for(tmp_path, text)

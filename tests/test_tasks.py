@@ -17,7 +17,7 @@ from icm_cli.data import Dataset, Row
 from icm_cli.errors import InputError
 from icm_cli.scoring import CoherenceScorer, PromptSet, leave_one_out_contexts
 from icm_cli.search import TRUE, Constraint, predictability
-from icm_cli.tasks import Task, build_task, make_batches, row_labels
+from icm_cli.tasks import Task, build_task, row_label
 
 FALSE = 1
 
@@ -213,160 +213,67 @@ def test_error_line_is_the_row_line_not_its_position():
     assert "f.jsonl:7" in info.value.message
 
 
-# --------------------------------------------------------------------------- make_batches
-
-
-def _cost(task: Task, i: int) -> int:
-    longest = max(words(" " + w) for w in task.label_words)
-    return words(task.examples[i].query) + longest + 2
-
-
-def _big_claims(n_groups: int = 25) -> Dataset:
-    rows = []
-    for g in range(n_groups):
-        for k in range(1 + g % 4):
-            rows.append(
-                {
-                    "question": " ".join(["word"] * (3 + (g * 7 + k) % 11)),
-                    "answer": f"answer {k}",
-                    "qid": f"g{g}",
-                    "final": str(k % 2),
-                }
-            )
-    return dataset(*rows)
-
-
-@pytest.mark.parametrize("max_tokens", [64, 100, 250, 10_000])
-@pytest.mark.parametrize("seed", [0, 1, 5])
-def test_make_batches_respects_budget_groups_and_coverage(max_tokens, seed):
-    task = build_task(_big_claims(), CLAIMS)
-    batches = make_batches(task, words, max_tokens, seed)
-    # every example exactly once
-    covered = [i for b in batches for i in b.indices]
-    assert sorted(covered) == list(range(len(task.examples)))
-    # budget: a batch may exceed it only when it is one group too big to fit anywhere
-    for b in batches:
-        groups_in_batch = {task.examples[i].group for i in b.indices}
-        assert sum(_cost(task, i) for i in b.indices) <= max_tokens or len(groups_in_batch) == 1
-        assert list(b.indices) == sorted(b.indices)
-        assert b.problem.n == len(b.indices)
-        assert b.problem.num_labels == 2
-        assert b.problem.groups == tuple(task.examples[i].group for i in b.indices)
-    # groups kept together
-    where = {i: k for k, b in enumerate(batches) for i in b.indices}
-    by_group: dict[str, set[int]] = {}
-    for i, ex in enumerate(task.examples):
-        by_group.setdefault(ex.group, set()).add(where[i])
-    assert all(len(v) == 1 for v in by_group.values())
-    if max_tokens == 10_000:
-        assert len(batches) == 1
-
-
-def test_make_batches_remaps_constraints_to_local_indices():
-    task = build_task(_big_claims(), CLAIMS)
-    batches = make_batches(task, words, 80, 3)
-    assert len(batches) > 1
-    seen = []
-    for b in batches:
-        for c in b.problem.constraints:
-            seen.append(Constraint(b.indices[c.i], b.indices[c.j], c.kind))
-    assert sorted(seen, key=lambda c: (c.i, c.j)) == sorted(task.constraints, key=lambda c: (c.i, c.j))
-
-
-def test_make_batches_deterministic_for_seed_and_shuffled_across_seeds():
-    task = build_task(_big_claims(), CLAIMS)
-    a = make_batches(task, words, 80, 11)
-    b = make_batches(task, words, 80, 11)
-    assert a == b
-    layouts = {tuple(x.indices for x in make_batches(task, words, 80, s)) for s in range(6)}
-    assert len(layouts) > 1
-
-
-def test_make_batches_with_char_counter_and_classification():
-    ds = dataset(*({"text": "x" * (5 + i % 13)} for i in range(40)))
-    task = build_task(ds, TaskConfig())
-    batches = make_batches(task, len, 200, 0)
-    longest = max(len(" " + w) for w in task.label_words)
-    for b in batches:
-        assert sum(len(task.examples[i].query) + longest + 2 for i in b.indices) <= 200
-        assert b.problem.constraints == ()
-    assert sorted(i for b in batches for i in b.indices) == list(range(40))
-
-
-def test_make_batches_keeps_comparison_pairs_together():
-    rows = [{"prompt": f"p{i} " * (i % 5 + 1), "a": "yes", "b": "no"} for i in range(30)]
-    task = build_task(dataset(*rows), COMPARISON)
-    batches = make_batches(task, words, 90, 2)
-    assert len(batches) > 1
-    for b in batches:
-        idx = set(b.indices)
-        for i in b.indices:
-            partner = i + 1 if not task.examples[i].swapped else i - 1
-            assert partner in idx
-        # one exactly_one_true constraint per pair, in local indices
-        assert len(b.problem.constraints) == len(b.indices) // 2
-        for c in b.problem.constraints:
-            assert c.kind == "exactly_one_true"
-            assert task.examples[b.indices[c.i]].row == task.examples[b.indices[c.j]].row
-
-
-def test_make_batches_oversized_unit_gets_its_own_batch():
-    ds = dataset({"text": "a " * 500}, {"text": "b"}, {"text": "c"})
-    task = build_task(ds, TaskConfig())
-    batches = make_batches(task, words, 64, 0)
-    assert sorted(i for b in batches for i in b.indices) == [0, 1, 2]
-    big = [b for b in batches if 0 in b.indices][0]
-    assert big.indices == (0,)
-
-
-# --------------------------------------------------------------------------- row_labels
+# --------------------------------------------------------------------------- row_label
 
 
 def _lp(*probs: float) -> tuple[float, ...]:
     return tuple(math.log(p) for p in probs)
 
 
-def test_row_labels_classification():
+def _rows(task: Task, labels: dict[int, int], scores: dict, source: dict) -> list:
+    members: dict[int, list[int]] = {}
+    for i, ex in enumerate(task.examples):
+        members.setdefault(ex.row, []).append(i)
+    return [row_label(task, m, labels, scores, source, {}) for _, m in sorted(members.items())]
+
+
+def test_row_label_classification():
     task = build_task(dataset({"text": "a"}, {"text": "b"}, {"text": "c"}), TaskConfig())
     scores = {0: _lp(0.7, 0.3), 1: _lp(0.2, 0.8), 2: _lp(0.5, 0.5)}
-    out = row_labels(task, 3, {0: 1, 1: None, 2: None}, scores)
-    assert [r.label for r in out] == ["negative", "negative", "positive"]  # tie -> first label
+    out = _rows(task, {0: 1, 1: 1, 2: 0}, scores, {0: "core", 1: "transfer", 2: "transfer"})
+    assert [r.label for r in out] == ["negative", "negative", "positive"]
     assert [r.confidence for r in out] == [pytest.approx(0.3), pytest.approx(0.8), pytest.approx(0.5)]
+    assert [r.source for r in out] == ["core", "transfer", "transfer"]
     assert [r.searched for r in out] == [True, False, False]
 
 
 @pytest.mark.parametrize(
-    ("p_ab", "p_ba", "label_ab", "label_ba", "word", "searched"),
+    ("p_ab", "p_ba", "label_ab", "label_ba", "word", "source"),
     [
-        (0.8, 0.3, TRUE, FALSE, "True", True),  # both orders say the first is better
-        (0.8, 0.3, None, None, "True", False),
-        (0.2, 0.9, None, None, "False", False),
-        (0.2, 0.9, FALSE, TRUE, "False", True),
-        (0.6, 0.7, FALSE, None, "False", False),  # labelled one way, model unsure: label kept
+        (0.8, 0.3, TRUE, FALSE, "True", ("core", "core")),  # both orders say the first is better
+        (0.8, 0.3, TRUE, FALSE, "True", ("transfer", "transfer")),
+        (0.2, 0.9, FALSE, TRUE, "False", ("core", "transfer")),  # one order transferred: a transfer row
+        (0.6, 0.7, FALSE, TRUE, "False", ("core", "core")),  # labelled one way, model unsure: label kept
     ],
 )
-def test_row_labels_comparison_pair_becomes_one_row(p_ab, p_ba, label_ab, label_ba, word, searched):
+def test_row_label_comparison_pair_becomes_one_row(p_ab, p_ba, label_ab, label_ba, word, source):
     task = build_task(dataset({"prompt": "p", "a": "x", "b": "y"}), COMPARISON)
     scores = {0: _lp(p_ab, 1 - p_ab), 1: _lp(p_ba, 1 - p_ba)}
-    out = row_labels(task, 1, {0: label_ab, 1: label_ba}, scores)
+    out = _rows(task, {0: label_ab, 1: label_ba}, scores, dict(enumerate(source)))
     assert len(out) == 1
     p_first = (p_ab + (1 - p_ba)) / 2  # P(first better), averaged over both orders
     expected_conf = p_first if word == "True" else 1 - p_first
     assert out[0].label == word
     assert out[0].confidence == pytest.approx(expected_conf, abs=1e-6)
-    assert out[0].searched is searched
+    assert out[0].source == ("core" if source == ("core", "core") else "transfer")
 
 
-def test_row_labels_comparison_multiple_rows_keep_row_order():
+def test_row_label_comparison_multiple_rows_keep_row_order():
     task = build_task(
         dataset({"prompt": "p", "a": "x", "b": "y"}, {"prompt": "q", "a": "x", "b": "y"}), COMPARISON
     )
     scores = {0: _lp(0.9, 0.1), 1: _lp(0.1, 0.9), 2: _lp(0.3, 0.7), 3: _lp(0.6, 0.4)}
-    out = row_labels(task, 2, {0: TRUE, 1: FALSE, 2: FALSE, 3: TRUE}, scores)
+    out = _rows(task, {0: TRUE, 1: FALSE, 2: FALSE, 3: TRUE}, scores, dict.fromkeys(range(4), "core"))
     assert [r.label for r in out] == ["True", "False"]
     assert out[0].confidence == pytest.approx(0.9, abs=1e-6)
     assert out[1].confidence == pytest.approx(1 - (0.3 + 0.4) / 2, abs=1e-6)
 
+
+def test_row_label_agreement_is_the_least_of_a_rows_examples():
+    task = build_task(dataset({"prompt": "p", "a": "x", "b": "y"}), COMPARISON)
+    scores = {0: _lp(0.9, 0.1), 1: _lp(0.1, 0.9)}
+    row = row_label(task, [0, 1], {0: TRUE, 1: FALSE}, scores, {0: "transfer", 1: "transfer"}, {0: 1.0, 1: 0.5})
+    assert row.agreement == 0.5
 
 
 # --------------------------------------------------------------------------- leave_one_out_contexts

@@ -1,20 +1,31 @@
-"""The checkpoint beside OUT: a run's state as JSON, written atomically, checked before resuming."""
+"""The checkpoint beside OUT: a run's state as JSON, written atomically, checked before resuming.
+
+The search state and the labelled cores are small and rewritten whole after every change
+(OUT.checkpoint.json). Finished transfer chunks are appended, one JSON line each, to
+OUT.checkpoint.chunks.jsonl, flushed to disk before the run goes on: rewriting a million rows'
+labels after every chunk would cost more than transferring them. A line cut short by a kill
+is ignored on resume (that chunk is redone).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
 from .config import Config
 from .errors import InputError
 from .output import atomic_write_text
-from .runner import BatchOutcome, RunState
+from .core_labels import CoreOutcome
+from .runner import RunState
 from .search import SearchState
+from .transfer import TransferChunk
 
 # 2: the search state holds the labelling order (prompts follow it).
-VERSION = 2
+# 3: cores and transfer chunks instead of independent batches.
+VERSION = 3
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -35,8 +46,12 @@ class Checkpoint:
 
     def __init__(self, path: Path, config: Config, data_hash: str):
         self.path = path
+        self.chunks_path = path.with_name(path.name.removesuffix(".json") + ".chunks.jsonl")
         self.config = json.loads(json.dumps(dataclasses.asdict(config), default=list))
         self.data_hash = data_hash
+
+    def exists(self) -> bool:
+        return self.path.exists() or self.chunks_path.exists()
 
     def save(self, state: RunState) -> None:
         doc = {
@@ -45,8 +60,20 @@ class Checkpoint:
             "data_hash": self.data_hash,
             "done": [dataclasses.asdict(d) for d in state.done],
             "search": _search_json(state.search),
+            "centres": [list(c) for c in state.centres] if state.centres is not None else None,
+            "calibrated": state.calibrated,
         }
         atomic_write_text(self.path, json.dumps(doc))
+        if not state.calibrated:
+            # A new or re-planned transfer: chunks logged before belong to another state.
+            self.chunks_path.unlink(missing_ok=True)
+
+    def save_chunk(self, index: int, chunk: TransferChunk) -> None:
+        line = json.dumps({"index": index, **dataclasses.asdict(chunk)}) + "\n"
+        with open(self.chunks_path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
 
     def load(self) -> RunState:
         try:
@@ -72,12 +99,41 @@ class Checkpoint:
             )
         try:
             done = tuple(_outcome(d) for d in doc["done"])
-            return RunState(done, _search_state(doc["search"]))
+            centres = doc["centres"]
+            return RunState(
+                done, _search_state(doc["search"]),
+                tuple(tuple(float(v) for v in c) for c in centres) if centres is not None else None,
+                bool(doc["calibrated"]), self._chunks() if doc["calibrated"] else (),
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"{self.path}: checkpoint is malformed ({e}); delete it to start again")
 
+    def _chunks(self) -> tuple[TransferChunk, ...]:
+        """The logged chunks 0, 1, 2, ... up to the first missing, torn or unreadable line."""
+        try:
+            lines = self.chunks_path.read_text(encoding="utf-8").split("\n")
+        except FileNotFoundError:
+            return ()
+        out: list[TransferChunk] = []
+        for line in lines:
+            try:
+                doc = json.loads(line)
+                if doc["index"] != len(out):
+                    break
+                out.append(TransferChunk(
+                    tuple(doc["examples"]), tuple(doc["labels"]), tuple(tuple(s) for s in doc["scores"]),
+                    tuple(doc["agreement"]),
+                ))
+            except (ValueError, KeyError, TypeError):
+                break
+        if len(out) < sum(1 for line in lines if line):
+            # Drop the torn tail, so that chunks appended from here on follow whole lines.
+            atomic_write_text(self.chunks_path, "".join(lines[k] + "\n" for k in range(len(out))))
+        return tuple(out)
+
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+        self.chunks_path.unlink(missing_ok=True)
 
 
 def _search_json(state: Optional[SearchState]) -> Optional[dict]:
@@ -99,8 +155,8 @@ def _search_state(doc: Optional[dict]) -> Optional[SearchState]:
     )
 
 
-def _outcome(doc: dict) -> BatchOutcome:
-    return BatchOutcome(
-        tuple(doc["labels"]), tuple(tuple(s) for s in doc["scores"]), doc["iterations"], doc["proposals"],
-        doc["accepted"], doc["evaluations"], doc["utility"], doc["inconsistent"], doc["converged"],
+def _outcome(doc: dict) -> CoreOutcome:
+    return CoreOutcome(
+        tuple(doc["labels"]), tuple(doc["order"]), tuple(tuple(s) for s in doc["scores"]), doc["iterations"],
+        doc["proposals"], doc["accepted"], doc["evaluations"], doc["utility"], doc["inconsistent"], doc["converged"],
     )

@@ -14,6 +14,9 @@ from rich.console import Console
 from .errors import EXIT_INTERRUPTED, IcmError, InputError, Interrupted
 from .eval_command import eval_command
 
+SOURCE_FIELD = "icm_source"  # core: chosen by the search; transfer: read off the core's labels
+AGREEMENT_FIELD = "icm_agreement"  # several cores: the share whose own choice is the label
+
 EXIT_CODES = """Exit codes: 0 done; 1 eval accuracy under --min-accuracy; 2 usage or input error;
 3 backend (model) error; 130 interrupted."""
 
@@ -57,6 +60,7 @@ def label(
     force: bool = typer.Option(False, "--force", help="Replace an existing OUT (and start over from any checkpoint)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from the checkpoint beside OUT."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate, show the first prompts and the token estimate; load no model."),
+    probe: bool = typer.Option(False, "--probe", help="With --dry-run: load the model and measure its speed, for time estimates."),
     label_field: str = typer.Option("label", "--label-field", help="Output field for the label."),
     confidence_field: str = typer.Option("confidence", "--confidence-field", help="Output field for the confidence."),
 ) -> None:
@@ -79,12 +83,14 @@ def label(
     if out is not None:
         check_destination(out, data, force)
     dataset = load_rows(data)
+    added = [label_field, confidence_field, SOURCE_FIELD] + ([AGREEMENT_FIELD] if cfg.core.count > 1 else [])
     for row in dataset.rows:
-        for name in (label_field, confidence_field):
+        for name in added:
             if name in row.fields:
+                hint = ("pass --label-field/--confidence-field to name the output fields"
+                        if name in (label_field, confidence_field) else "rename it in the input")
                 raise InputError(
-                    f"{dataset.source}:{row.line}: field '{name}' already exists in the input; "
-                    f"pass --label-field/--confidence-field to name the output fields"
+                    f"{dataset.source}:{row.line}: field '{name}' already exists in the input; {hint}"
                 )
     # Every input error surfaces before the model loads.
     row_ids(dataset, cfg.task.id_field)
@@ -95,7 +101,7 @@ def label(
         except ValueError as e:
             raise InputError(f"{config or 'config'}: 'backend.model' {e}")
     if dry_run:
-        _print_dry_run(dataset, cfg)
+        _print_dry_run(dataset, cfg, probe)
         return
     monitor = None
     if cfg.task.monitor_field:
@@ -107,24 +113,38 @@ def label(
     if checkpoint is not None:
         if resume:
             state = checkpoint.load()
-        elif checkpoint.path.exists() and not force:
+        elif checkpoint.exists() and not force:
             raise InputError(
                 f"{checkpoint.path}: an interrupted run left a checkpoint; pass --resume to continue it "
                 f"or --force to start over"
             )
+        elif force:
+            checkpoint.remove()
     log(f"{len(dataset.rows)} rows from {dataset.source}; loading model {cfg.backend.model}")
     backend = load_backend(cfg.backend, log)
+
+    def output_row(index: int, r) -> dict:
+        row = {**dataset.rows[index].fields, label_field: r.label, confidence_field: r.confidence,
+               SOURCE_FIELD: r.source}
+        if cfg.core.count > 1:
+            row[AGREEMENT_FIELD] = r.agreement
+        return row
+
+    def stream(rows) -> None:
+        # Without -o, rows go to stdout as soon as they are final, in input order.
+        if out is None:
+            write_rows([output_row(i, r) for i, r in rows], None)
+
     try:
         with ProgressView(console, cfg.task.labels, quiet=quiet) as view:
             results, summary = label_dataset(
-                dataset, cfg, backend, view, monitor, resume=state,
-                save=checkpoint.save if checkpoint is not None else None,
+                dataset, cfg, backend, view, monitor, resume=state, recorder=checkpoint, on_rows=stream,
             )
     except KeyboardInterrupt:
         where = "; checkpoint saved, continue with --resume" if checkpoint is not None else ""
         raise Interrupted(f"interrupted{where}")
-    rows = [{**row.fields, label_field: r.label, confidence_field: r.confidence} for row, r in zip(dataset.rows, results)]
-    write_rows(rows, out)
+    if out is not None:
+        write_rows([output_row(i, r) for i, r in enumerate(results)], out)
     summary_json = json.dumps(summary.to_json(), indent=2)
     if out is not None:
         atomic_write_text(summary_path(out), summary_json + "\n")
@@ -133,30 +153,49 @@ def label(
         _print_summary(console, summary, out)
 
 
-def _print_dry_run(dataset, cfg) -> None:
+def _print_dry_run(dataset, cfg, probe: bool) -> None:
     from rich.table import Table
 
     from .backends.tokens import token_counter
-    from .dry_run import dry_run
+    from .dry_run import dry_run, probe_rate
 
     count, how = token_counter(cfg.backend)
     report = dry_run(dataset, cfg, count)
-    console = Console()
-    console.print(f"[bold]icm label --dry-run[/bold]: config {cfg.digest()}, {cfg.task.type}, labels {list(cfg.task.labels)}")
-    console.print(f"{report.rows} rows -> {report.examples} examples in {len(report.batches)} batches (tokens: {how})")
-    table = Table("batch", "examples", "constraints", "tokens / U evaluation", "from scratch", "max evaluations")
-    for b, est in enumerate(report.batches[:20]):
-        table.add_row(str(b + 1), str(est.examples), str(est.constraints), f"{est.tokens_per_evaluation:,}",
-                      f"{est.tokens_from_scratch:,}", f"{est.max_evaluations:,}")
-    if len(report.batches) > 20:
-        table.add_row("...", "", "", "", "", "")
-    console.print(table)
-    console.print(f"whole run, at most: {report.estimated_tokens():,} tokens (every iteration a proposal, every batch full)")
+    console = Console(soft_wrap=True)
+    console.print(f"[bold]icm label --dry-run[/bold]: config {cfg.digest()}, {cfg.task.type}, labels "
+                  f"{list(cfg.task.labels)}, method {report.method}")
+    core_examples = sum(c.examples for c in report.cores)
+    console.print(f"{report.rows:,} rows -> {report.examples:,} examples: {core_examples:,} in {len(report.cores)} "
+                  f"core(s) labelled by {report.method}, {report.transfer_examples:,} by transfer (tokens: {how})")
+    if report.cores:
+        table = Table("core", "examples", "constraints", "tokens / U evaluation", "from scratch", "max evaluations",
+                      "expected tokens")
+        for c, est in enumerate(report.cores[:20]):
+            table.add_row(str(c + 1), str(est.examples), str(est.constraints), f"{est.tokens_per_evaluation:,}",
+                          f"{est.tokens_from_scratch:,}", f"{est.max_evaluations:,}", f"{est.expected_tokens:,}")
+        console.print(table)
+    rate = probe_rate(cfg, dataset) if probe else None
+
+    def when(tokens: int) -> str:
+        return f", about {_duration(tokens / rate)} at {rate:,.0f} tokens/s (measured)" if rate else ""
+
+    console.print(f"search phase: about {report.search_tokens():,} tokens{when(report.search_tokens())} "
+                  f"(at most {report.search_tokens_bound():,})")
+    console.print(f"transfer phase: about {report.transfer_tokens:,} tokens{when(report.transfer_tokens)}")
+    if not probe:
+        console.print("time: pass --probe to load the model and measure its speed on these prompts")
     for k, (prompt, conts) in enumerate(report.first_prompts):
         console.rule(f"prompt {k + 1}, exactly as the model reads it (after a BOS token)")
         sys.stdout.write(prompt + "\n")
         sys.stdout.flush()
         console.rule(f"scored continuations: {', '.join(map(repr, conts))}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
 def _normalized_or_none(value, normalize) -> Optional[str]:
@@ -175,16 +214,20 @@ def _print_summary(console: Console, summary, out: Optional[Path]) -> None:
     s = summary
     table.add_row("model", f"{s.model} ({s.backend})")
     table.add_row("config hash / seed", f"{s.config_hash} / {s.seed}")
-    table.add_row("rows / batches", f"{s.rows} / {s.batches}")
-    table.add_row("iterations", f"{s.iterations} ({s.converged_batches}/{s.batches} batches converged)")
-    table.add_row("acceptance rate", f"{s.accepted}/{s.proposals} = {s.acceptance_rate:.2%}")
-    table.add_row("final U", ", ".join(f"{u:.3f}" for u in s.final_utility))
-    table.add_row("inconsistencies left", str(s.inconsistencies_left))
+    table.add_row("method", s.method)
+    table.add_row("rows", f"{s.rows:,}: {s.core_rows:,} labelled by {s.method} on {s.cores} core(s), "
+                          f"{s.transfer_rows:,} by transfer")
+    if s.cores:
+        table.add_row("iterations", f"{s.iterations} ({s.converged_cores}/{s.cores} cores converged)")
+        table.add_row("acceptance rate", f"{s.accepted}/{s.proposals} = {s.acceptance_rate:.2%}")
+        table.add_row("final U", ", ".join(f"{u:.3f}" for u in s.final_utility))
+        table.add_row("inconsistencies left", str(s.inconsistencies_left))
     table.add_row("labels", ", ".join(f"{k}: {v}" for k, v in sorted(s.label_counts.items())))
-    if s.unsearched_rows:
-        table.add_row("labelled after search", f"{s.unsearched_rows} rows (by the final labelled set)")
+    if s.mean_agreement is not None:
+        table.add_row("core agreement (transfer)", f"{s.mean_agreement:.3f}")
     table.add_row("tokens scored", f"{s.tokens_scored:,} (of {s.tokens_requested:,} in prompts; {s.prefix_reuse:.1%} reused)")
-    table.add_row("wall time", f"{s.wall_time_s:.1f} s")
+    table.add_row("wall time", f"{s.wall_time_s:.1f} s (search {s.search_s:.1f} s, {s.tokens_search:,} tokens; "
+                               f"transfer {s.transfer_s:.1f} s, {s.tokens_transfer:,} tokens)")
     if out is not None:
         table.add_row("written", f"{out} and {out.name}.summary.json")
     console.print(table)

@@ -21,6 +21,7 @@ from .errors import InputError
 TaskType = Literal["classification", "claims", "comparison"]
 Objective = Literal["mean_logodds", "sum_logprob"]
 Schedule = Literal["log_flips", "paper"]
+Method = Literal["icm", "bootstrap", "zero_shot"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,13 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class SearchConfig:
+    # How the core is labelled: icm (the annealing search), bootstrap (start from calibrated
+    # zero-shot labels; each round relabels every core example with the others as context),
+    # zero_shot (no core: every row is read alone, batch-calibrated for classification).
+    method: Method = "icm"
+    # icm's starting point: random seed labels (the paper), or the calibrated zero-shot labels.
+    init: Literal["random", "zero_shot"] = "random"
+    rounds: int = 3  # bootstrap rounds (it stops early when a round changes nothing)
     alpha: float = 30.0
     initial_labels: int = 8
     iterations: int = 3000
@@ -73,9 +81,25 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
-class BatchConfig:
-    # Examples per independent ICM run are packed until their demonstrations fill this many tokens.
-    max_tokens: int = 3072
+class CoreConfig:
+    # The core is the sample the search labels: whole consistency groups drawn with the seed
+    # until their demonstrations fill this many tokens. Every other row is labelled by the
+    # core's labels as many-shot context (transfer), so a run's cost grows with the data only
+    # through that cheap reading. It must leave room in the model's context for one query.
+    max_tokens: int = 2048
+    # Independent cores on disjoint samples; their transfer scores are averaged, and how many
+    # agree on a row is written as icm_agreement.
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    # Rows are transferred in chunks of this many examples: the unit of streaming output and of
+    # checkpoints (a resumed run redoes at most the chunk it was killed in).
+    chunk_size: int = 512
+    # Batch calibration centres on the rows being transferred: the mean label scores of a seeded
+    # sample of this many of them (all of them when fewer).
+    calibration_size: int = 512
 
 
 @dataclass(frozen=True)
@@ -114,7 +138,8 @@ class BackendConfig:
 class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
-    batch: BatchConfig = field(default_factory=BatchConfig)
+    core: CoreConfig = field(default_factory=CoreConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
 
     def digest(self) -> str:
@@ -135,7 +160,11 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "search.t_min": (0, None),
     "search.beta": (0, None),
     "search.group_weight": (1, None),
-    "batch.max_tokens": (64, None),
+    "search.rounds": (1, None),
+    "core.max_tokens": (64, None),
+    "core.count": (1, None),
+    "transfer.chunk_size": (1, None),
+    "transfer.calibration_size": (1, None),
     "backend.max_context": (16, None),
     "backend.kv_cache_mib": (0, None),
     "backend.timeout_s": (1e-9, None),
@@ -186,12 +215,19 @@ def load_config(path: Optional[Path]) -> Config:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise InputError(f"{path}: config must be a mapping of sections (task, search, batch, backend)")
+        raise InputError(f"{path}: config must be a mapping of sections (task, search, core, transfer, backend)")
     return parse_config(raw, str(path))
+
+
+_MOVED = {"batch.max_tokens": "core.max_tokens"}
 
 
 def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
     sections = {f.name: f for f in dataclasses.fields(Config)}
+    for old, new in _MOVED.items():
+        section, key = old.split(".")
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            raise InputError(f"{source}: '{old}' is now '{new}' (the searched core; the rest of the data is transferred)")
     _reject_unknown(raw, sections, source, "")
     built = {}
     for name, f in sections.items():

@@ -4,36 +4,49 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 from .backends.base import ScoreRequest
 from .config import Config
+from .cores import demo_cost
 from .data import Dataset
-from .runner import batch_setup
+from .runner import core_setup, plan
 from .scoring import CoherenceScorer
 from .search import _Search
-from .tasks import build_task, make_batches
+from .tasks import build_task
+
+# Share of a full U evaluation's tokens an iteration computed in measured searches (the
+# embedded model, tweets; 442k tokens over 250 iterations of 32-example cores): most
+# iterations change one label, and kept attention state serves the rest.
+TOKENS_PER_ITERATION = 0.25
 
 
 @dataclass(frozen=True)
-class BatchEstimate:
+class CoreEstimate:
     examples: int
     constraints: int
     tokens_per_evaluation: int  # one U evaluation with every example labelled, prefixes shared
     tokens_from_scratch: int  # the same evaluation with every prompt computed on its own
     max_evaluations: int  # one per proposal, plus two per ConsistencyFix round where constraints exist
+    expected_tokens: int  # what a search typically computes (see TOKENS_PER_ITERATION)
 
 
 @dataclass(frozen=True)
 class DryRunReport:
     rows: int
     examples: int
-    batches: list[BatchEstimate]
+    method: str
+    cores: list[CoreEstimate]
+    transfer_examples: int
+    transfer_tokens: int  # each transferred example after each core's (computed once) prefix
     first_prompts: list[tuple[str, tuple[str, ...]]]  # (prompt text, continuations)
 
-    def estimated_tokens(self) -> int:
-        """An upper bound: every iteration a proposal, every evaluation at the full batch."""
-        return sum(b.tokens_per_evaluation * b.max_evaluations for b in self.batches)
+    def search_tokens(self) -> int:
+        return sum(c.expected_tokens for c in self.cores)
+
+    def search_tokens_bound(self) -> int:
+        """An upper bound: every iteration a proposal, every evaluation at the full core."""
+        return sum(c.tokens_per_evaluation * c.max_evaluations for c in self.cores)
 
 
 def shared_prefix_tokens(requests: list[ScoreRequest], count: Callable[[str], int]) -> tuple[int, int]:
@@ -55,21 +68,65 @@ def shared_prefix_tokens(requests: list[ScoreRequest], count: Callable[[str], in
 
 def dry_run(dataset: Dataset, config: Config, count: Callable[[str], int], show: int = 2) -> DryRunReport:
     task = build_task(dataset, config.task)
-    batches = make_batches(task, count, config.batch.max_tokens, config.search.seed)
-    estimates: list[BatchEstimate] = []
+    run = plan(task, config, count)
+    cost = demo_cost(task, count)
+    estimates: list[CoreEstimate] = []
     first: list[tuple[str, tuple[str, ...]]] = []
-    for b, batch in enumerate(batches):
-        prompts, params = batch_setup(task, config, batch, b)
+    search = config.search
+    for c, core in enumerate(run.cores):
+        prompts, params = core_setup(task, config, core, c)
         scorer = CoherenceScorer(prompts, backend=None)  # type: ignore[arg-type]  # requests() only
-        everything = tuple(0 for _ in batch.indices)
+        everything = tuple(0 for _ in core.indices)
         shared, scratch = shared_prefix_tokens(scorer.requests(everything)[0], count)
-        fixes = 2 * config.search.fix_rounds if batch.problem.constraints else 0
-        evaluations = 1 + config.search.iterations * (1 + fixes)
-        estimates.append(BatchEstimate(batch.problem.n, len(batch.problem.constraints), shared, scratch, evaluations))
-        if b == 0:
+        if search.method == "bootstrap":
+            evaluations = 1 + search.rounds
+            expected = shared * evaluations
+        else:
+            fixes = 2 * search.fix_rounds if core.problem.constraints else 0
+            evaluations = 1 + search.iterations * (1 + fixes)
+            expected = int(shared * (1 + TOKENS_PER_ITERATION * search.iterations))
+        estimates.append(CoreEstimate(core.problem.n, len(core.problem.constraints), shared, scratch, evaluations,
+                                      expected))
+        if c == 0 and search.method == "icm" and search.init == "random":
             # The search's own first labels (seeded, no model needed): these are the first
             # prompts the model will read, character for character.
-            start, start_order = _Search(batch.problem, scorer, params, random.Random(params.seed)).initial_labels()
+            start, start_order = _Search(core.problem, scorer, params, random.Random(params.seed)).initial_labels()
             for request in scorer.requests(start, start_order)[0][:show]:
                 first.append(("".join(request.segments), request.continuations))
-    return DryRunReport(len(dataset.rows), len(task.examples), estimates, first)
+    prefixes = sum(sum(cost(i) for i in core.indices) for core in run.cores)
+    per_target = max(1, len(run.cores))
+    transfer = sum(count(task.examples[i].query) + 1 for i in run.targets) * per_target + prefixes
+    if not first and run.targets:
+        query = task.examples[run.targets[0]].query
+        first.append((query, tuple(config.task.label_prefix + w for w in task.label_words)))
+    return DryRunReport(len(dataset.rows), len(task.examples), search.method, estimates, len(run.targets),
+                        transfer if run.targets else 0, first)
+
+
+def probe_rate(config: Config, dataset: Dataset, budget_s: float = 4.0) -> Optional[float]:
+    """Tokens per second the configured backend computes on this run's own first prompts.
+
+    One U evaluation of the first core (every example labelled), scored in slices until about
+    `budget_s` seconds have passed, after one warm-up slice.
+    """
+    import time
+
+    from .backends.loading import load_backend
+
+    backend = load_backend(config.backend)
+    task = build_task(dataset, config.task)
+    run = plan(task, config, backend.count_tokens)
+    if run.cores:
+        prompts, _ = core_setup(task, config, run.cores[0], 0)
+        requests = CoherenceScorer(prompts, backend).requests(tuple(0 for _ in run.cores[0].indices))[0]
+    else:
+        words = tuple(config.task.label_prefix + w for w in task.label_words)
+        requests = [ScoreRequest((task.examples[i].query,), words) for i in run.targets[:256]]
+    backend.score(requests[:2])
+    before, start = backend.stats.tokens_computed, time.perf_counter()
+    for k in range(0, len(requests), 8):
+        backend.score(requests[k:k + 8])
+        if time.perf_counter() - start > budget_s:
+            break
+    elapsed = time.perf_counter() - start
+    return (backend.stats.tokens_computed - before) / elapsed if elapsed > 0 else None

@@ -20,22 +20,29 @@ def _fmt_eta(seconds: Optional[float]) -> str:
 
 
 def _fields(p: Progress, words: tuple[str, ...]) -> list[tuple[str, str]]:
+    rate = p.tokens_computed / p.elapsed if p.elapsed > 0 else 0.0
+    out = [("phase", p.phase)]
     s = p.step
-    done = (p.batch + (s.iteration / s.iterations if s.iterations else 1.0)) / p.batches
-    eta = p.elapsed * (1 - done) / done if done > 0.02 else None
-    rate = s.accepted / s.proposals if s.proposals else 0.0
-    counts = " ".join(f"{w}={c}" for w, c in zip(words, s.label_counts))
-    out = [
-        ("batch", f"{p.batch + 1}/{p.batches}"),
-        ("iteration", f"{s.iteration}/{s.iterations}"),
-        ("temperature", f"{s.temperature:.3f}"),
-        ("U", f"{s.utility:.3f}"),
-        ("inconsistent", str(s.inconsistent)),
-        ("accepted", f"{s.accepted}/{s.proposals} ({rate:.0%})"),
-        ("labelled", f"{s.labelled}/{s.n}"),
-        ("labels", counts),
-        ("tokens/s", f"{p.tokens_computed / p.elapsed:,.0f}" if p.elapsed > 0 else "-"),
-        ("ETA", _fmt_eta(eta)),
+    if p.phase == "search" and s is not None:
+        counts = " ".join(f"{w}={c}" for w, c in zip(words, s.label_counts))
+        accepted = s.accepted / s.proposals if s.proposals else 0.0
+        out += [
+            ("core", f"{p.core + 1}/{p.cores}"),
+            ("iteration", f"{s.iteration}/{s.iterations}"),
+            ("temperature", f"{s.temperature:.3f}"),
+            ("U", f"{s.utility:.3f}"),
+            ("inconsistent", str(s.inconsistent)),
+            ("accepted", f"{s.accepted}/{s.proposals} ({accepted:.0%})"),
+            ("labelled", f"{s.labelled}/{s.n}"),
+            ("labels", counts),
+        ]
+    else:
+        per_s = p.transferred / p.phase_elapsed if p.phase_elapsed > 0 else 0.0
+        out += [("transferred", f"{p.transferred:,}/{p.to_transfer:,}"), ("rows/s", f"{per_s:,.1f}")]
+    out += [
+        ("rows done", f"{p.rows_done:,}/{p.rows:,}"),
+        ("tokens/s", f"{rate:,.0f}" if p.elapsed > 0 else "-"),
+        ("ETA", _fmt_eta(p.eta)),
     ]
     if p.monitor_agreement is not None:
         out.append(("gold agreement (monitor only)", f"{p.monitor_agreement:.3f}"))
@@ -79,7 +86,9 @@ class ProgressView:
             self._line(p)
 
     def _table(self, p: Progress) -> Table:
-        table = Table(title="icm: searching for the most coherent labels", show_header=False, box=None)
+        title = ("icm: searching the core for the most coherent labels" if p.phase == "search"
+                 else "icm: labelling the other rows with the core's labels as context")
+        table = Table(title=title, show_header=False, box=None)
         table.add_column(style="bold cyan")
         table.add_column()
         for name, value in _fields(p, self.words):

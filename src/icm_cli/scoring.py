@@ -89,6 +89,7 @@ class CoherenceScorer:
         self.memo_size = memo_size
         self._memo: OrderedDict[tuple, Evaluation] = OrderedDict()
         self.memo_hits = 0
+        self.evaluations = 0  # computed, not served from the memo
 
     def requests(self, labels: Labels, order: Optional[Sequence[int]] = None) -> tuple[list[ScoreRequest], list[int]]:
         """The requests of one evaluation, and the example each one scores.
@@ -127,12 +128,13 @@ class CoherenceScorer:
             self.memo_hits += 1
             return cached
         requests, examples = self.requests(labels, order)
+        self.evaluations += 1
         raw: list[list[float]] = [[] for _ in labels]
         for i, values in zip(examples, self.backend.score(requests) if requests else []):
             raw[i] = values
         if self.prompts.calibrate:
             raw = _batch_calibrated(raw, labels)
-        evaluation = Evaluation(tuple(tuple(_log_softmax(v)) for v in raw))
+        evaluation = Evaluation(tuple(tuple(log_softmax(v)) for v in raw))
         self._memo[key] = evaluation
         if len(self._memo) > self.memo_size:
             self._memo.popitem(last=False)
@@ -155,7 +157,7 @@ def _batch_calibrated(raw: list[list[float]], labels: Labels) -> list[list[float
     return [[v - m for v, m in zip(values, mean)] for values in raw]
 
 
-def _log_softmax(values: Sequence[float]) -> list[float]:
+def log_softmax(values: Sequence[float]) -> list[float]:
     top = max(values)
     total = top + math.log(sum(math.exp(v - top) for v in values))
     return [v - total for v in values]

@@ -116,6 +116,7 @@ class Step:
 @dataclass(frozen=True)
 class SearchResult:
     labels: Labels
+    order: tuple[int, ...]  # the labelled examples in labelling order (prompts follow it)
     evaluation: Evaluation
     utility: float
     predictability: float
@@ -125,6 +126,15 @@ class SearchResult:
     accepted: int
     evaluations: int
     converged: bool
+
+
+def _labelled(labels: Labels) -> tuple[int, ...]:
+    return tuple(i for i, y in enumerate(labels) if y is not None)
+
+
+def utility(labels: Labels, evaluation: Evaluation, constraints: Sequence[Constraint], params: SearchConfig) -> float:
+    """U(D) = alpha * P(D) - I(D)."""
+    return params.alpha * predictability(labels, evaluation, params.objective) - len(violations(labels, constraints))
 
 
 def predictability(labels: Labels, evaluation: Evaluation, objective: str) -> float:
@@ -273,10 +283,13 @@ def run_search(
     params: SearchConfig,
     on_step: Optional[Callable[[Step], None]] = None,
     resume: Optional[SearchState] = None,
+    start: Optional[Labels] = None,
 ) -> SearchResult:
+    """Algorithm 1. `start`: labels to begin from instead of random seed labels."""
     search = _Search(problem, scorer, params, random.Random(params.seed))
     if resume is None:
-        current = search.consistency_fix(search.state(*search.initial_labels()))
+        first_labels = (start, _labelled(start)) if start is not None else search.initial_labels()
+        current = search.consistency_fix(search.state(*first_labels))
         flips = proposals = accepted = 0
         first = 1
     else:
@@ -334,6 +347,6 @@ def run_search(
         converged = is_fixed_point(current)
         report(temperature(params, iteration, flips), False)
     return SearchResult(
-        current.labels, current.evaluation, current.utility, current.predictability,
+        current.labels, current.order, current.evaluation, current.utility, current.predictability,
         current.inconsistent, iteration, proposals, accepted, search.evaluations, converged,
     )

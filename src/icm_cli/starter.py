@@ -48,8 +48,8 @@ search:                        # the ICM reference defaults
   schedule: log_flips          # log_flips (reference code) | paper
   objective: mean_logodds      # mean_logodds (reference code) | sum_logprob (paper)
   seed: 0
-batch:
-  max_tokens: 3072             # demonstration tokens per independent ICM run
+core:
+  max_tokens: 2048             # demonstration tokens of the searched core; the rest is transferred
 backend:
   type: hf
   model: embedded              # embedded Gemma 3 270M on CPU; or a local path / hub name

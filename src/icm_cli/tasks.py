@@ -10,15 +10,14 @@ Constraints come from input fields only, never from gold.
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from .config import TaskConfig
 from .data import Dataset, fields_everywhere_missing, text_field
 from .errors import InputError
 from .prompts import render, template_fields
-from .search import TRUE, Constraint, Problem
+from .search import TRUE, Constraint
 
 
 @dataclass(frozen=True)
@@ -88,81 +87,37 @@ def _constraints(examples: Sequence[Example], task: TaskConfig) -> list[Constrai
 
 
 @dataclass(frozen=True)
-class Batch:
-    indices: tuple[int, ...]  # example indices in the task
-    problem: Problem
-
-
-def make_batches(task: Task, count_tokens: Callable[[str], int], max_tokens: int, seed: int) -> list[Batch]:
-    """Cut the task into independent ICM runs whose demonstrations fit `max_tokens`.
-
-    Whole consistency groups (and both orders of a pair) stay together. Units are shuffled
-    with the seed first: files are often sorted by label or source, and a batch should be a
-    random sample as in the paper.
-    """
-    units: dict[object, list[int]] = {}
-    for i, ex in enumerate(task.examples):
-        key = ("group", ex.group) if ex.group is not None else ("row", ex.row)
-        units.setdefault(key, []).append(i)
-    order = list(units.values())
-    random.Random(seed).shuffle(order)
-    longest_word = max(count_tokens(" " + w) for w in task.label_words)
-    cost = lambda i: count_tokens(task.examples[i].query) + longest_word + 2  # noqa: E731
-    sizes = [sum(cost(i) for i in unit) for unit in order]
-    # Fill to an even share rather than to the limit, so the last batch is not a small remnant.
-    target = sum(sizes) / max(1, math.ceil(sum(sizes) / max_tokens))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    used = 0
-    for unit, size in zip(order, sizes):
-        if current and (used + size > max_tokens or used >= target):
-            batches.append(current)
-            current, used = [], 0
-        current.extend(unit)
-        used += size
-    if current:
-        batches.append(current)
-    return [_batch(task, sorted(b)) for b in batches]
-
-
-def _batch(task: Task, indices: list[int]) -> Batch:
-    local = {g: k for k, g in enumerate(indices)}
-    constraints = tuple(
-        Constraint(local[c.i], local[c.j], c.kind) for c in task.constraints if c.i in local and c.j in local
-    )
-    groups = tuple(task.examples[i].group for i in indices)
-    return Batch(tuple(indices), Problem(len(indices), len(task.label_words), constraints, groups))
-
-
-@dataclass(frozen=True)
 class RowLabel:
     label: str
-    confidence: float
-    searched: bool  # False when the search ended before labelling it and the final context chose
+    confidence: float  # the label's probability under the scores that chose it
+    source: str  # "core": chosen by the core's method (the search); "transfer": read off the cores
+    agreement: Optional[float] = None  # several cores: the share whose own choice is the label
+
+    @property
+    def searched(self) -> bool:
+        return self.source == "core"
 
 
-def row_labels(task: Task, n_rows: int, labels: dict[int, Optional[int]], scores: dict[int, tuple[float, ...]]) -> list[RowLabel]:
-    """One label per input row from the example labels (a pair's two orders become one preference)."""
-    out: list[Optional[RowLabel]] = [None] * n_rows
-    examples = task.examples
-    for i, ex in enumerate(examples):
-        if ex.swapped:
-            continue
-        probs = [math.exp(s) for s in scores[i]]
-        y = labels.get(i)
-        searched = y is not None
-        if examples[i + 1 : i + 2] and examples[i + 1].swapped:
-            # P(first is better): average of "ab is true" and "ba is false".
-            swapped_probs = [math.exp(s) for s in scores[i + 1]]
-            p_first = (probs[TRUE] + (1 - swapped_probs[TRUE])) / 2
-            searched = searched and labels.get(i + 1) is not None
-            if y is None:
-                y = TRUE if p_first >= 0.5 else 1
-            conf = p_first if y == TRUE else 1 - p_first
-        else:
-            if y is None:
-                y = max(range(len(probs)), key=lambda k: (probs[k], -k))
-            conf = probs[y]
-        out[ex.row] = RowLabel(task.label_words[y], round(conf, 6), searched)
-    return [r for r in out if r is not None]
-
+def row_label(
+    task: Task,
+    members: Sequence[int],
+    labels: Mapping[int, int],
+    scores: Mapping[int, Sequence[float]],
+    source: Mapping[int, str],
+    agreement: Mapping[int, float],
+) -> RowLabel:
+    """A row's label from its examples' (a pair's two orders become one preference)."""
+    i = members[0]
+    probs = [math.exp(s) for s in scores[i]]
+    y = labels[i]
+    where = "core" if all(source[m] == "core" for m in members) else "transfer"
+    shared = [agreement[m] for m in members if m in agreement]
+    agree = round(min(shared), 4) if shared else None
+    if len(members) == 2 and task.examples[members[1]].swapped:
+        # P(first is better): average of "ab is true" and "ba is false".
+        swapped = [math.exp(s) for s in scores[members[1]]]
+        p_first = (probs[TRUE] + (1 - swapped[TRUE])) / 2
+        conf = p_first if y == TRUE else 1 - p_first
+    else:
+        conf = probs[y]
+    return RowLabel(task.label_words[y], round(conf, 6), where, agree)

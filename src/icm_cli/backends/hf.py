@@ -95,7 +95,7 @@ class HFBackend:
         if length > self.max_context:
             raise InputError(
                 f"a prompt of {length:,} tokens exceeds the context window of {self.max_context:,} "
-                f"for {self.model_name}; lower batch.max_tokens"
+                f"for {self.model_name}; lower core.max_tokens"
             )
         if all(len(c) == 1 for c in conts):
             return [Row(index, pieces, (), tuple((0, k, c[0]) for k, c in enumerate(conts)))]

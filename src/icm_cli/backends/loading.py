@@ -6,12 +6,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..config import BackendConfig
 from ..errors import BackendError, InputError
 from .base import Backend
-from .hf import HFBackend
+
+if TYPE_CHECKING:  # hf imports torch, which must not load before input is checked
+    from .hf import HFBackend
 
 EMBEDDED = "embedded"
 EMBEDDED_NAME = "gemma-3-270m (embedded, Q4_K_M GGUF dequantized)"
@@ -124,6 +126,8 @@ def load_hf_backend(config: BackendConfig, log: Callable[[str], None] = lambda _
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    from .hf import HFBackend
 
     # Our own progress report is the only thing on stderr (and --quiet means nothing at all).
     hf_logging.disable_progress_bar()

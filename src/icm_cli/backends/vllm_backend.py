@@ -87,7 +87,7 @@ def plan_prompts(
             if length > max_context:
                 raise InputError(
                     f"a prompt of {length:,} tokens exceeds the context window of {max_context:,} "
-                    f"for {model_name}; lower batch.max_tokens"
+                    f"for {model_name}; lower core.max_tokens"
                 )
             if scoring == "prompt_logprobs":
                 reads = tuple((len(prefix) + j, t) for j, t in enumerate(cont))

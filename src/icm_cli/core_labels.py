@@ -1,0 +1,90 @@
+"""Labelling one core: ICM's search, or the simpler methods it is compared with.
+
+- icm: Algorithm 1 (search.run_search), from random seed labels or from the calibrated
+  zero-shot labels (`search.init`).
+- bootstrap: start from the calibrated zero-shot labels; each round scores every core example
+  with all the others (with their current labels) as context, exactly as a U evaluation does,
+  and takes the consistent labels those scores prefer; stops when a round changes nothing.
+  Cheap (one evaluation a round) and, in published comparisons, close to ICM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from .backends.base import Backend
+from .config import SearchConfig
+from .consistency import repair
+from .scoring import CoherenceScorer, PromptSet, log_softmax
+from .search import Evaluation, Labels, Problem, SearchResult, SearchState, Step, run_search, utility, violations
+
+
+@dataclass(frozen=True)
+class CoreOutcome:
+    """A labelled core: what a checkpoint keeps so a resumed run need not redo it."""
+
+    labels: Labels
+    order: tuple[int, ...]  # labelling order; transfer prompts follow it
+    scores: tuple[tuple[float, ...], ...]
+    iterations: int
+    proposals: int
+    accepted: int
+    evaluations: int
+    utility: float
+    inconsistent: int
+    converged: bool
+
+    @staticmethod
+    def of(result: SearchResult) -> "CoreOutcome":
+        return CoreOutcome(
+            result.labels, result.order, result.evaluation.scores, result.iterations, result.proposals,
+            result.accepted, result.evaluations, result.utility, result.inconsistent, result.converged,
+        )
+
+
+def zero_shot_labels(problem: Problem, prompts: PromptSet, backend: Backend) -> Labels:
+    """Each example read alone; for classification centred on the core (batch calibration)."""
+    evaluation = CoherenceScorer(prompts, backend).evaluate(tuple(None for _ in range(problem.n)))
+    scores = [list(s) for s in evaluation.scores]
+    if prompts.calibrate and scores:
+        mean = [sum(col) / len(col) for col in zip(*scores)]
+        scores = [log_softmax([v - m for v, m in zip(s, mean)]) for s in scores]
+    return tuple(repair(scores, problem.constraints))
+
+
+def label_core(
+    problem: Problem,
+    prompts: PromptSet,
+    backend: Backend,
+    params: SearchConfig,
+    on_step: Optional[Callable[[Step], None]] = None,
+    resume: Optional[SearchState] = None,
+) -> CoreOutcome:
+    scorer = CoherenceScorer(prompts, backend)
+    if params.method == "bootstrap":
+        return _bootstrap(problem, prompts, backend, scorer, params)
+    start = None
+    if params.init == "zero_shot" and resume is None:
+        start = zero_shot_labels(problem, prompts, backend)
+    return CoreOutcome.of(run_search(problem, scorer, params, on_step, resume, start))
+
+
+def _bootstrap(problem: Problem, prompts: PromptSet, backend: Backend, scorer: CoherenceScorer,
+               params: SearchConfig) -> CoreOutcome:
+    labels = zero_shot_labels(problem, prompts, backend)
+    order = tuple(range(problem.n))
+    evaluation: Evaluation = scorer.evaluate(labels, order)
+    rounds = changes = 0
+    converged = False
+    for rounds in range(1, params.rounds + 1):
+        relabelled = tuple(repair(evaluation.scores, problem.constraints))
+        if relabelled == labels:
+            converged = True
+            break
+        changes += sum(a != b for a, b in zip(labels, relabelled))
+        labels = relabelled
+        evaluation = scorer.evaluate(labels, order)
+    u = utility(labels, evaluation, problem.constraints, params)
+    return CoreOutcome(labels, order, evaluation.scores, rounds, changes, changes, scorer.evaluations, u,
+                       len(violations(labels, problem.constraints)), converged)
