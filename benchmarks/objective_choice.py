@@ -19,12 +19,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from gold_sample import load_gold_sample  # noqa: E402
 from icm_cli.backends.loading import load_backend  # noqa: E402
-from icm_cli.scoring import CoherenceScorer  # noqa: E402
+from icm_cli.compare import gold_by_example  # noqa: E402
+from icm_cli.config import load_config  # noqa: E402
+from icm_cli.data import load_rows  # noqa: E402
+from icm_cli.metrics import normalize_label  # noqa: E402
+from icm_cli.scoring import CoherenceScorer, PromptSet  # noqa: E402
 from icm_cli.search import predictability  # noqa: E402
+from icm_cli.tasks import build_task  # noqa: E402
 
 
 def spearman(xs: list[float], ys: list[float]) -> float:
@@ -55,10 +58,14 @@ def main() -> None:
     ap.add_argument("-c", "--config", type=Path, required=True)
     ap.add_argument("--n", type=int, default=32)
     args = ap.parse_args()
-    sample = load_gold_sample(args.data, args.gold, args.config)
-    gold = sample.gold[: args.n]
-    task = sample.task
-    scorer = CoherenceScorer(sample.prompts(task.calibrate, args.n), load_backend(sample.config.backend))
+    config = load_config(args.config)
+    dataset = load_rows(str(args.data))
+    truth = {str(r.fields["id"]): normalize_label(r.fields["label"]) for r in load_rows(str(args.gold)).rows}
+    gold = gold_by_example(dataset, config, truth)[: args.n]
+    task = build_task(dataset, config.task)
+    prompts = PromptSet(tuple(e.query for e in task.examples[: args.n]), task.label_words, config.task.label_prefix,
+                        config.task.separator, task.calibrate)
+    scorer = CoherenceScorer(prompts, load_backend(config.backend))
     rng = random.Random(0)
     sets = []
     for flips in (0, 2, 4, 6, 8, 12, 16):

@@ -102,3 +102,27 @@ def test_same_seed_same_labels_and_stdout_pipeline(labelled, small_config):
     first = [(r["id"], r["label"], r["confidence"]) for r in jsonl(out.read_text(encoding="utf-8"))]
     second = [(r["id"], r["label"], r["confidence"]) for r in jsonl(again.stdout.decode())]
     assert first == second
+
+
+def test_compare_runs_the_methods_side_by_side(small_config):
+    result = icm("compare", str(SAMPLE), "--gold", str(GOLD), "-c", str(small_config), "--json",
+                 "--methods", "zero_shot,bootstrap,icm", "--quiet")
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads(result.stdout)
+    assert [m["method"] for m in report["methods"]] == ["zero_shot", "bootstrap", "icm"]
+    for m in report["methods"]:
+        assert m["n"] == 16 and 0.0 <= m["accuracy"] <= 1.0 and m["tokens"] > 0
+
+
+def test_more_rows_than_a_core_are_transferred(tmp_path, small_config):
+    config = tmp_path / "core.yaml"
+    config.write_text(small_config.read_text().replace("max_tokens: 1024", "max_tokens: 200"))
+    out = tmp_path / "out.jsonl"
+    result = icm("label", str(SAMPLE), "-c", str(config), "-o", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr.decode()
+    rows = jsonl(out.read_text(encoding="utf-8"))
+    sources = [r["icm_source"] for r in rows]
+    assert sources.count("core") >= 4 and sources.count("transfer") >= 8
+    summary = json.loads(out.with_name(out.name + ".summary.json").read_text())
+    assert summary["core_rows"] + summary["transfer_rows"] == 16
+    assert summary["tokens_transfer"] > 0 and summary["transfer_s"] >= 0

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from typing import Any, Optional
 
 import pytest
 
-from icm_cli.backends.base import BackendStats
 from icm_cli.config import Config, CoreConfig, SearchConfig, TaskConfig, TransferConfig
 from icm_cli.consistency import repair
 from icm_cli.cores import plan_run, units
@@ -25,42 +23,9 @@ from icm_cli.search import TRUE, Constraint
 from icm_cli.tasks import build_task
 from icm_cli.transfer import Transfer, TransferChunk, chunks
 
+from fakes import BAD, GOOD, SentimentBackend
+
 FALSE = 1
-GOOD = {"good", "great", "love", "happy", "nice"}
-BAD = {"bad", "awful", "hate", "sad", "late"}
-
-
-class SentimentBackend:
-    """Keyword sentiment for the query (the text after the last 'Tweet:'), nudged by how many
-    demonstrations before it say positive."""
-
-    name = "fake"
-    model_name = "fake-sentiment"
-    max_context = 1_000_000
-
-    def __init__(self) -> None:
-        self.stats = BackendStats()
-        self.calls = 0
-        self.requests = 0
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def score(self, requests):
-        self.calls += 1
-        self.requests += len(requests)
-        out = []
-        for r in requests:
-            prompt = "".join(r.segments)
-            self.stats.tokens_requested += len(prompt.split())
-            self.stats.tokens_computed += len(r.segments[-1].split())
-            query = prompt.rsplit("Tweet:", 1)[-1]
-            words = set(re.findall(r"[a-z]+", query.lower()))
-            lean = len(words & GOOD) - len(words & BAD)
-            shown = prompt.count("Sentiment: positive") - prompt.count("Sentiment: negative")
-            logit = 1.5 * lean + 0.05 * shown + 0.3
-            out.append([-math.log1p(math.exp(-logit)), -math.log1p(math.exp(logit))])
-        return out
 
 
 TASK = TaskConfig(template="Tweet: {text}\nSentiment:", labels=("positive", "negative"), id_field="id")

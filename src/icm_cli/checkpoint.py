@@ -159,4 +159,5 @@ def _outcome(doc: dict) -> CoreOutcome:
     return CoreOutcome(
         tuple(doc["labels"]), tuple(doc["order"]), tuple(tuple(s) for s in doc["scores"]), doc["iterations"],
         doc["proposals"], doc["accepted"], doc["evaluations"], doc["utility"], doc["inconsistent"], doc["converged"],
+        tuple(doc["predictions"]) if doc.get("predictions") is not None else None,
     )

@@ -34,6 +34,12 @@ class CoreOutcome:
     utility: float
     inconsistent: int
     converged: bool
+    # Given demonstration labels (golden or random, for comparisons only): the core's rows are
+    # then reported with these leave-one-out predictions, not with the labels they were given.
+    predictions: Optional[Labels] = None
+
+    def row_labels(self) -> Labels:
+        return self.predictions if self.predictions is not None else self.labels
 
     @staticmethod
     def of(result: SearchResult) -> "CoreOutcome":
@@ -68,6 +74,20 @@ def label_core(
     if params.init == "zero_shot" and resume is None:
         start = zero_shot_labels(problem, prompts, backend)
     return CoreOutcome.of(run_search(problem, scorer, params, on_step, resume, start))
+
+
+def given_labels(problem: Problem, prompts: PromptSet, backend: Backend, params: SearchConfig,
+                 labels: Labels) -> CoreOutcome:
+    """A core whose demonstration labels are given (gold: the many-shot ceiling; random: the
+    few-shot baseline). Each core example is predicted from all the others with their given
+    labels, the same leave-one-out prompts ICM scores."""
+    scorer = CoherenceScorer(prompts, backend)
+    order = tuple(range(problem.n))
+    evaluation = scorer.evaluate(labels, order)
+    predicted = tuple(repair(evaluation.scores, problem.constraints))
+    u = utility(labels, evaluation, problem.constraints, params)
+    return CoreOutcome(labels, order, evaluation.scores, 0, 0, 0, scorer.evaluations, u,
+                       len(violations(labels, problem.constraints)), True, predicted)
 
 
 def _bootstrap(problem: Problem, prompts: PromptSet, backend: Backend, scorer: CoherenceScorer,

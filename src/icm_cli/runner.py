@@ -158,6 +158,7 @@ def label_dataset(
     resume: Optional[RunState] = None,
     recorder: Optional[Recorder] = None,
     on_rows: Optional[Callable[[list[tuple[int, RowLabel]]], None]] = None,
+    core_labeller: Optional[CoreLabeller] = None,
 ) -> tuple[list[RowLabel], RunSummary]:
     """Label every row. `monitor` holds normalised gold per row, for display only.
 
@@ -165,10 +166,19 @@ def label_dataset(
     `resume` continues the run to the labels an uninterrupted run gives. `on_rows` receives
     rows in input order as they become final.
     """
-    return _Run(dataset, config, backend, on_progress, monitor, recorder, on_rows).run(resume or RunState())
+    run = _Run(dataset, config, backend, on_progress, monitor, recorder, on_rows)
+    run.core_labeller = core_labeller
+    return run.run(resume or RunState())
+
+
+# (problem, prompts, backend, params, on_step, resume) -> outcome; `icm compare` passes its own
+# to label cores with given (gold or random) labels.
+CoreLabeller = Callable[..., CoreOutcome]
 
 
 class _Run:
+    core_labeller: Optional[CoreLabeller] = None
+
     def __init__(self, dataset, config, backend, on_progress, monitor, recorder, on_rows):
         self.config: Config = config
         self.backend: Backend = backend
@@ -219,7 +229,11 @@ class _Run:
                     self.recorder.save(self.state)
                 self._report("search", c, step, _agreement(step, gold, self.task.label_words))
 
-            outcome = label_core(core.problem, prompts, self.backend, params, observe, search_resume)
+            if self.core_labeller is not None:
+                outcome = self.core_labeller(core.problem, prompts, self.backend, params, observe, search_resume,
+                                             indices=core.indices)
+            else:
+                outcome = label_core(core.problem, prompts, self.backend, params, observe, search_resume)
             self.state = RunState(done=self.state.done + (outcome,))
             if self.recorder is not None:
                 self.recorder.save(self.state)
@@ -231,9 +245,9 @@ class _Run:
         s.final_utility.append(round(outcome.utility, 4))
         s.inconsistencies_left += outcome.inconsistent
         s.converged_cores += int(outcome.converged)
-        for local, i in enumerate(core.indices):
-            if outcome.labels[local] is not None:
-                self.rows.add(i, outcome.labels[local], outcome.scores[local], "core")
+        for local, (i, y) in enumerate(zip(core.indices, outcome.row_labels())):
+            if y is not None:
+                self.rows.add(i, y, outcome.scores[local], "core")
         return outcome
 
     def _transfer(self, outcomes: list[CoreOutcome], resume: RunState) -> None:

@@ -1,0 +1,125 @@
+"""`icm compare`: "is ICM better than just asking the model?", answered on a labelled sample.
+
+Each method labels the same data with the same config, core and seed, and is scored against
+gold with the same metrics as `icm eval`:
+- zero_shot: every row read alone (batch-calibrated for classification);
+- random_few_shot: the core's examples with random labels as demonstrations;
+- bootstrap: zero-shot labels, then rounds of relabelling the core with the others as context;
+- icm: the configured search;
+- golden: the core's examples with their gold labels as demonstrations: the ceiling, which
+  needs gold; it is the only method here that reads gold (random_few_shot reads nothing).
+Each method starts with no attention state kept, so its tokens and time are its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from .backends.base import Backend
+from .config import Config
+from .core_labels import CoreOutcome, given_labels
+from .data import Dataset, row_ids
+from .errors import InputError
+from .metrics import compute_agreement, normalize_label
+from .runner import label_dataset
+from .search import Labels, Problem
+from .tasks import build_task
+
+METHODS = ("zero_shot", "random_few_shot", "bootstrap", "icm", "golden")
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    method: str
+    accuracy: float
+    ci95: tuple[float, float]
+    n: int
+    tokens: int
+    seconds: float
+    core_rows: int
+    transfer_rows: int
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "ci95": list(self.ci95)}
+
+
+def gold_by_example(dataset: Dataset, config: Config, gold: dict[str, str]) -> list[Optional[int]]:
+    """Each task example's gold label index (a pair's swapped order gets the opposite), or None."""
+    task = build_task(dataset, config.task)
+    ids = row_ids(dataset, config.task.id_field)
+    words = [normalize_label(w) for w in task.label_words]
+    out: list[Optional[int]] = []
+    for ex in task.examples:
+        value = gold.get(ids[ex.row])
+        if value is None:
+            out.append(None)
+            continue
+        if value not in words:
+            raise InputError(f"gold label '{value}' for id '{ids[ex.row]}' is not one of the task's labels {words}")
+        y = words.index(value)
+        out.append(1 - y if ex.swapped else y)
+    return out
+
+
+def _given(kind: str, gold: list[Optional[int]], seed: int) -> Callable[..., CoreOutcome]:
+    def labeller(problem: Problem, prompts, backend, params, on_step=None, resume=None, indices=()) -> CoreOutcome:
+        if kind == "golden":
+            labels: Labels = tuple(gold[i] for i in indices)
+            if any(y is None for y in labels):
+                raise InputError("golden many-shot needs a gold label for every row of the core")
+        else:
+            rng = random.Random(seed)
+            labels = tuple(rng.randrange(problem.num_labels) for _ in range(problem.n))
+        return given_labels(problem, prompts, backend, params, labels)
+
+    return labeller
+
+
+def compare(dataset: Dataset, config: Config, backend: Backend, gold: dict[str, str],
+            methods: tuple[str, ...] = METHODS,
+            on_method: Callable[[str], None] = lambda _: None) -> list[MethodResult]:
+    """Run each method on `dataset` and score it against `gold` ({row id: normalised label})."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise InputError(f"--methods: '{unknown[0]}' is not a method; choose from {', '.join(METHODS)}")
+    ids = row_ids(dataset, config.task.id_field)
+    if not any(i in gold for i in ids):
+        raise InputError(f"no row id of the data is in the gold file (id field '{config.task.id_field or 'row position'}')")
+    per_example = gold_by_example(dataset, config, gold)
+    results = []
+    for method in methods:
+        on_method(method)
+        run_config = config
+        labeller = None
+        if method in ("zero_shot", "bootstrap", "icm"):
+            run_config = dataclasses.replace(config, search=dataclasses.replace(config.search, method=method))
+        else:
+            run_config = dataclasses.replace(config, search=dataclasses.replace(config.search, method="icm"))
+            labeller = _given(method, per_example, config.search.seed)
+        if hasattr(backend, "forget"):
+            backend.forget()  # type: ignore[attr-defined]
+        before = backend.stats.tokens_computed
+        start = time.monotonic()
+        rows, summary = label_dataset(dataset, run_config, backend, core_labeller=labeller)
+        seconds = time.monotonic() - start
+        predicted = {i: normalize_label(r.label) for i, r in zip(ids, rows)}
+        agreement = compute_agreement(predicted, gold)
+        results.append(MethodResult(
+            method, round(agreement.accuracy, 4), (round(agreement.ci95[0], 4), round(agreement.ci95[1], 4)),
+            agreement.n, backend.stats.tokens_computed - before, round(seconds, 1), summary.core_rows,
+            summary.transfer_rows,
+        ))
+    return results
+
+
+def gap_recovered(results: list[MethodResult]) -> dict[str, Optional[float]]:
+    """Share of the zero-shot -> golden gap each method closes (None without both ends)."""
+    by = {r.method: r.accuracy for r in results}
+    low, high = by.get("zero_shot"), by.get("golden")
+    if low is None or high is None or high == low:
+        return {r.method: None for r in results}
+    return {r.method: round((r.accuracy - low) / (high - low), 3) for r in results}
