@@ -260,11 +260,6 @@ def test_missing_vllm_is_a_clear_backend_error(monkeypatch):
     assert info.value.message == MISSING_VLLM
 
 
-def test_vllm_backend_needs_a_named_model():
-    with pytest.raises(InputError, match="needs a model"):
-        load_backend(BackendConfig(type="vllm"))
-
-
 @pytest.mark.parametrize(
     "model, quantization, tokenizer, plugin, problem",
     [

