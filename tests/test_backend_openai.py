@@ -450,13 +450,13 @@ def test_context_length_400_becomes_input_error_naming_batch_max_tokens(serve):
     backend = backend_for([url], echo=True, max_context=100_000)
     with pytest.raises(InputError) as info:
         backend.score(make_requests(2))
-    assert "batch.max_tokens" in info.value.message and info.value.exit_code == EXIT_USAGE
+    assert "core.max_tokens" in info.value.message and info.value.exit_code == EXIT_USAGE
 
 
 def test_prompt_estimated_past_max_context_fails_before_sending(serve):
     url, behavior = serve()
     backend = backend_for([url], echo=True, max_context=16)
-    with pytest.raises(InputError, match="lower batch.max_tokens"):
+    with pytest.raises(InputError, match="lower core.max_tokens"):
         backend.score(make_requests(3))
     assert not behavior.completions()
 

@@ -3,6 +3,7 @@ RequestOutput / CompletionOutput / Logprob, and (with vllm and a CUDA GPU) the r
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import os
@@ -287,19 +288,22 @@ def test_gguf_without_the_plugin_fails_before_importing_vllm(monkeypatch):
         load_backend(BackendConfig(type="vllm", model="/m/x.gguf", tokenizer="meta-llama/Llama-3.1-8B"))
 
 
-def test_real_vllm_scorings_agree_and_reuse_the_prefix_cache():
-    pytest.importorskip("vllm", reason="vllm is not installed (CUDA build: pip install 'icm-cli[vllm]')")
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("vllm needs a CUDA GPU and none is visible")
-    model = os.environ.get("ICM_VLLM_TEST_MODEL", "HuggingFaceTB/SmolLM2-135M")
-    backend = load_backend(BackendConfig(type="vllm", model=model, dtype="float32", max_context=2048,
-                                         gpu_memory_utilization=0.3))
-    requests = make_requests(labels=(" True", " False", " not sure"))
+@pytest.mark.model
+def test_real_vllm_scorings_agree_and_reuse_the_prefix_cache(vllm_cpu):
+    backend = vllm_cpu
+    before = dataclasses.replace(backend.stats)
+    # A shared prefix of several hundred tokens: vLLM-CPU caches prefixes in 128-token blocks.
+    shared = DEMO * 24
+    requests = [ScoreRequest((shared, f"Claim: item {i}\nI think this claim is"), (" True", " False", " not sure"))
+                for i in range(5)]
     forced = backend.score(requests)
-    assert 0 < backend.stats.tokens_computed < backend.stats.tokens_requested
+    computed = backend.stats.tokens_computed - before.tokens_computed
+    assert 0 < computed < backend.stats.tokens_requested - before.tokens_requested
     backend.scoring = "prompt_logprobs"
-    full = backend.score(requests)
+    try:
+        full = backend.score(requests)
+    finally:
+        backend.scoring = "forced_token"
     for a, b in zip(forced, full):
         assert a == pytest.approx(b, abs=2e-3)
     assert importlib.util.find_spec("vllm") is not None

@@ -56,7 +56,7 @@ def icm(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 # What one request costs llama-cpp-python's server grows with the prompt: besides the forward
 # pass it takes log-softmax over the whole 262k vocabulary at every prompt position and sorts the
 # vocabulary in Python (measured: ~0.45 s for a 40-token prompt, ~1.2 s for 700 tokens, on 2
-# cores). The shipped config's batch.max_tokens (1024: one batch of 16, prompts of ~700 tokens)
+# cores). The shipped config's core.max_tokens (1024: one batch of 16, prompts of ~700 tokens)
 # makes 20 iterations cost ~15 minutes there; 256 cuts the 16 tweets into four batches of short
 # prompts (and runs the multi-batch path through the server too).
 BATCH_TOKENS = 256
@@ -67,7 +67,7 @@ def write_config(path: Path, urls: list[str], iterations: int = 20, final_quench
     config = yaml.safe_load((ROOT / "configs" / "tweets-sentiment-openai.yaml").read_text())
     assert config["backend"]["model"] == SERVED_MODEL
     config["search"].update(iterations=iterations, final_quench=final_quench)
-    config["batch"]["max_tokens"] = BATCH_TOKENS
+    config["core"]["max_tokens"] = BATCH_TOKENS
     config["backend"].update(base_urls=list(urls), concurrency=2, **backend)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -148,7 +148,7 @@ def test_prompt_past_the_server_context_is_an_input_error(llama_server):
         backend.score([long])
     message = info.value.message
     assert info.value.exit_code == EXIT_USAGE and "\n" not in message
-    assert llama_server.url in message and "batch.max_tokens" in message
+    assert llama_server.url in message and "core.max_tokens" in message
 
 
 # --------------------------------------------------------------------------- a server killed mid-run

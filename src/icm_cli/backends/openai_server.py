@@ -438,7 +438,7 @@ class OpenAIBackend:
         """A 4xx answer as the error the user can act on."""
         if _CONTEXT_RE.search(e.message):
             return InputError(
-                f"{e.url}: the prompt does not fit {self.model_name}'s context ({e.message}); lower batch.max_tokens"
+                f"{e.url}: the prompt does not fit {self.model_name}'s context ({e.message}); lower core.max_tokens"
             )
         if echo and re.search(r"echo|logprob", e.message, re.IGNORECASE):
             return _EchoUnsupported(f"{e.url}: the server does not return prompt log-probs (echo): {e.message}")
@@ -634,7 +634,7 @@ class OpenAIBackend:
         if worst > self.max_context * (1.25 if self.stats.token_counts_estimated else 1.0):
             raise InputError(
                 f"a prompt of about {worst:,} tokens exceeds the context window of {self.max_context:,} "
-                f"for {self.model_name} (backend.max_context); lower batch.max_tokens"
+                f"for {self.model_name} (backend.max_context); lower core.max_tokens"
             )
         return estimates
 

