@@ -27,10 +27,22 @@ def test_dry_run_shows_core_transfer_estimates_and_the_exact_first_prompt(monkey
     out = result.stdout
     assert "16 rows -> 16 examples: 16 in 1 core(s) labelled by icm, 0 by transfer" in out
     assert "search phase: about" in out and "transfer phase: about 0 tokens" in out
-    # The first prompt is the search's real first prompt: seeded demonstrations, then a query.
+    # The shipped config starts from zero-shot labels: the first prompts are single tweets.
     assert "exactly as the model reads it" in out
-    assert "\nSentiment: positive\n\n" in out or "\nSentiment: negative\n\n" in out
+    assert "Sentiment: positive" not in out and "Sentiment: negative" not in out
     assert "' positive', ' negative'" in out
+
+
+def test_dry_run_from_random_labels_shows_the_seeded_demonstrations(monkeypatch, tmp_path):
+    monkeypatch.setattr(loading, "load_backend", lambda *a, **k: (_ for _ in ()).throw(AssertionError("no model")))
+    config = tmp_path / "random.yaml"
+    text = (ROOT / "configs" / "tweets-sentiment.yaml").read_text()
+    assert "init: zero_shot" in text
+    config.write_text(text.replace("init: zero_shot", "init: random"))
+    result = runner.invoke(app, ["label", str(ROOT / "examples" / "tweets-16.jsonl"), "-c", str(config), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    # The search's real first prompt: seeded demonstrations, then a query.
+    assert "\nSentiment: positive\n\n" in result.stdout or "\nSentiment: negative\n\n" in result.stdout
 
 
 def test_dry_run_of_more_rows_than_a_core_states_the_transfer(monkeypatch):

@@ -87,11 +87,17 @@ def dry_run(dataset: Dataset, config: Config, count: Callable[[str], int], show:
             expected = int(shared * (1 + TOKENS_PER_ITERATION * search.iterations))
         estimates.append(CoreEstimate(core.problem.n, len(core.problem.constraints), shared, scratch, evaluations,
                                       expected))
-        if c == 0 and search.method == "icm" and search.init == "random":
-            # The search's own first labels (seeded, no model needed): these are the first
-            # prompts the model will read, character for character.
-            start, start_order = _Search(core.problem, scorer, params, random.Random(params.seed)).initial_labels()
-            for request in scorer.requests(start, start_order)[0][:show]:
+        if c == 0:
+            if search.method == "icm" and search.init == "random":
+                # The search's own first labels (seeded, no model needed): these are the first
+                # prompts the model will read, character for character.
+                start, order = _Search(core.problem, scorer, params, random.Random(params.seed)).initial_labels()
+                requests = scorer.requests(start, order)[0]
+            else:
+                # A zero-shot start (init zero_shot, bootstrap, zero_shot): each core example
+                # is first read alone, exactly as zero_shot_labels asks for it.
+                requests = scorer.requests(tuple(None for _ in core.indices))[0]
+            for request in requests[:show]:
                 first.append(("".join(request.segments), request.continuations))
     prefixes = sum(sum(cost(i) for i in core.indices) for core in run.cores)
     per_target = max(1, len(run.cores))
