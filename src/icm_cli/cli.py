@@ -302,18 +302,16 @@ def compare(
 @user_errors
 def init(
     task_type: str = typer.Option("classification", "--type", help="classification | claims | comparison"),
-    out: Path = typer.Option(Path("icm.yaml"), "-o", "--out", help="Where to write the starter config."),
+    out: str = typer.Option("icm.yaml", "-o", "--out", metavar="PATH",
+                            help="Where to write the starter config; - for stdout."),
     force: bool = typer.Option(False, "--force", help="Replace an existing file."),
 ) -> None:
-    """Write a commented starter config for a task type."""
-    from .starter import starter_config
-    from .output import atomic_write_text
+    """Write a commented starter config for a task type, sized for the embedded CPU model."""
+    from .starter import write_starter
 
-    text = starter_config(task_type)
-    if out.exists() and not force:
-        raise InputError(f"{out}: already exists; pass --force to replace it")
-    atomic_write_text(out, text)
-    print(f"wrote {out}: edit the template and labels, then run icm label DATA -c {out} --dry-run", file=sys.stderr)
+    write_starter(task_type, out, force)
+    if out != "-":
+        print(f"wrote {out}: edit the template and labels, then run icm label DATA -c {out} --dry-run", file=sys.stderr)
 
 
 def main() -> None:
