@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,35 @@ def test_every_starter_is_sized_like_the_config_measured_on_this_cpu(tmp_path, k
                 f"{kind}: {section}.{name}"
     text = path.read_text()
     assert re.search(r"GPU.*core\.max_tokens.*search\.iterations", text, re.S)  # what to raise, and where
+
+
+def test_version_prints_the_installed_distribution_version(tmp_path):
+    expected = f"icm {version('icm-cli')}\n"
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout == expected
+    real = _icm("--version", cwd=tmp_path)
+    assert real.returncode == 0 and real.stdout == expected and real.stderr == ""
+
+
+@pytest.mark.parametrize("command", [[], ["label"], ["eval"], ["compare"], ["init"]])
+def test_help_shows_bare_flags_and_upper_case_arguments(command):
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    # No Typer type tags (<bool>, <str>, <path>) and no {argument} in the usage line.
+    assert not re.search(r"<\w[\w ]*>", text), text
+    assert "{" not in text.split("Usage:")[1].splitlines()[0]
+    assert re.search(r"--help\s+Show this message", text)
+    usage = {"label": "label [OPTIONS] DATA", "eval": "eval [OPTIONS] LABELS", "compare": "compare [OPTIONS] DATA",
+             "init": "init [OPTIONS]", None: "[OPTIONS] COMMAND [ARGS]..."}[command[0] if command else None]
+    assert usage in text
+
+
+def test_label_help_lists_flags_bare_and_values_by_kind():
+    text = runner.invoke(app, ["label", "--help"], env={"COLUMNS": "120"}).stdout
+    for flag, help_start in (("--quiet", "No progress"), ("--force", "Replace"), ("--resume", "Continue"),
+                             ("--dry-run", "Validate"), ("--probe", "With --dry-run")):
+        assert re.search(rf"{flag}\s+(-\w\s+)?{help_start}", text), flag
+    assert re.search(r"--config\s+-c\s+PATH\s+YAML", text)
+    assert re.search(r"--seed\s+INTEGER\s+Override", text)
+    assert re.search(r"\*\s+DATA\s+Input rows", text)

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from .errors import EXIT_INTERRUPTED, IcmError, InputError, Interrupted
 from .eval_command import eval_command
+from .typer_app import IcmTyper, print_version
 
 SOURCE_FIELD = "icm_source"  # core: chosen by the search; transfer: read off the core's labels
 AGREEMENT_FIELD = "icm_agreement"  # several cores: the share whose own choice is the label
@@ -20,12 +21,20 @@ AGREEMENT_FIELD = "icm_agreement"  # several cores: the share whose own choice i
 EXIT_CODES = """Exit codes: 0 done; 1 eval accuracy under --min-accuracy; 2 usage or input error;
 3 backend (model) error; 130 interrupted."""
 
-app = typer.Typer(
+app = IcmTyper(
     add_completion=False,
     no_args_is_help=True,
     help="Label a dataset with no human labels by Internal Coherence Maximization (ICM).\n\n" + EXIT_CODES,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    pass
 
 
 def _stderr() -> Console:
