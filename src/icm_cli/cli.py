@@ -13,6 +13,7 @@ from rich.console import Console
 
 from .errors import EXIT_INTERRUPTED, IcmError, InputError, Interrupted
 from .eval_command import eval_command
+from .typer_app import IcmTyper, print_version
 
 SOURCE_FIELD = "icm_source"  # core: chosen by the search; transfer: read off the core's labels
 AGREEMENT_FIELD = "icm_agreement"  # several cores: the share whose own choice is the label
@@ -20,12 +21,20 @@ AGREEMENT_FIELD = "icm_agreement"  # several cores: the share whose own choice i
 EXIT_CODES = """Exit codes: 0 done; 1 eval accuracy under --min-accuracy; 2 usage or input error;
 3 backend (model) error; 130 interrupted."""
 
-app = typer.Typer(
+app = IcmTyper(
     add_completion=False,
     no_args_is_help=True,
     help="Label a dataset with no human labels by Internal Coherence Maximization (ICM).\n\n" + EXIT_CODES,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    pass
 
 
 def _stderr() -> Console:
@@ -302,18 +311,16 @@ def compare(
 @user_errors
 def init(
     task_type: str = typer.Option("classification", "--type", help="classification | claims | comparison"),
-    out: Path = typer.Option(Path("icm.yaml"), "-o", "--out", help="Where to write the starter config."),
+    out: str = typer.Option("icm.yaml", "-o", "--out", metavar="PATH",
+                            help="Where to write the starter config; - for stdout."),
     force: bool = typer.Option(False, "--force", help="Replace an existing file."),
 ) -> None:
-    """Write a commented starter config for a task type."""
-    from .starter import starter_config
-    from .output import atomic_write_text
+    """Write a commented starter config for a task type, sized for the embedded CPU model."""
+    from .starter import write_starter
 
-    text = starter_config(task_type)
-    if out.exists() and not force:
-        raise InputError(f"{out}: already exists; pass --force to replace it")
-    atomic_write_text(out, text)
-    print(f"wrote {out}: edit the template and labels, then run icm label DATA -c {out} --dry-run", file=sys.stderr)
+    write_starter(task_type, out, force)
+    if out != "-":
+        print(f"wrote {out}: edit the template and labels, then run icm label DATA -c {out} --dry-run", file=sys.stderr)
 
 
 def main() -> None:
