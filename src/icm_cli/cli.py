@@ -309,6 +309,52 @@ def compare(
 
 @app.command()
 @user_errors
+def export(
+    labels: str = typer.Argument(..., help="What icm label wrote: JSONL (or CSV/Parquet), or - for JSONL on stdin."),
+    config: Path = typer.Option(..., "-c", "--config", help="The YAML config the labels were made with."),
+    fmt: str = typer.Option(..., "--format", help="preference (comparison tasks), classification, or "
+                                                  "prompt-completion (claims tasks: true claims only)."),
+    out: Optional[str] = typer.Option(None, "-o", "--out", help="x.jsonl: JSONL; a directory (dir/ or a name "
+                                      "without suffix): Dataset.save_to_disk; stdout JSONL when absent."),
+    min_confidence: Optional[float] = typer.Option(None, "--min-confidence", help="Keep rows whose confidence >= X."),
+    source: str = typer.Option("all", "--source", help="core (searched), transfer (labelled from the core) or all."),
+    chat: bool = typer.Option(False, "--chat", help="Conversational rows: lists of {role, content} messages."),
+    separator: str = typer.Option("\n", "--separator", show_default=False, help="Standard format: text put "
+                                  "before each completion/chosen/rejected, as TRL joins prompt and completion as "
+                                  "they are (default: a newline; '' for none)."),
+    label_field: str = typer.Option("label", "--label-field", help="Field holding the label."),
+    confidence_field: str = typer.Option("confidence", "--confidence-field", help="Field holding the confidence."),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help="classification: the input field to export "
+                                             "(default: the template's only field)."),
+    prompt_field: Optional[str] = typer.Option(None, "--prompt-field", help="The field exported as the prompt "
+                                               "(default: from the template)."),
+    completion_field: Optional[str] = typer.Option(None, "--completion-field", help="prompt-completion: the claim "
+                                                   "field (default: the template's second field)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing OUT."),
+) -> None:
+    """Write labelled rows in the format a fine-tuning library reads as-is (TRL, transformers)."""
+    from .config import load_config
+    from .data import load_rows
+    from .export import ExportOptions, destination, export_rows, export_summary, save_directory
+    from .output import write_rows
+
+    cfg = load_config(config)
+    opts = ExportOptions(fmt, min_confidence, source, label_field, confidence_field, chat, separator,
+                         text_field, prompt_field, completion_field)
+    dest = destination(out, labels, force)
+    result = export_rows(load_rows(labels), cfg.task, opts, str(config))
+    counts = export_summary(result, opts)
+    if not result.rows:
+        raise InputError(f"{labels}: {counts}; no rows left, nothing written")
+    if dest.directory:
+        save_directory(result, dest.path)
+    else:
+        write_rows(result.rows, dest.path)
+    print(f"icm export: {counts}; {fmt} rows to {dest.path or 'stdout'}", file=sys.stderr)
+
+
+@app.command()
+@user_errors
 def init(
     task_type: str = typer.Option("classification", "--type", help="classification | claims | comparison"),
     out: str = typer.Option("icm.yaml", "-o", "--out", metavar="PATH",
