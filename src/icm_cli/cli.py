@@ -312,12 +312,12 @@ def compare(
 def export(
     labels: str = typer.Argument(..., help="What icm label wrote: JSONL (or CSV/Parquet), or - for JSONL on stdin."),
     config: Path = typer.Option(..., "-c", "--config", help="The YAML config the labels were made with."),
-    fmt: str = typer.Option(..., "--format", help="preference (comparison tasks), classification, or "
+    fmt: str = typer.Option(..., "--format", metavar="FORMAT", help="preference (comparison tasks), classification, or "
                                                   "prompt-completion (claims tasks: true claims only)."),
-    out: Optional[str] = typer.Option(None, "-o", "--out", help="x.jsonl: JSONL; a directory (dir/ or a name "
+    out: Optional[str] = typer.Option(None, "-o", "--out", metavar="PATH", help="x.jsonl: JSONL; a directory (dir/ or a name "
                                       "without suffix): Dataset.save_to_disk; stdout JSONL when absent."),
-    min_confidence: Optional[float] = typer.Option(None, "--min-confidence", help="Keep rows whose confidence >= X."),
-    source: str = typer.Option("all", "--source", help="core (searched), transfer (labelled from the core) or all."),
+    min_confidence: Optional[float] = typer.Option(None, "--min-confidence", metavar="X", help="Keep rows whose confidence >= X."),
+    source: str = typer.Option("all", "--source", metavar="SOURCE", help="core (searched), transfer (labelled from the core) or all."),
     chat: bool = typer.Option(False, "--chat", help="Conversational rows: lists of {role, content} messages."),
     separator: str = typer.Option("\n", "--separator", show_default=False, help="Standard format: text put "
                                   "before each completion/chosen/rejected, as TRL joins prompt and completion as "
