@@ -206,7 +206,7 @@ def label_set_warnings(sets: LabelSets, pred_source: str, gold_source: str) -> l
 
 def eval_command(
     labels: str = typer.Argument(..., help="Predicted labels: a JSONL, CSV or Parquet path, or - for JSONL on stdin."),
-    gold: str = typer.Option(..., "--gold", help="Gold labels to compare against: JSONL, CSV, Parquet or - (stdin)."),
+    gold: str = typer.Option(..., "--gold", metavar="PATH", help="Gold labels to compare against: JSONL, CSV, Parquet or - (stdin)."),
     id_field: str = typer.Option("id", "--id-field", help="Field holding the record id, in both files."),
     label_field: str = typer.Option("label", "--label-field", help="Field holding the predicted label."),
     gold_field: str = typer.Option("label", "--gold-field", help="Field holding the gold label."),
@@ -219,7 +219,7 @@ def eval_command(
         "confidence", "--confidence-field", help="Field holding the predicted label's confidence (table shown if present)."
     ),
     thresholds: str = typer.Option(
-        ",".join(f"{t:g}" for t in DEFAULT_THRESHOLDS), "--thresholds",
+        ",".join(f"{t:g}" for t in DEFAULT_THRESHOLDS), "--thresholds", metavar="LIST",
         help="Comma-separated confidence cut-offs for the accuracy-by-confidence table.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
