@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from typer.testing import CliRunner
 
@@ -74,5 +80,63 @@ def test_help_documents_exit_codes():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     text = " ".join(result.stdout.split())
-    for code in ("0 done", "1 eval accuracy under --min-accuracy", "2 usage or input error", "3 backend", "130 interrupted"):
+    for code in ("0 done", "1 eval accuracy under --min-accuracy or gold ids labelled under --min-coverage",
+                 "2 usage or input error", "3 backend", "130 interrupted", "141 stdout closed early"):
         assert code in text
+
+
+# A closed stdout (`icm eval ... | head -1`): exit 141 like a Unix tool killed by SIGPIPE, nothing on
+# stderr. The reader is closed before icm writes anything, so every write fails: no race with head.
+def _icm_with_closed_stdout(args: list[str], cwd: Path) -> tuple[int, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "icm_cli.cli", *args], cwd=cwd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    proc.stderr.close()
+    return proc.wait(timeout=300), stderr
+
+
+@pytest.fixture
+def eval_files(tmp_path):
+    rows = [{"id": i, "label": "positive" if i % 3 else "negative", "confidence": 0.5 + i / 200} for i in range(64)]
+    (tmp_path / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    gold = "".join(json.dumps({"id": r["id"], "label": r["label"]}) + "\n" for r in rows)
+    (tmp_path / "gold.jsonl").write_text(gold)
+    (tmp_path / "gold-65.jsonl").write_text(gold + json.dumps({"id": 64, "label": "positive"}) + "\n")  # one unlabelled
+    return tmp_path
+
+
+@pytest.mark.parametrize("args", [
+    ["eval", "labels.jsonl", "--gold", "gold.jsonl"],
+    ["eval", "labels.jsonl", "--gold", "gold.jsonl", "--json"],
+    ["eval", "labels.jsonl", "--gold", "gold-65.jsonl"],
+    ["--help"],
+    ["eval", "--help"],
+], ids=["eval-table", "eval-json", "eval-gate", "help", "eval-help"])
+def test_closed_stdout_exits_141_quietly(eval_files, args):
+    code, stderr = _icm_with_closed_stdout(args, eval_files)
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
+    assert stderr == ""
+    assert code == 141
+
+
+def test_open_stdout_keeps_the_real_exit_code(eval_files):
+    # The control for the test above: the same commands with a reader exit 0 (and 1 for the gate).
+    for args, expected in ((["eval", "labels.jsonl", "--gold", "gold.jsonl"], 0),
+                           (["eval", "labels.jsonl", "--gold", "gold-65.jsonl"], 1)):
+        proc = subprocess.run([sys.executable, "-m", "icm_cli.cli", *args], cwd=eval_files, capture_output=True,
+                              timeout=300, check=False)
+        assert proc.returncode == expected, proc.stderr
+        assert proc.stdout
+
+
+def test_stdout_closed_detects_a_pipe_without_reader():
+    from icm_cli import stdout_pipe
+
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "w") as writer:
+        assert not stdout_pipe.stdout_closed(writer)
+        os.close(read_end)
+        assert stdout_pipe.stdout_closed(writer)
+    with open(os.devnull, "w") as devnull:
+        assert not stdout_pipe.stdout_closed(devnull)

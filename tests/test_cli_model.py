@@ -88,6 +88,11 @@ def test_eval_against_gold_json_and_threshold(labelled):
     report = json.loads(result.stdout)
     assert report["n"] == 16
     assert 0.0 <= report["accuracy"] <= 1.0
+    # icm label writes confidence and icm_source on every row: eval breaks accuracy down by both.
+    assert report["by_confidence"][0]["threshold"] == 0.0 and report["by_confidence"][0]["n"] == 16
+    assert sum(part["n"] for part in report["by_source"].values()) == 16
+    assert set(report["by_source"]) <= {"core", "transfer"}
+    assert report["passed"] is True and report["coverage"]["labelled_fraction"] == 1.0
     strict = icm("eval", str(out), "--gold", str(GOLD), "--min-accuracy", "1.01")
     assert strict.returncode == 2  # out of range is a usage error
     failing = icm("eval", str(out), "--gold", str(GOLD), "--min-accuracy", str(min(1.0, report["accuracy"] + 0.01)))

@@ -2,7 +2,16 @@ import json
 
 import pytest
 
-from icm_cli.metrics import Agreement, ClassStats, compute_agreement, normalize_label
+from icm_cli.metrics import (
+    Agreement,
+    ClassStats,
+    Slice,
+    accuracy_by_confidence,
+    accuracy_by_group,
+    compare_label_sets,
+    compute_agreement,
+    normalize_label,
+)
 
 
 @pytest.mark.parametrize(
@@ -129,6 +138,7 @@ def test_coverage_counts_and_examples() -> None:
     assert (cov.gold_total, cov.pred_total) == (10, 9)
     assert (cov.missing_in_pred, cov.missing_in_gold) == (3, 2)
     assert cov.missing_in_pred_examples == ("0", "1", "2")
+    assert cov.labelled_fraction == 0.7
     assert cov.missing_in_gold_examples == ("x1", "x2")
 
 
@@ -177,3 +187,41 @@ def test_to_json_shape_and_serializable() -> None:
     assert {"missing_in_pred", "missing_in_gold", "gold_total", "pred_total"} <= data["coverage"].keys()
     assert data["coverage"]["missing_in_gold"] == 1
     assert data["coverage"]["pred_total"] == 5
+
+
+def test_compare_label_sets_counts_whole_files() -> None:
+    gold = {"1": "positive", "2": "negative", "3": "negative", "4": "neutral"}
+    pred = {"1": "positive", "2": "pos", "3": "pos", "9": "other"}  # 4 unlabelled, 9 not in gold
+    sets = compare_label_sets(pred, gold)
+    assert sets.pred_only == {"other": 1, "pos": 2}
+    assert sets.gold_only == {"negative": 2, "neutral": 1}
+    assert (sets.pred_labels, sets.gold_labels) == (("other", "pos", "positive"), ("negative", "neutral", "positive"))
+    assert not sets.disjoint
+    assert compare_label_sets({"1": "positive"}, {"1": "true"}).disjoint
+    # One wrong prediction on the only matched id is not a vocabulary mismatch.
+    assert not compare_label_sets({"1": "positive"}, {"1": "negative", "2": "positive"}).disjoint
+
+
+def test_accuracy_by_confidence_hand_computed() -> None:
+    gold = {"a": "x", "b": "x", "c": "y", "d": "y", "e": "x"}
+    pred = {"a": "x", "b": "y", "c": "y", "d": "x", "extra": "x"}  # e unlabelled, extra not in gold
+    confidence = {"a": 0.95, "b": 0.9, "c": 0.7, "d": 0.5, "extra": 1.0}
+    rows = accuracy_by_confidence(pred, gold, confidence, [0.0, 0.7, 0.9, 0.95, 0.96])
+    assert [r.threshold for r in rows] == [0.0, 0.7, 0.9, 0.95, 0.96]
+    assert [(r.kept.n, r.kept.correct) for r in rows] == [(4, 2), (3, 2), (2, 1), (1, 1), (0, 0)]
+    assert [r.coverage for r in rows] == [1.0, 0.75, 0.5, 0.25, 0.0]
+    assert rows[1].kept.accuracy == pytest.approx(2 / 3)
+    assert rows[4].kept == Slice(0, 0, None, None)
+    low, high = rows[0].kept.ci95
+    assert low <= 0.5 <= high
+
+
+def test_accuracy_by_group() -> None:
+    gold = {"1": "x", "2": "x", "3": "y", "4": "y"}
+    pred = {"1": "x", "2": "y", "3": "y", "4": "y"}
+    groups = {"1": "core", "2": "transfer", "3": "transfer", "4": "transfer"}
+    result = accuracy_by_group(pred, gold, groups)
+    assert list(result) == ["core", "transfer"]
+    assert (result["core"].n, result["core"].accuracy) == (1, 1.0)
+    assert (result["transfer"].n, result["transfer"].correct) == (3, 2)
+    assert json.loads(json.dumps(result["transfer"].to_json()))["accuracy"] == pytest.approx(2 / 3)

@@ -13,13 +13,15 @@ from rich.console import Console
 
 from .errors import EXIT_INTERRUPTED, IcmError, InputError, Interrupted
 from .eval_command import eval_command
+from .stdout_pipe import run as run_app
 from .typer_app import IcmTyper, print_version
 
 SOURCE_FIELD = "icm_source"  # core: chosen by the search; transfer: read off the core's labels
 AGREEMENT_FIELD = "icm_agreement"  # several cores: the share whose own choice is the label
 
-EXIT_CODES = """Exit codes: 0 done; 1 eval accuracy under --min-accuracy; 2 usage or input error;
-3 backend (model) error; 130 interrupted."""
+EXIT_CODES = """Exit codes: 0 done; 1 eval accuracy under --min-accuracy or gold ids labelled under
+--min-coverage; 2 usage or input error; 3 backend (model) error; 130 interrupted; 141 stdout
+closed early (e.g. | head)."""
 
 app = IcmTyper(
     add_completion=False,
@@ -370,7 +372,7 @@ def init(
 
 
 def main() -> None:
-    app()
+    run_app(app)  # a closed stdout (| head) exits 141, quietly: see stdout_pipe
 
 
 if __name__ == "__main__":

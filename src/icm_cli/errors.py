@@ -7,6 +7,9 @@ EXIT_BELOW_THRESHOLD = 1
 EXIT_USAGE = 2
 EXIT_BACKEND = 3
 EXIT_INTERRUPTED = 130
+# What a shell reports for a Unix tool killed by SIGPIPE (128 + 13) when its reader goes away
+# (`icm eval ... | head -1`); 1 would read as a failed eval gate.
+EXIT_BROKEN_PIPE = 141
 
 
 class IcmError(Exception):

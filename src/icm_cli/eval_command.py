@@ -1,107 +1,292 @@
-"""`icm eval`: score a labels file against a gold file. Loading and printing only; the
+"""`icm eval`: score a labels file against a gold file. Loading, gating and printing only; the
 metrics live in `icm_cli.metrics`."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from icm_cli.data import load_rows
 from icm_cli.errors import EXIT_BELOW_THRESHOLD, InputError, where
-from icm_cli.metrics import Agreement, compute_agreement, normalize_label
+from icm_cli.metrics import (
+    Agreement,
+    ConfidenceRow,
+    LabelSets,
+    Slice,
+    accuracy_by_confidence,
+    accuracy_by_group,
+    compare_label_sets,
+    compute_agreement,
+    normalize_label,
+)
+
+# The field `icm label` writes to say how a row was labelled (core: by the search; transfer:
+# from the core's labels). Same name as cli.SOURCE_FIELD; cli imports this module, so it is
+# repeated here rather than imported.
+SOURCE_FIELD = "icm_source"
+
+# Fixed, round thresholds rather than deciles of the observed confidences: the table is read to
+# pick a cut-off to apply to new labels (`jq 'select(.confidence >= 0.9)'`), so the rows must be
+# values one can type and that mean the same thing from one run to the next. The first row (0)
+# keeps every row. The label's probability is at least 1/k for k labels, so 0.5 is the first cut
+# that removes anything on a binary task.
+DEFAULT_THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line; raise InputError on any problem."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{where(path)}: file not found") from None
-    except IsADirectoryError:
-        raise InputError(f"{where(path)}: is a directory, not a file") from None
-    except OSError as exc:
-        raise InputError(f"{where(path)}: cannot read ({exc.strerror})") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{where(path)}: not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
-    text = text.removeprefix("\ufeff")
-    # split("\n") rather than splitlines(): JSON strings may legally hold U+2028 and friends,
-    # which splitlines() would treat as line breaks.
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where(path, number)}: invalid JSON ({exc.msg})") from None
-        except (ValueError, RecursionError) as exc:  # e.g. an integer past Python's digit limit
-            raise InputError(f"{where(path, number)}: invalid JSON ({str(exc).splitlines()[0]})") from None
-        if not isinstance(record, dict):
-            raise InputError(f"{where(path, number)}: expected a JSON object, got {_json_type(record)}")
-        yield number, record
+@dataclass(frozen=True)
+class LabelFile:
+    """One side of the comparison: normalized labels by id (in file order), plus the optional
+    per-row confidence and source group read from the predictions."""
+
+    source: str
+    labels: dict[str, str]
+    confidence: Optional[dict[str, float]] = None
+    groups: Optional[dict[str, str]] = None
 
 
-def load_labels(path: Path, id_field: str, label_field: str) -> dict[str, str]:
-    """Read a JSONL file into {id: normalized label}, keeping file order."""
+def load_labels(
+    path: str,
+    id_field: str,
+    label_field: str,
+    *,
+    confidence_field: Optional[str] = None,
+    group_field: Optional[str] = None,
+) -> LabelFile:
+    """Read a JSONL (or `-`), CSV or Parquet file with the loader `icm label` uses.
+
+    The optional fields are read only when some row has them; then every row must.
+    """
+    dataset = load_rows(path)
+    source = dataset.source
+
+    def present(field: Optional[str]) -> bool:
+        return field is not None and any(field in row.fields for row in dataset.rows)
+
+    confidence: Optional[dict[str, float]] = {} if present(confidence_field) else None
+    groups: Optional[dict[str, str]] = {} if present(group_field) else None
     labels: dict[str, str] = {}
     first_line: dict[str, int] = {}
-    for number, record in read_jsonl(path):
+    for row in dataset.rows:
         for field in (id_field, label_field):
-            if field not in record:
-                raise InputError(f"{where(path, number, field)} is missing")
-        raw_id = record[id_field]
-        # bool is an int subclass, but True as an id is almost certainly a wrong --id-field.
-        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
-            raise InputError(f"{where(path, number, id_field)} must be a string or integer, not {_json_type(raw_id)}")
-        item_id = str(raw_id)
+            if field not in row.fields:
+                raise InputError(f"{where(source, row.line, field)} is missing")
+        item_id = _item_id(row.fields[id_field], source, row.line, id_field)
         if item_id in labels:
-            raise InputError(f"{where(path, number)}: duplicate id '{item_id}' (first on line {first_line[item_id]})")
+            raise InputError(f"{where(source, row.line)}: duplicate id '{item_id}' (first on line {first_line[item_id]})")
         try:
-            labels[item_id] = normalize_label(record[label_field])
+            labels[item_id] = normalize_label(row.fields[label_field])
         except ValueError as exc:
-            raise InputError(f"{where(path, number, label_field)}: {exc}") from None
-        first_line[item_id] = number
-    if not labels:
-        raise InputError(f"{where(path)}: no records")
-    return labels
+            raise InputError(f"{where(source, row.line, label_field)}: {exc}") from None
+        first_line[item_id] = row.line
+        if confidence is not None:
+            confidence[item_id] = _confidence(row.fields, source, row.line, confidence_field)
+        if groups is not None:
+            groups[item_id] = _group(row.fields, source, row.line, group_field)
+    return LabelFile(source, labels, confidence, groups)
+
+
+def _item_id(raw: object, source: str, line: int, field: str) -> str:
+    # bool is an int subclass, but True as an id is almost certainly a wrong --id-field.
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)  # a CSV id column with a blank cell is read as floats
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        raise InputError(f"{where(source, line, field)} must be a string or integer, not {_json_type(raw)}")
+    return str(raw)
+
+
+def _confidence(fields: Mapping[str, Any], source: str, line: int, field: str) -> float:
+    if field not in fields:
+        raise InputError(f"{where(source, line, field)} is missing (other rows have it)")
+    value = fields[field]
+    number: Optional[float] = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):  # CSV cells are text
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    if number is None or not 0.0 <= number <= 1.0:  # NaN fails this too
+        shown = repr(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else _json_type(value)
+        raise InputError(f"{where(source, line, field)} must be a number from 0 to 1, got {shown}")
+    return number
+
+
+def _group(fields: Mapping[str, Any], source: str, line: int, field: str) -> str:
+    if field not in fields:
+        raise InputError(f"{where(source, line, field)} is missing (other rows have it)")
+    value = fields[field]
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{where(source, line, field)} must be a non-empty string, not {_json_type(value)}")
+    return value.strip()
+
+
+def parse_label_map(specs: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """`--map GOLD=PRED` options as {normalized gold label: (normalized predicted label, spec)}."""
+    mapping: dict[str, tuple[str, str]] = {}
+    for spec in specs:
+        gold_raw, sep, pred_raw = spec.partition("=")
+        if not sep:
+            raise InputError(f"--map '{spec}': expected GOLD=PREDICTED, e.g. --map 1=positive")
+        try:
+            gold_label, pred_label = normalize_label(gold_raw), normalize_label(pred_raw)
+        except ValueError as exc:
+            raise InputError(f"--map '{spec}': {exc}") from None
+        if gold_label in mapping and mapping[gold_label][0] != pred_label:
+            raise InputError(f"--map '{spec}': gold label '{gold_label}' is already mapped by --map '{mapping[gold_label][1]}'")
+        mapping[gold_label] = (pred_label, spec)
+    return mapping
+
+
+def apply_label_map(gold: LabelFile, mapping: Mapping[str, tuple[str, str]]) -> dict[str, str]:
+    """Gold labels with the mapping applied; a mapped label that gold never uses is an error
+    (a typo there would otherwise change nothing, silently)."""
+    used = set(gold.labels.values())
+    for gold_label, (_, spec) in mapping.items():
+        if gold_label not in used:
+            raise InputError(f"--map '{spec}': {gold.source} has no label '{gold_label}' (its labels: {_names(sorted(used))})")
+    return {i: mapping[label][0] if label in mapping else label for i, label in gold.labels.items()}
+
+
+def parse_thresholds(text: str) -> tuple[float, ...]:
+    values = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise InputError(f"--thresholds: '{part.strip()}' is not a number (expected e.g. 0.5,0.9)") from None
+        if not 0.0 <= value <= 1.0:
+            raise InputError(f"--thresholds: {value:g} is outside 0..1")
+        values.append(value)
+    return tuple(sorted(set(values)))
+
+
+@dataclass(frozen=True)
+class Gates:
+    min_accuracy: Optional[float]
+    min_coverage: float
+    failures: tuple[str, ...]  # one line each, for people and for the JSON
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def check_gates(agreement: Agreement, min_accuracy: Optional[float], min_coverage: float) -> Gates:
+    failures = []
+    cov = agreement.coverage
+    if cov.labelled_fraction < min_coverage:
+        examples = ", ".join(repr(e) for e in cov.missing_in_pred_examples)
+        more = ", ..." if cov.missing_in_pred > len(cov.missing_in_pred_examples) else ""
+        failures.append(
+            f"{cov.missing_in_pred} of {cov.gold_total} gold ids are unlabelled (labelled "
+            f"{cov.labelled_fraction:.2%} < --min-coverage {min_coverage:g}), e.g. {examples}{more}"
+        )
+    if min_accuracy is not None and agreement.accuracy < min_accuracy:
+        failures.append(f"accuracy {agreement.accuracy:.4f} < --min-accuracy {min_accuracy:g} (on {agreement.n} matched ids)")
+    return Gates(min_accuracy, min_coverage, tuple(failures))
+
+
+def label_set_warnings(sets: LabelSets, pred_source: str, gold_source: str) -> list[str]:
+    warnings = []
+    if sets.pred_only:
+        warnings.append(f"{pred_source} has labels {gold_source} never uses: {_counted(sets.pred_only)}")
+    if sets.gold_only:
+        warnings.append(f"{gold_source} has labels {pred_source} never predicts: {_counted(sets.gold_only)}")
+    return warnings
 
 
 def eval_command(
-    labels: Path = typer.Argument(..., help="JSONL file of predicted labels."),
-    gold: Path = typer.Option(..., "--gold", help="JSONL file of gold labels to compare against."),
+    labels: str = typer.Argument(..., help="Predicted labels: a JSONL, CSV or Parquet path, or - for JSONL on stdin."),
+    gold: str = typer.Option(..., "--gold", metavar="PATH", help="Gold labels to compare against: JSONL, CSV, Parquet or - (stdin)."),
     id_field: str = typer.Option("id", "--id-field", help="Field holding the record id, in both files."),
     label_field: str = typer.Option("label", "--label-field", help="Field holding the predicted label."),
     gold_field: str = typer.Option("label", "--gold-field", help="Field holding the gold label."),
+    label_map: Optional[list[str]] = typer.Option(
+        None, "--map", metavar="GOLD=PRED",
+        help="Read the gold label GOLD as the predicted label PRED (applied to gold labels only); repeat per "
+        "label, e.g. --map 1=positive --map 0=negative.",
+    ),
+    confidence_field: str = typer.Option(
+        "confidence", "--confidence-field", help="Field holding the predicted label's confidence (table shown if present)."
+    ),
+    thresholds: str = typer.Option(
+        ",".join(f"{t:g}" for t in DEFAULT_THRESHOLDS), "--thresholds", metavar="LIST",
+        help="Comma-separated confidence cut-offs for the accuracy-by-confidence table.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
-    min_accuracy: float | None = typer.Option(
+    min_accuracy: Optional[float] = typer.Option(
         None, "--min-accuracy", min=0.0, max=1.0, help="Exit with code 1 if accuracy is below this."
     ),
+    min_coverage: float = typer.Option(
+        1.0, "--min-coverage", min=0.0, max=1.0,
+        help="Exit with code 1 if the share of gold ids that have a label is below this (default: all must).",
+    ),
 ) -> None:
-    """Compare predicted labels with gold labels: accuracy, kappa, per-class scores, confusion."""
-    pred = load_labels(labels, id_field, label_field)
-    truth = load_labels(gold, id_field, gold_field)
+    """Compare predicted labels with gold labels: accuracy, kappa, per-class scores, confusion,
+    coverage of the gold ids, and accuracy by confidence and by icm_source."""
+    if labels == "-" and gold == "-":
+        raise InputError("LABELS and --gold cannot both be - (stdin)")
+    mapping = parse_label_map(label_map or [])
+    cutoffs = parse_thresholds(thresholds)
+    pred_file = load_labels(labels, id_field, label_field, confidence_field=confidence_field, group_field=SOURCE_FIELD)
+    gold_file = load_labels(gold, id_field, gold_field)
+    pred = pred_file.labels
+    truth = apply_label_map(gold_file, mapping)
     if pred.keys().isdisjoint(truth.keys()):
-        raise InputError(f"no ids in common between {labels} and {gold} (id field '{id_field}')")
+        raise InputError(f"no ids in common between {pred_file.source} and {gold_file.source} (id field '{id_field}')")
+    sets = compare_label_sets(pred, truth)
+    if sets.disjoint:
+        example = f"--map {sets.gold_labels[0]}={sets.pred_labels[0]}"
+        raise InputError(
+            f"no label in common: {pred_file.source} uses {_names(sets.pred_labels)}; {gold_file.source} uses "
+            f"{_names(sets.gold_labels)}; map each gold label with --map GOLD=PRED (e.g. {example})"
+        )
+    warnings = label_set_warnings(sets, pred_file.source, gold_file.source)
+    for warning in warnings:
+        print(f"icm: warning: {warning}", file=sys.stderr)
+
     agreement = compute_agreement(pred, truth)
-    passed = min_accuracy is None or agreement.accuracy >= min_accuracy
+    by_confidence = (
+        accuracy_by_confidence(pred, truth, pred_file.confidence, cutoffs) if pred_file.confidence is not None else None
+    )
+    by_source = accuracy_by_group(pred, truth, pred_file.groups) if pred_file.groups is not None else None
+    gates = check_gates(agreement, min_accuracy, min_coverage)
 
     if as_json:
-        payload = agreement.to_json() | {"min_accuracy": min_accuracy, "passed": passed}
+        payload = agreement.to_json() | {
+            "label_map": {g: p for g, (p, _) in mapping.items()},
+            "by_confidence": None if by_confidence is None else [row.to_json() for row in by_confidence],
+            "by_source": None if by_source is None else {g: s.to_json() for g, s in by_source.items()},
+            "warnings": warnings,
+            "min_accuracy": min_accuracy,
+            "min_coverage": min_coverage,
+            "failures": list(gates.failures),
+            "passed": gates.passed,
+        }
         typer.echo(json.dumps(payload))
     else:
-        render_agreement(agreement, Console(), min_accuracy=min_accuracy, passed=passed)
-    if not passed:
+        console = Console()
+        render_agreement(agreement, console, gates)
+        if by_confidence is not None:
+            console.print(confidence_table(by_confidence, confidence_field))
+        if by_source is not None:
+            console.print(source_table(by_source))
+    for failure in gates.failures:
+        print(f"icm: eval failed: {failure}", file=sys.stderr)
+    if not gates.passed:
         raise typer.Exit(EXIT_BELOW_THRESHOLD)
 
 
-def render_agreement(agreement: Agreement, console: Console, *, min_accuracy: float | None, passed: bool) -> None:
+def render_agreement(agreement: Agreement, console: Console, gates: Gates) -> None:
     low, high = agreement.ci95
     cov = agreement.coverage
     summary = Table(title="Agreement with gold", show_header=False)
@@ -116,9 +301,12 @@ def render_agreement(agreement: Agreement, console: Console, *, min_accuracy: fl
     summary.add_row(
         "Labeled ids not in gold", _missing(cov.missing_in_gold, cov.pred_total, cov.missing_in_gold_examples)
     )
-    if min_accuracy is not None:
-        verdict = "[green]passed[/]" if passed else "[red]FAILED[/]"
-        summary.add_row("Threshold", f"{verdict} (accuracy {'>=' if passed else '<'} {min_accuracy:g})")
+    covered = cov.labelled_fraction >= gates.min_coverage
+    summary.add_row("Coverage gate", f"{_verdict(covered)} (gold ids labelled {cov.labelled_fraction:.2%} "
+                                     f"{'>=' if covered else '<'} {gates.min_coverage:g})")
+    if gates.min_accuracy is not None:
+        accurate = agreement.accuracy >= gates.min_accuracy
+        summary.add_row("Accuracy gate", f"{_verdict(accurate)} (accuracy {'>=' if accurate else '<'} {gates.min_accuracy:g})")
     console.print(summary)
 
     per_class = Table(title="Per class")
@@ -139,12 +327,50 @@ def render_agreement(agreement: Agreement, console: Console, *, min_accuracy: fl
     console.print(confusion)
 
 
+def confidence_table(rows: Sequence[ConfidenceRow], field: str) -> Table:
+    table = Table(title=f"Accuracy by confidence (matched ids with {escape(field)} >= cut-off)")
+    for name in (f"{escape(field)} >=", "rows", "coverage", "accuracy", "95% CI"):
+        table.add_column(name, justify="right")
+    for row in rows:
+        cut = "0 (all)" if row.threshold == 0 else f"{row.threshold:g}"
+        table.add_row(cut, str(row.kept.n), f"{row.coverage:.1%}", *_accuracy_cells(row.kept))
+    return table
+
+
+def source_table(groups: Mapping[str, Slice]) -> Table:
+    table = Table(title=f"Accuracy by {SOURCE_FIELD}")
+    table.add_column(SOURCE_FIELD)
+    for name in ("rows", "accuracy", "95% CI"):
+        table.add_column(name, justify="right")
+    for name, part in groups.items():
+        table.add_row(escape(name), str(part.n), *_accuracy_cells(part))
+    return table
+
+
+def _accuracy_cells(part: Slice) -> tuple[str, str]:
+    if part.accuracy is None or part.ci95 is None:
+        return "-", "-"
+    return f"{part.accuracy:.4f}", f"{part.ci95[0]:.3f}-{part.ci95[1]:.3f}"
+
+
+def _verdict(ok: bool) -> str:
+    return "[green]passed[/]" if ok else "[red]FAILED[/]"
+
+
 def _missing(count: int, total: int, examples: tuple[str, ...]) -> str:
     text = f"{count} of {total}"
     if examples:
         more = ", ..." if count > len(examples) else ""
         text += " (e.g. " + ", ".join(escape(repr(e)) for e in examples) + more + ")"
     return text
+
+
+def _names(labels: Sequence[str]) -> str:
+    return ", ".join(repr(label) for label in labels)
+
+
+def _counted(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{label!r} ({n} row{'s' if n != 1 else ''})" for label, n in counts.items())
 
 
 def _json_type(value: object) -> str:

@@ -1,11 +1,12 @@
 """Agreement between predicted and gold labels: accuracy with a bootstrap CI, Cohen's kappa,
-per-class scores, confusion matrix and id coverage. Pure logic: no I/O, no printing."""
+per-class scores, confusion matrix, id coverage, label-set overlap, and accuracy by confidence
+threshold or by group. Pure logic: no I/O, no printing."""
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,8 +69,14 @@ class Coverage:
     missing_in_pred_examples: tuple[str, ...]
     missing_in_gold_examples: tuple[str, ...]
 
+    @property
+    def labelled_fraction(self) -> float:
+        """Share of gold ids that have a predicted label (what --min-coverage gates)."""
+        return (self.gold_total - self.missing_in_pred) / self.gold_total if self.gold_total else 0.0
+
     def to_json(self) -> dict[str, Any]:
         return {
+            "labelled_fraction": self.labelled_fraction,
             "gold_total": self.gold_total,
             "pred_total": self.pred_total,
             "missing_in_pred": self.missing_in_pred,
@@ -176,3 +183,100 @@ def _coverage(pred: Mapping[str, str], gold: Mapping[str, str]) -> Coverage:
         missing_in_pred_examples=tuple(missing_in_pred[:N_EXAMPLE_IDS]),
         missing_in_gold_examples=tuple(missing_in_gold[:N_EXAMPLE_IDS]),
     )
+
+
+@dataclass(frozen=True)
+class LabelSets:
+    """Labels only one file uses, with how many of its rows carry each."""
+
+    pred_only: Mapping[str, int]
+    gold_only: Mapping[str, int]
+    pred_labels: tuple[str, ...]
+    gold_labels: tuple[str, ...]
+
+    @property
+    def disjoint(self) -> bool:
+        return set(self.pred_labels).isdisjoint(self.gold_labels)
+
+
+def compare_label_sets(pred: Mapping[str, str], gold: Mapping[str, str]) -> LabelSets:
+    """Which labels only one side ever uses. Whole files, not just the matched ids: on a few
+    matched ids two compatible label sets can fail to meet by chance."""
+    pred_counts = Counter(pred.values())
+    gold_counts = Counter(gold.values())
+    return LabelSets(
+        pred_only={c: n for c, n in sorted(pred_counts.items()) if c not in gold_counts},
+        gold_only={c: n for c, n in sorted(gold_counts.items()) if c not in pred_counts},
+        pred_labels=tuple(sorted(pred_counts)),
+        gold_labels=tuple(sorted(gold_counts)),
+    )
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Accuracy on a subset of the matched ids; accuracy and ci95 are None when it is empty."""
+
+    n: int
+    correct: int
+    accuracy: float | None
+    ci95: tuple[float, float] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "correct": self.correct,
+            "accuracy": self.accuracy,
+            "ci95": None if self.ci95 is None else [self.ci95[0], self.ci95[1]],
+        }
+
+
+@dataclass(frozen=True)
+class ConfidenceRow:
+    threshold: float
+    kept: Slice  # matched ids whose confidence is >= threshold
+    coverage: float  # kept.n / matched ids that have a confidence
+
+    def to_json(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "coverage": self.coverage, **self.kept.to_json()}
+
+
+def _slice(ids: list[str], pred: Mapping[str, str], gold: Mapping[str, str], n_bootstrap: int, seed: int) -> Slice:
+    if not ids:
+        return Slice(0, 0, None, None)
+    correct = sum(pred[i] == gold[i] for i in ids)
+    return Slice(len(ids), correct, correct / len(ids), _bootstrap_ci(correct, len(ids), n_bootstrap, seed))
+
+
+def accuracy_by_confidence(
+    pred: Mapping[str, str],
+    gold: Mapping[str, str],
+    confidence: Mapping[str, float],
+    thresholds: Sequence[float],
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> list[ConfidenceRow]:
+    """Accuracy and coverage of the matched ids kept when only confidence >= each threshold is kept."""
+    ids = [i for i in gold if i in pred and i in confidence]
+    rows = []
+    for t in thresholds:
+        kept = [i for i in ids if confidence[i] >= t]
+        coverage = len(kept) / len(ids) if ids else 0.0
+        rows.append(ConfidenceRow(t, _slice(kept, pred, gold, n_bootstrap, seed), coverage))
+    return rows
+
+
+def accuracy_by_group(
+    pred: Mapping[str, str],
+    gold: Mapping[str, str],
+    group: Mapping[str, str],
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Slice]:
+    """Accuracy of the matched ids in each group (e.g. icm_source: core vs transfer), groups sorted."""
+    members: dict[str, list[str]] = {}
+    for i in gold:
+        if i in pred and i in group:
+            members.setdefault(group[i], []).append(i)
+    return {g: _slice(members[g], pred, gold, n_bootstrap, seed) for g in sorted(members)}
