@@ -177,19 +177,22 @@ def _datasets_progress(enabled: bool) -> Iterator[None]:
     """`datasets` draws "Generating train split" bars and logs on a first load; only a person
     at a terminal who did not ask for quiet wants them."""
     import datasets
+    from huggingface_hub.utils import logging as hub_logging  # hub retries ("Retrying in 8s")
 
     switch = not enabled and not datasets.are_progress_bars_disabled()
-    verbosity = datasets.logging.get_verbosity()
+    verbosity, hub_verbosity = datasets.logging.get_verbosity(), hub_logging.get_verbosity()
     if switch:
         _quietly(datasets.disable_progress_bars)
     if not enabled:
         datasets.logging.set_verbosity_error()
+        hub_logging.set_verbosity_error()
     try:
         yield
     finally:
         if switch:
             _quietly(datasets.enable_progress_bars)
         datasets.logging.set_verbosity(verbosity)
+        hub_logging.set_verbosity(hub_verbosity)
 
 
 def _quietly(fn: Any) -> None:
