@@ -148,12 +148,12 @@ DATA_CASES = [
     ("row-is-number", "classify.yaml", b'{"id": 1, "text": "a"}\n{"id": 2, "text": "b"}\n42\n', ["data.jsonl:3", "object"]),
     ("row-is-null", "classify.yaml", b'null\n', ["data.jsonl:1", "object"]),
     ("row-is-bool", "classify.yaml", b'{"id": 1, "text": "a"}\ntrue\n', ["data.jsonl:2", "object"]),
-    ("template-field-missing-on-one-row", "classify.yaml", b'{"id": 1, "text": "a"}\n{"id": 2, "text": "b"}\n{"id": 3, "body": "c"}\n', ["data.jsonl:3", "'text'"]),
+    ("template-field-missing-on-one-row", "classify.yaml", b'{"id": 1, "text": "a"}\n{"id": 2, "text": "b"}\n{"id": 3, "body": "c"}\n', ["data.jsonl:3", "'text'", "this row has 'id', 'body'"]),
     ("template-field-is-list", "classify.yaml", b'{"id": 1, "text": "a"}\n{"id": 2, "text": ["b", "c"]}\n', ["data.jsonl:2", "'text'"]),
     ("template-field-is-null", "classify.yaml", b'{"id": 1, "text": null}\n{"id": 2, "text": "b"}\n', ["data.jsonl:1", "'text'"]),
     ("template-field-is-object", "classify.yaml", b'{"id": 1, "text": "a"}\n{"id": 2, "text": {"x": 1}}\n', ["data.jsonl:2", "'text'"]),
     ("template-field-is-bool", "classify.yaml", b'{"id": 1, "text": "a"}\n{"id": 2, "text": false}\n', ["data.jsonl:2", "'text'"]),
-    ("template-field-no-row-has", "classify.yaml", b'{"id": 1, "body": "a"}\n{"id": 2, "body": "b"}\n', ["data.jsonl", "'text'"]),
+    ("template-field-no-row-has", "classify.yaml", b'{"id": 1, "body": "a"}\n{"id": 2, "body": "b"}\n', ["data.jsonl", "'text'", "the rows have 'id', 'body'"]),
     ("empty-file", "classify.yaml", b"", ["data.jsonl"]),
     ("only-blank-lines", "classify.yaml", b"\n   \n\t\n\r\n\n", ["data.jsonl"]),
     ("non-utf8-bytes", "classify.yaml", b'{"id": 1, "text": "a"}\n{"id": 2, "text": "caf\xe9"}\n', ["data.jsonl:2", "UTF-8"]),
@@ -682,3 +682,118 @@ def test_planted_api_key_never_leaks(workdir, monkeypatch):
     for path in workdir.rglob("*"):
         if path.is_file():
             assert PLANTED.encode() not in path.read_bytes(), f"key written to {path}"
+
+
+# --------------------------------------------------------------------------------------------
+# output format, --set and friends, dataset inputs
+
+
+@pytest.mark.parametrize("name", ["out.txt", "out", "out.xlsx"])
+@pytest.mark.parametrize("mode", ["out", "dry-run"])
+def test_unknown_output_extension(workdir, name, mode):
+    write(workdir / "data.jsonl", GOOD_ROWS)
+    extra = ["--dry-run"] if mode == "dry-run" else []
+    result = invoke("label", "data.jsonl", "-c", "classify.yaml", "-o", name, *extra)
+    assert_usage_error(result, name, ".jsonl, .json, .csv or .parquet", out=workdir / name)
+
+
+# (id, arguments, substrings the one error line must hold)
+SET_CASES = [
+    ("no-equals", ["--set", "search.iterations"], ["--set search.iterations", "section.key=value"]),
+    ("no-section", ["--set", "iterations=5"], ["--set iterations=5", "section.key=value"]),
+    ("unknown-section", ["--set", "serch.alpha=3"], ["--set serch.alpha=3", "'serch'", "task, search, core, transfer, backend"]),
+    ("unknown-key", ["--set", "search.alpah=3"], ["--set search.alpah=3", "'search.alpah'", "search has method, init, rounds, alpha"]),
+    ("too-deep", ["--set", "search.alpha.x=3"], ["--set search.alpha.x=3", "section.key=value"]),
+    ("wrong-type", ["--set", "search.iterations=many"], ["--set search.iterations=many", "'search.iterations'", "integer"]),
+    ("out-of-range", ["--set", "search.alpha=-1"], ["--set search.alpha=-1", "'search.alpha'", ">= 0"]),
+    ("literal", ["--set", "backend.dtype=float8"], ["--set backend.dtype=float8", "'backend.dtype'", "bfloat16"]),
+    ("list-of-one", ["--set", "task.labels=[good]"], ["--set task.labels=[good]", "'task.labels'", "at least two"]),
+    ("iterations-shortcut", ["--iterations", "-4"], ["--iterations -4", "'search.iterations'"]),
+    ("cross-field", ["--set", "task.type=comparison"], ["classify.yaml with --set task.type=comparison", "'task.pair_fields'"]),
+    ("model-shortcut", ["--model", "/nonexistent/model-dir"], ["--model", "'backend.model'", "/nonexistent/model-dir"]),
+]
+
+
+@pytest.mark.parametrize("mode", ["out", "dry-run"])
+@pytest.mark.parametrize("case, args, expected", [pytest.param(*c, id=c[0]) for c in SET_CASES])
+def test_bad_override(workdir, case, args, expected, mode):
+    write(workdir / "data.jsonl", GOOD_ROWS)
+    out = workdir / "out.jsonl"
+    extra = ["-o", out.name] if mode == "out" else ["--dry-run"]
+    result = invoke("label", "data.jsonl", "-c", "classify.yaml", "--quiet", *args, *extra)
+    assert_usage_error(result, *expected, out=out)
+
+
+def test_compare_takes_overrides(workdir, monkeypatch):
+    """`icm compare -c` reads --set/--model/--iterations like `icm label`: a bad one is the
+    one-line error, a good one reaches the backend's config."""
+    write(workdir / "data.jsonl", GOOD_ROWS)
+    write(workdir / "gold.jsonl", GOLD)
+    bad = invoke("compare", "data.jsonl", "--gold", "gold.jsonl", "-c", "classify.yaml", "-q",
+                 "--set", "search.alpah=3")
+    assert_usage_error(bad, "--set search.alpah=3", "search has")
+    seen = []
+
+    def record(config, *args, **kwargs):
+        seen.append(config)
+        raise ModelLoadAttempted("recorded")
+
+    monkeypatch.setattr(loading, "load_backend", record)
+    invoke("compare", "data.jsonl", "--gold", "gold.jsonl", "-c", "classify.yaml", "-q",
+           "--model", "org/other-model", "--set", "backend.dtype=float32")
+    assert [(c.model, c.dtype) for c in seen] == [("org/other-model", "float32")]
+
+
+def test_no_config_warns_in_one_line_unless_quiet(workdir):
+    write(workdir / "data.jsonl", GOOD_ROWS)
+    loud = invoke("label", "data.jsonl", "--dry-run")
+    assert loud.exit_code == 0, loud.stderr
+    lines = loud.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("icm: warning: no -c CONFIG given"), loud.stderr
+    assert "built-in defaults" in lines[0]
+    assert invoke("label", "data.jsonl", "--dry-run", "-q").stderr == ""
+    assert invoke("label", "data.jsonl", "-c", "classify.yaml", "--dry-run").stderr == ""
+
+
+def test_split_on_a_plain_file_is_refused(workdir):
+    write(workdir / "data.jsonl", GOOD_ROWS)
+    result = invoke("label", "data.jsonl", "-c", "classify.yaml", "--split", "test", "-o", "out.jsonl")
+    assert_usage_error(result, "--split test", "data.jsonl", out=workdir / "out.jsonl")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--limit", "0"], "--limit"),
+    (["--sample", "-1"], "--sample"),
+])
+def test_bad_limit_or_sample(workdir, args, expected):
+    write(workdir / "data.jsonl", GOOD_ROWS)
+    result = invoke("label", "data.jsonl", "-c", "classify.yaml", "-o", "out.jsonl", *args)
+    assert result.exit_code == 2 and expected in result.stderr and "greater than or equal to 1" in " ".join(result.stderr.replace("│", " ").split())
+    assert "Traceback" not in result.stdout + result.stderr
+    assert _written(workdir / "out.jsonl") == []
+
+
+def test_limit_with_sample_is_refused(workdir):
+    write(workdir / "data.jsonl", GOOD_ROWS)
+    result = invoke("label", "data.jsonl", "-c", "classify.yaml", "-o", "out.jsonl", "--limit", "2", "--sample", "2")
+    assert_usage_error(result, "--limit and --sample", out=workdir / "out.jsonl")
+
+
+def test_csv_row_errors_name_the_file_line(workdir):
+    write(workdir / "data.csv", "id,text\n1,a\n1,b\n")
+    result = invoke("label", "data.csv", "-c", "classify.yaml", "-o", "out.jsonl")
+    assert_usage_error(result, "data.csv:3", "duplicate id '1'", "first on line 2", out=workdir / "out.jsonl")
+
+
+def test_empty_saved_dataset_is_refused(workdir):
+    # (datasets itself fails to read back an empty save: either way, one line naming it)
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"id": [], "text": []}).save_to_disk("saved")
+    result = invoke("label", "saved", "-c", "classify.yaml", "-o", "out.jsonl")
+    assert_usage_error(result, "icm: error: saved: cannot read the saved dataset (", out=workdir / "out.jsonl")
+
+
+def test_directory_with_no_data_is_refused(workdir):
+    (workdir / "empty").mkdir()
+    result = invoke("label", "empty", "-c", "classify.yaml", "-o", "out.jsonl")
+    assert_usage_error(result, "icm: error: empty: cannot load the dataset", out=workdir / "out.jsonl")

@@ -354,3 +354,164 @@ def test_the_old_batch_section_says_where_it_went(tmp_path):
 )
 def test_core_transfer_and_method_settings_are_checked(tmp_path, text, key):
     assert f"'{key}'" in error_for(tmp_path, text)
+
+
+# --------------------------------------------------------------------------- command-line overrides
+
+
+def _with(path, *sets: str, model=None, iterations=None) -> Config:
+    from icm_cli.overrides import cli_overrides
+
+    return load_config(path, cli_overrides(sets, model, iterations))
+
+
+def _override_error(path, *sets: str, **shortcuts) -> str:
+    with pytest.raises(InputError) as info:
+        _with(path, *sets, **shortcuts)
+    assert "\n" not in info.value.message
+    return info.value.message
+
+
+def test_set_overrides_the_file_and_is_typed_like_yaml(tmp_path):
+    path = write(tmp_path, "search: {alpha: 50, iterations: 10}\ntask: {id_field: id}\n")
+    config = _with(path, "search.alpha=12", "task.labels=[yes, no]", "search.final_quench=true",
+                   "task.id_field=null", "backend.max_context=2048", "task.calibrate=on")
+    assert config.search.alpha == 12.0 and isinstance(config.search.alpha, float)
+    assert config.search.iterations == 10  # the file's value where nothing overrides it
+    assert config.task.labels == ("yes", "no")  # YAML 1.2: words, not booleans
+    assert config.search.final_quench is True
+    assert config.task.id_field is None
+    assert config.backend.max_context == 2048
+    assert config.task.calibrate == "on"
+
+
+def test_set_without_a_config_file_overrides_the_defaults():
+    config = _with(None, "search.seed=5")
+    assert config == Config().with_seed(5)
+
+
+def test_text_settings_take_the_value_as_written(tmp_path):
+    config = _with(None, "task.template=Review: {text}\\nVerdict:", "backend.model=1.5", "task.separator=---")
+    assert config.task.template == "Review: {text}\\nVerdict:"  # a YAML mapping or escape is not meant here
+    assert config.backend.model == "1.5"
+    assert config.task.separator == "---"
+
+
+def test_later_overrides_win_and_shortcuts_come_last():
+    config = _with(None, "search.iterations=5", "search.iterations=7", "backend.model=a/b",
+                   model="org/model", iterations=9)
+    assert config.search.iterations == 9 and config.backend.model == "org/model"
+    assert _with(None, "search.iterations=5", "search.iterations=7").search.iterations == 7
+
+
+def test_unknown_key_lists_the_keys_of_its_section():
+    message = _override_error(None, "backend.modle=x")
+    assert message.startswith("--set backend.modle=x: unknown key 'backend.modle'; backend has type, model, dtype")
+    fields = [f.name for f in dataclasses.fields(BackendConfig)]
+    assert message.endswith(", ".join(fields))
+
+
+def test_unknown_section_lists_the_sections():
+    message = _override_error(None, "searh.alpha=1")
+    assert message == "--set searh.alpha=1: unknown section 'searh'; sections are task, search, core, transfer, backend"
+
+
+@pytest.mark.parametrize(("given", "key", "words"), [
+    ("search.seed=x", "search.seed", "integer"),
+    ("search.alpha=.nan", "search.alpha", "finite"),
+    ("search.iterations=-1", "search.iterations", ">= 0"),
+    ("core.max_tokens=10", "core.max_tokens", ">= 64"),
+    ("search.schedule=fast", "search.schedule", "log_flips"),
+    ("backend.reuse_prefixes=yes", "backend.reuse_prefixes", "true or false"),
+    ("task.labels=positive", "task.labels", "list"),
+])
+def test_a_bad_value_names_the_override_and_the_key(given, key, words):
+    message = _override_error(None, given)
+    assert message.startswith(f"--set {given}: '{key}'")
+    assert words in message
+
+
+def test_shortcut_values_are_checked_too():
+    assert _override_error(None, iterations=-3).startswith("--iterations -3: 'search.iterations' is -3")
+
+
+def test_overrides_are_checked_as_a_whole_config(tmp_path):
+    path = write(tmp_path, "task: {type: claims, labels: [T, F]}\n")
+    message = _override_error(path, "task.key_field=answer")
+    assert message.startswith(f"{path} with --set task.key_field=answer: 'task.key_field' needs 'task.group_field'")
+    assert _with(path, "task.key_field=answer", "task.group_field=q").task.key_field == "answer"
+
+
+def test_an_override_replaces_a_bad_file_value(tmp_path):
+    path = write(tmp_path, "search: {iterations: -5}\n")
+    assert _with(path, iterations=3).search.iterations == 3
+
+
+def test_config_hash_reflects_overrides(tmp_path):
+    path = write(tmp_path, "search: {alpha: 50}\n")
+    base = load_config(path)
+    assert _with(path).digest() == base.digest()
+    assert _with(path, "search.alpha=50").digest() == base.digest()  # restating a value changes nothing
+    changed = {_with(path, "search.alpha=51").digest(), _with(path, model="org/x").digest(),
+               _with(path, iterations=5).digest(), _with(path, "task.label_prefix=").digest()}
+    assert len(changed) == 4 and base.digest() not in changed
+
+
+def test_dry_run_states_the_overridden_config_hash(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from icm_cli.backends import loading
+    from icm_cli.cli import app
+
+    monkeypatch.setattr(loading, "load_backend", lambda *a, **k: pytest.fail("model loaded"))
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "a"}\n{"text": "b"}\n')
+    path = write(tmp_path, "search: {iterations: 10}\n")
+    plain = CliRunner().invoke(app, ["label", str(data), "-c", str(path), "--dry-run"])
+    set_ = CliRunner().invoke(app, ["label", str(data), "-c", str(path), "--dry-run", "--set", "search.alpha=5"])
+    for result, config in ((plain, load_config(path)), (set_, _with(path, "search.alpha=5"))):
+        assert result.exit_code == 0, result.output
+        assert f"config {config.digest()}" in result.stdout
+
+
+# --------------------------------------------------------------------------- files follow the umask
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    import os
+    import stat
+
+    from icm_cli.checkpoint import Checkpoint
+    from icm_cli.output import atomic_write_text, write_rows
+    from icm_cli.runner import RunState
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "icm.yaml", "search: {}\n")
+        for name in ("labels.jsonl", "labels.csv", "labels.parquet"):
+            write_rows([{"id": "1", "label": "a", "icm_source": "core"}], tmp_path / name)
+        Checkpoint(tmp_path / "labels.jsonl.checkpoint.json", Config(), "0" * 16).save(RunState())
+    finally:
+        os.umask(old)
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["icm.yaml", "labels.csv", "labels.jsonl", "labels.jsonl.checkpoint.json", "labels.parquet"]
+    for p in tmp_path.iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == mode, p.name
+
+
+def test_init_writes_its_config_with_the_umask(tmp_path):
+    import os
+    import stat
+
+    from typer.testing import CliRunner
+
+    from icm_cli.cli import app
+
+    old = os.umask(0o022)
+    try:
+        result = CliRunner().invoke(app, ["init", "-o", str(tmp_path / "icm.yaml")])
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE((tmp_path / "icm.yaml").stat().st_mode) == 0o644

@@ -63,10 +63,21 @@ def user_errors(fn: Callable) -> Callable:
 @app.command()
 @user_errors
 def label(
-    data: str = typer.Argument(..., help="Input rows: a JSONL, CSV or Parquet path, or - for JSONL on stdin."),
+    data: str = typer.Argument(..., help="Input rows: a JSONL, CSV or Parquet path, - for JSONL on stdin, "
+                                           "hf://org/name, or a dataset directory (save_to_disk or a repo layout)."),
     config: Optional[Path] = typer.Option(None, "-c", "--config", help="YAML config (task, search, batch, backend)."),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output JSONL; stdout when absent."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file, format by extension: .jsonl/.json, "
+                                                                   ".csv or .parquet; JSONL on stdout when absent."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override search.seed."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of an hf:// dataset or a dataset directory "
+                                                                "(default train; required for a saved DatasetDict)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Label only the first N rows."),
+    sample: Optional[int] = typer.Option(None, "--sample", min=1, help="Label a uniform sample of N rows "
+                                                                        "(seeded by --seed; kept in input order)."),
+    sets: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a config setting, e.g. "
+                                                                         "--set search.alpha=50 (repeatable)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Override backend.model."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Override search.iterations."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
     force: bool = typer.Option(False, "--force", help="Replace an existing OUT (and start over from any checkpoint)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from the checkpoint beside OUT."),
@@ -79,21 +90,24 @@ def label(
     from .backends.loading import load_backend, resolve_model
     from .checkpoint import Checkpoint, checkpoint_path
     from .config import load_config
-    from .data import load_rows, row_ids
+    from .data import load_rows, row_ids, select_rows
     from .metrics import normalize_label
     from .output import check_destination, summary_path, write_rows, atomic_write_text
+    from .overrides import cli_overrides
     from .progress import ProgressView
     from .runner import label_dataset
     from .tasks import build_task
 
-    cfg = load_config(config)
+    _warn_if_defaults(config, quiet)
+    cfg = load_config(config, cli_overrides(sets, model, iterations))
     if seed is not None:
         cfg = cfg.with_seed(seed)
     if resume and out is None:
         raise InputError("--resume needs -o OUT: the checkpoint lives beside OUT")
     if out is not None:
         check_destination(out, data, force)
-    dataset = load_rows(data)
+    dataset = load_rows(data, split, progress=not quiet and sys.stderr.isatty())
+    dataset = select_rows(dataset, limit, sample, cfg.search.seed)
     added = [label_field, confidence_field, SOURCE_FIELD] + ([AGREEMENT_FIELD] if cfg.core.count > 1 else [])
     for row in dataset.rows:
         for name in added:
@@ -101,7 +115,7 @@ def label(
                 hint = ("pass --label-field/--confidence-field to name the output fields"
                         if name in (label_field, confidence_field) else "rename it in the input")
                 raise InputError(
-                    f"{dataset.source}:{row.line}: field '{name}' already exists in the input; {hint}"
+                    f"{dataset.at(row)}: field '{name}' already exists in the input; {hint}"
                 )
     # Every input error surfaces before the model loads.
     row_ids(dataset, cfg.task.id_field)
@@ -110,7 +124,7 @@ def label(
         try:
             resolve_model(cfg.backend.model)
         except ValueError as e:
-            raise InputError(f"{config or 'config'}: 'backend.model' {e}")
+            raise InputError(f"{'--model' if model else config or 'config'}: 'backend.model' {e}")
     if dry_run:
         _print_dry_run(dataset, cfg, probe)
         return
@@ -132,7 +146,7 @@ def label(
         elif force:
             checkpoint.remove()
     log(f"{len(dataset.rows)} rows from {dataset.source}; loading model {cfg.backend.model}")
-    backend = load_backend(cfg.backend, log)
+    backend = load_backend(cfg.backend, log, progress=not quiet and sys.stderr.isatty())
 
     def output_row(index: int, r) -> dict:
         row = {**dataset.rows[index].fields, label_field: r.label, confidence_field: r.confidence,
@@ -162,6 +176,16 @@ def label(
         checkpoint.remove()
     if not quiet:
         _print_summary(console, summary, out)
+
+
+def _warn_if_defaults(config: Optional[Path], quiet: bool) -> None:
+    if config is None and not quiet:
+        from .config import TaskConfig
+
+        task = TaskConfig()
+        print(f"icm: warning: no -c CONFIG given, so the built-in defaults are used (template "
+              f"{json.dumps(task.template)}, labels {', '.join(task.labels)}); icm init writes a starter config",
+              file=sys.stderr)
 
 
 def _print_dry_run(dataset, cfg, probe: bool) -> None:
@@ -258,6 +282,9 @@ def compare(
     gold_field: str = typer.Option("label", "--gold-field", help="Field holding the gold label."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Nothing on stderr."),
+    sets: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a config setting (repeatable)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Override backend.model."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Override search.iterations."),
 ) -> None:
     """Run zero-shot, random few-shot, bootstrap, ICM and golden many-shot side by side on a
     labelled sample: accuracy with its 95% interval, tokens and wall time for each."""
@@ -269,25 +296,28 @@ def compare(
     from .config import load_config
     from .data import load_rows
     from .metrics import normalize_label
+    from .overrides import cli_overrides
 
-    cfg = load_config(config)
-    dataset = load_rows(data)
-    gold_rows = load_rows(str(gold))
+    _warn_if_defaults(config, quiet)
+    cfg = load_config(config, cli_overrides(sets, model, iterations))
+    progress = not quiet and sys.stderr.isatty()
+    dataset = load_rows(data, progress=progress)
+    gold_rows = load_rows(str(gold), progress=progress)
     id_field = cfg.task.id_field
     truth: dict[str, str] = {}
     for k, row in enumerate(gold_rows.rows):
         key = str(row.fields.get(id_field)) if id_field else str(k)
         if id_field and id_field not in row.fields:
-            raise InputError(f"{gold_rows.source}:{row.line}: field '{id_field}' (the id field) is missing")
+            raise InputError(f"{gold_rows.at(row)}: field '{id_field}' (the id field) is missing")
         if gold_field not in row.fields:
-            raise InputError(f"{gold_rows.source}:{row.line}: field '{gold_field}' is missing")
+            raise InputError(f"{gold_rows.at(row)}: field '{gold_field}' is missing")
         try:
             truth[key] = normalize_label(row.fields[gold_field])
         except ValueError as e:
-            raise InputError(f"{gold_rows.source}:{row.line}: field '{gold_field}': {e}")
+            raise InputError(f"{gold_rows.at(row)}: field '{gold_field}': {e}")
     console = _stderr()
     log = (lambda msg: None) if quiet else (lambda msg: console.print(f"icm: {msg}", markup=False, highlight=False))
-    backend = load_backend(cfg.backend, log)
+    backend = load_backend(cfg.backend, log, progress=not quiet and sys.stderr.isatty())
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
     results = run_compare(dataset, cfg, backend, truth, chosen, on_method=lambda m: log(f"running {m}"))
     gaps = gap_recovered(results)

@@ -12,11 +12,14 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
 
 import yaml
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .overrides import Override
 
 TaskType = Literal["classification", "claims", "comparison"]
 Objective = Literal["mean_logodds", "sum_logprob"]
@@ -196,9 +199,19 @@ _Loader.add_implicit_resolver(
 )
 
 
-def load_config(path: Optional[Path]) -> Config:
-    if path is None:
-        return Config()
+def load_config(path: Optional[Path], overrides: Sequence["Override"] = ()) -> Config:
+    """The config file's settings (defaults without one), with command-line overrides on top."""
+    raw = _read(path) if path is not None else {}
+    source = str(path) if path is not None else "built-in defaults"
+    if overrides:
+        from .overrides import apply_overrides
+
+        raw = apply_overrides(raw, overrides)
+        source += " with " + " ".join(o.given for o in overrides)
+    return parse_config(raw, source)
+
+
+def _read(path: Path) -> Any:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -218,7 +231,7 @@ def load_config(path: Optional[Path]) -> Config:
         raw = {}
     if not isinstance(raw, dict):
         raise InputError(f"{path}: config must be a mapping of sections (task, search, core, transfer, backend)")
-    return parse_config(raw, str(path))
+    return raw
 
 
 _MOVED = {"batch.max_tokens": "core.max_tokens"}

@@ -1,18 +1,43 @@
-"""Writing results: whole files or nothing (temp file + rename), never a half-written OUT."""
+"""Writing results: whole files or nothing (temp file + rename), never a half-written OUT.
+
+OUT's format follows its extension: JSON lines (.jsonl, .json, .ndjson), CSV or Parquet.
+"""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import csv
+import datetime
+import decimal
 import json
 import os
+import secrets
 import sys
-import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import IO, Any, Iterable, Iterator, Literal
 
 from .errors import InputError
 
+Format = Literal["jsonl", "csv", "parquet"]
+FORMATS: dict[str, Format] = {
+    ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet", ".pq": "parquet",
+}
+
+
+def output_format(out: Path) -> Format:
+    """OUT's format, from its extension; an unknown one is refused before any work is done."""
+    fmt = FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        what = f"extension '{out.suffix}'" if out.suffix else "no extension"
+        raise InputError(f"{out}: {what} names no output format; end -o with .jsonl, .json, .csv or .parquet")
+    return fmt
+
 
 def check_destination(out: Path, data: str, force: bool) -> None:
+    output_format(out)
     if data != "-" and Path(data).exists() and out.exists() and os.path.samefile(out, data):
         raise InputError(f"{out}: output would overwrite the input file; choose another -o")
     if data != "-" and Path(out).resolve() == Path(data).resolve():
@@ -23,11 +48,24 @@ def check_destination(out: Path, data: str, force: bool) -> None:
         raise InputError(f"{out}: directory {out.parent} does not exist")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+@contextlib.contextmanager
+def atomic_file(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
+    """A file that appears at `path` whole when the block ends, and not at all if it raises.
+
+    The temporary file is created with mode 0o666 so the umask decides its permissions, as for
+    any file a command writes (tempfile.mkstemp would make it 0600).
+    """
+    directory = path.parent if str(path.parent) else Path(".")
+    while True:
+        tmp = directory / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -39,17 +77,92 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_file(path) as f:
+        f.write(text)
+
+
+def _json_default(value: Any) -> Any:
+    # Rows from Parquet or a Hugging Face dataset can hold values JSON has no type for.
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    return str(value)
+
+
 def jsonl(rows: Iterable[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    return "".join(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in rows)
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    seen: dict[str, None] = {}
+    for r in rows:
+        seen.update(dict.fromkeys(r))
+    return list(seen)
+
+
+def _cell(value: Any) -> str:
+    """A CSV cell: text as is, nothing for null, JSON for everything else (numbers, booleans,
+    lists, objects), so a reader can tell `true` from "true" by the header's schema, not guess."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=_json_default)
+
+
+def write_csv(rows: list[dict], f: IO[str]) -> None:
+    writer = csv.DictWriter(f, fieldnames=_columns(rows), restval="", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: _cell(v) for k, v in r.items()})
+
+
+def write_parquet(rows: list[dict], f: IO[bytes]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {}
+    for name in _columns(rows):
+        values = [r.get(name) for r in rows]
+        columns[name] = _arrow_column(pa, values)
+    pq.write_table(pa.table(columns), f)
+
+
+def _arrow_column(pa: Any, values: list[Any]) -> Any:
+    """A typed column where the values share a scalar type; otherwise their JSON text. Labels
+    are written after the whole run: a column Arrow cannot type (an id that is sometimes a
+    number, sometimes a word; nested values) must not lose them."""
+    scalar = all(v is None or isinstance(v, (str, int, float, bool)) for v in values)
+    if scalar:
+        try:
+            return pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            pass
+    return pa.array([None if v is None else _cell(v) for v in values], type=pa.string())
 
 
 def write_rows(rows: list[dict], out: Path | None) -> None:
-    text = jsonl(rows)
+    """Rows to OUT in its format, atomically; without OUT, JSON lines on stdout."""
     if out is None:
-        sys.stdout.write(text)
+        sys.stdout.write(jsonl(rows))
         sys.stdout.flush()
+        return
+    fmt = output_format(out)
+    if fmt == "parquet":
+        with atomic_file(out, binary=True) as f:
+            write_parquet(rows, f)
+    elif fmt == "csv":
+        with atomic_file(out) as f:
+            write_csv(rows, f)
     else:
-        atomic_write_text(out, text)
+        with atomic_file(out) as f:
+            f.write(jsonl(rows))
 
 
 def summary_path(out: Path) -> Path:

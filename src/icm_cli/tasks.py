@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 from .config import TaskConfig
-from .data import Dataset, fields_everywhere_missing, text_field
+from .data import Dataset, field_list, fields_everywhere_missing, present_fields, text_field
 from .errors import InputError
 from .prompts import render, template_fields
 from .search import TRUE, Constraint
@@ -41,7 +41,8 @@ def build_task(dataset: Dataset, task: TaskConfig) -> Task:
     needed = template_fields(task.template)
     missing = fields_everywhere_missing(dataset, needed)
     if missing:
-        raise InputError(f"{dataset.source}: the template names field '{missing[0]}', which no row has")
+        raise InputError(f"{dataset.source}: the template names field '{missing[0]}', which no row has; "
+                         f"the rows have {field_list(present_fields(dataset))}")
     examples: list[Example] = []
     for index, row in enumerate(dataset.rows):
         values = {name: text_field(dataset, row, name, "used by the template") for name in needed}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..config import BackendConfig
 from ..errors import BackendError, InputError
@@ -28,11 +30,12 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def embedded_model_dir(log: Callable[[str], None] = lambda _: None) -> Path:
+def embedded_model_dir(log: Callable[[str], None] = lambda _: None, progress: bool = False) -> Path:
     """The embedded model as a plain transformers checkpoint, converted once and cached.
 
     Dequantizing the GGUF takes about 50 s on two cores; loading the converted copy takes a few.
     Weights are kept in float32 (the exact dequantized values) so fp32 comparisons stay possible.
+    `progress`: show transformers' dequantization bar (meant for a terminal, never for a log).
     """
     target = cache_dir() / f"gemma-3-270m-v{_CONVERSION_VERSION}"
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
@@ -47,10 +50,11 @@ def embedded_model_dir(log: Callable[[str], None] = lambda _: None) -> Path:
     log("converting the embedded Gemma 3 270M GGUF once (about a minute); later runs load the cached copy")
     gguf = gemma.assemble(output_path=cache_dir() / "gguf" / gemma.MODEL_NAME)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    packed = AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
-        quantization_config=GgufConfig(dequantize=True),
-    )
+    with _gguf_progress(progress):
+        packed = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
+            quantization_config=GgufConfig(dequantize=True),
+        )
     # A model loaded through the GGUF quantizer refuses to save; copy its dense weights
     # into a plain model built from the same config.
     config = packed.config
@@ -60,6 +64,9 @@ def embedded_model_dir(log: Callable[[str], None] = lambda _: None) -> Path:
     plain.load_state_dict(packed.state_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it 0700; the cache follows the umask
     try:
         plain.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -69,6 +76,26 @@ def embedded_model_dir(log: Callable[[str], None] = lambda _: None) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+@contextlib.contextmanager
+def _gguf_progress(show: bool) -> Iterator[None]:
+    """transformers draws its GGUF dequantization bar with tqdm directly, past its own
+    progress-bar switch; left alone it fills a non-terminal log with carriage returns."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(original, disable=not show)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 def _dtype(name: str, device: str) -> Any:
@@ -122,7 +149,8 @@ def resolve_model(ref: str) -> tuple[str, dict[str, Any]]:
     raise ValueError(f"'{ref}' not found (not a local path, and not a hub name like org/model)")
 
 
-def load_hf_backend(config: BackendConfig, log: Callable[[str], None] = lambda _: None) -> HFBackend:
+def load_hf_backend(config: BackendConfig, log: Callable[[str], None] = lambda _: None,
+                    progress: bool = False) -> HFBackend:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -142,7 +170,7 @@ def load_hf_backend(config: BackendConfig, log: Callable[[str], None] = lambda _
     except ValueError as e:
         raise InputError(f"backend.model: {e}")
     if ref == EMBEDDED:
-        source, display = str(embedded_model_dir(log)), EMBEDDED_NAME
+        source, display = str(embedded_model_dir(log, progress)), EMBEDDED_NAME
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
@@ -159,9 +187,12 @@ def load_hf_backend(config: BackendConfig, log: Callable[[str], None] = lambda _
     )
 
 
-def load_backend(config: BackendConfig, log: Callable[[str], None] = lambda _: None) -> Backend:
+def load_backend(config: BackendConfig, log: Callable[[str], None] = lambda _: None,
+                 progress: bool = False) -> Backend:
+    """`progress`: progress bars of a first-run conversion may be drawn (stderr is a terminal
+    and the user did not ask for quiet)."""
     if config.type == "hf":
-        return load_hf_backend(config, log)
+        return load_hf_backend(config, log, progress)
     # Imported here so that neither backend costs anything (or needs vllm) unless chosen.
     if config.type == "openai":
         from .openai_server import load_openai_backend
@@ -170,7 +201,7 @@ def load_backend(config: BackendConfig, log: Callable[[str], None] = lambda _: N
     if config.type == "vllm":
         from .vllm_backend import load_vllm_backend
 
-        return load_vllm_backend(config, log)
+        return load_vllm_backend(config, log, progress)
     raise InputError(f"backend.type: '{config.type}' is not available")
 
 

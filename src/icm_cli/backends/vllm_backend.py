@@ -309,7 +309,8 @@ def _on_cpu() -> bool:
     return bool(current_platform.is_cpu())
 
 
-def load_vllm_backend(config: BackendConfig, log: Callable[[str], None] = lambda _: None) -> VLLMBackend:
+def load_vllm_backend(config: BackendConfig, log: Callable[[str], None] = lambda _: None,
+                      progress: bool = False) -> VLLMBackend:
     share = config.gpu_memory_utilization
     if share is not None and share > 1:
         raise InputError(f"backend.gpu_memory_utilization is {share}, must be at most 1")
@@ -323,7 +324,7 @@ def load_vllm_backend(config: BackendConfig, log: Callable[[str], None] = lambda
         from .loading import EMBEDDED_NAME, embedded_model_dir
 
         # vLLM reads the converted safetensors copy (the GGUF would need its plugin).
-        model, display = str(embedded_model_dir(log)), EMBEDDED_NAME
+        model, display = str(embedded_model_dir(log, progress)), EMBEDDED_NAME
     dtype = config.dtype
     if dtype == "auto":
         from .loading import cpu_has_fast_bf16
