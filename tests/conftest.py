@@ -22,4 +22,4 @@ def vllm_cpu():
     from icm_cli.config import BackendConfig
 
     return load_backend(BackendConfig(type="vllm", model="embedded", dtype="float32", max_context=4096,
-                                      gpu_memory_utilization=0.35))
+                                      kv_cache_mib=512))

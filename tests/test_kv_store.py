@@ -38,3 +38,4 @@ def test_zero_budget_keeps_nothing():
     store = KVStore(0)
     store.put(b"a", layers(1))
     assert len(store) == 0
+

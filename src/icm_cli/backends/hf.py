@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 
 from ..errors import BackendError, InputError
 from .base import BackendStats, ScoreRequest
+from .fixed_rows import use_fixed_row_blocks
 from .kv_store import KVStore
 from .piece_attention import NAME as PIECES, KVBuffer, Op, Plan, register
 from .pieces import PieceTokenizer
@@ -73,6 +74,8 @@ class HFBackend:
         self.buffer = KVBuffer()
         self._standard_attention = getattr(config, "_attn_implementation", None) or "sdpa"
         register()
+        if self.device.type == "cpu" and next(model.parameters()).dtype == torch.float32:
+            use_fixed_row_blocks(self.model)
         layer_types = getattr(config, "layer_types", None)
         # Models with several kinds of layers take one mask per kind; passing them as None
         # keeps transformers from building an N x N mask for the packed sequence.

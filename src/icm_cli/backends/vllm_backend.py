@@ -336,7 +336,6 @@ def load_vllm_backend(config: BackendConfig, log: Callable[[str], None] = lambda
         "model": model,
         "dtype": dtype,
         "tensor_parallel_size": config.tensor_parallel_size,
-        "gpu_memory_utilization": share if share is not None else (0.2 if cpu else 0.9),
         "enable_prefix_caching": True,
         # forced_token scoring reads the model's log-prob before the allow-list is applied.
         "logprobs_mode": "raw_logprobs",
@@ -344,6 +343,13 @@ def load_vllm_backend(config: BackendConfig, log: Callable[[str], None] = lambda
         "disable_log_stats": False,
         "seed": 0,  # scoring is greedy; this only pins engine internals
     }
+    if cpu and share is None:
+        # On CPU a RAM share is fragile: vLLM gives the KV cache the share minus the whole
+        # process's RSS, so the same setting fails in a process that already holds other models
+        # (measured: -0.95 GiB left at 0.35 of a 14.6 GiB node). A fixed size does not move.
+        kwargs["kv_cache_memory_bytes"] = config.kv_cache_mib * 2**20
+    else:
+        kwargs["gpu_memory_utilization"] = share if share is not None else 0.9
     for key, value in (("max_model_len", config.max_context), ("quantization", config.quantization),
                        ("tokenizer", config.tokenizer)):
         if value is not None:
