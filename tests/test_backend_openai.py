@@ -515,20 +515,20 @@ def test_concurrency_keeps_n_requests_in_flight_spread_over_two_replicas(serve):
     requests = make_requests(8)
     check_echo(requests, backend.score(requests))
     assert total.peak == 4  # reached, and never more than backend.concurrency
-    assert [g.peak for g in per_server] == [2, 2]  # each replica kept busy, neither overloaded
+    assert all(2 <= g.peak <= 3 for g in per_server), [g.peak for g in per_server]  # both busy, neither hoarding
     counts = [len(b.completions()) for _, b in started]
     assert sum(counts) == 16 + 1 and min(counts) >= 6, counts  # the labels and the echo probe
 
 
 def test_a_slower_replica_gets_fewer_requests(serve):
-    slow_url, slow = serve(delay_s=0.3)
-    fast_url, fast = serve(delay_s=0.02)
+    slow_url, slow = serve(delay_s=0.5)
+    fast_url, fast = serve(delay_s=0.01)
     backend = backend_for([slow_url, fast_url], echo=True, concurrency=4)
     requests = make_requests(12)
     check_echo(requests, backend.score(requests))
-    # Round-robin would send each half of the 25; the fewest-in-flight choice keeps the slow one
-    # at its share of the threads while the fast one takes the rest.
-    assert len(slow.completions()) <= 6 and len(fast.completions()) >= 19
+    # Plain round-robin would send each half of the 25; passing over a replica that is behind
+    # keeps the slow one at a few requests in flight while the fast one takes the rest.
+    assert len(slow.completions()) <= 8 and len(fast.completions()) >= 17
 
 
 def test_results_are_in_request_order_whatever_order_the_servers_answer_in(serve):
@@ -562,24 +562,25 @@ def test_503_is_retried_on_the_same_single_server(serve):
     assert backend.stats.retries == 1 and len(behavior.completions()) == 6 + 1 + 1  # labels, probe, the resent one
 
 
-def test_connection_refused_until_the_server_comes_up_is_retried(serve):
+def test_connection_refused_until_the_server_comes_up_is_retried():
     url = dead_url()
     port = int(url.split(":")[2].split("/")[0])
+    backend = OpenAIBackend([url], "fake-model", echo=True, retries=8, backoff_s=0.1)
 
-    def start_late() -> None:
-        time.sleep(0.3)
+    def start_after_a_refusal() -> None:
+        while not backend.stats.retries:  # the first attempt has met a closed port
+            time.sleep(0.005)
         server = QuietServer(("127.0.0.1", port), Handler)
         server.behavior = Behavior()  # type: ignore[attr-defined]
         late.append(server)
         server.serve_forever(poll_interval=0.05)
 
     late: list[QuietServer] = []
-    threading.Thread(target=start_late, daemon=True).start()
+    threading.Thread(target=start_after_a_refusal, daemon=True).start()
     try:
-        backend = backend_for([url], echo=True, retries=6, backoff_s=0.1)  # connect() meets the refusals
         requests = make_requests(2)
         check_echo(requests, backend.score(requests))
-        assert backend.stats.retries >= 1
+        assert backend.stats.retries >= 1 and late
     finally:
         for server in late:
             server.shutdown()

@@ -17,9 +17,9 @@ when the server supports it (llama.cpp's server does not), else top-k. The token
 /tokenize (vLLM, SGLang, llama.cpp's llama-server) or /extras/tokenize (llama-cpp-python's server,
 which echoes too but reads max_tokens 0 as "until the context is full", so it is sent 1).
 
-score() sends its requests concurrently, up to `concurrency` in flight, each to the replica with
-the fewest in flight (openai_transport.py: httpx, replica choice, retries and failover); results
-come back in request order, so scores do not depend on which replica answered or when. The API
+score() sends its requests concurrently, up to `concurrency` in flight, spread over the replicas
+(openai_transport.py: httpx, replica choice, retries and failover); results come back in
+request order, so scores do not depend on which replica answered or when. The API
 key is read from the environment variable named in the config, sent as a Bearer header and never
 put in messages, reprs or outputs.
 

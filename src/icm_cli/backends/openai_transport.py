@@ -83,16 +83,18 @@ def error_text(data: bytes) -> str:
 
 
 class Replicas:
-    """Which replica takes the next request: the one with the fewest requests in flight.
+    """Which replica takes the next request: round-robin, passing over a replica that is behind.
 
-    Ties go round-robin, so a fleet of equal servers shares the load evenly and a slower one
-    gets fewer requests. A replica that just failed rests for `cooldown_s` (used only when no
-    other is available), and a retry avoids the replica its last attempt failed on.
+    A replica with a fair share (concurrency / replicas) more requests in flight than the least
+    busy one is skipped for now: equal servers take turns, an even share each, while a slow one
+    does not hold work the others could do. A replica that just failed rests for `cooldown_s`
+    (used only when no other is available); a retry avoids the replica its last attempt failed on.
     """
 
-    def __init__(self, urls: Sequence[str], cooldown_s: float):
+    def __init__(self, urls: Sequence[str], cooldown_s: float, concurrency: int = 1):
         self.urls = list(urls)
         self.cooldown_s = cooldown_s
+        self.slack = max(1, -(-concurrency // len(self.urls)))  # the fair share, rounded up
         self._turn = itertools.count()
         self._busy = dict.fromkeys(self.urls, 0)
         self._resting: dict[str, float] = {}
@@ -106,7 +108,9 @@ class Replicas:
             order = [self.urls[(start + k) % len(self.urls)] for k in range(len(self.urls))]
             others = [u for u in order if u != avoid] or order
             healthy = [u for u in others if self._resting.get(u, 0.0) <= now]
-            url = min(healthy or others, key=self._busy.__getitem__)  # the first of equals: round-robin
+            candidates = healthy or others
+            least = min(self._busy[u] for u in candidates)
+            url = next(u for u in candidates if self._busy[u] <= least + self.slack)
             self._busy[url] += 1
         try:
             yield url
@@ -117,10 +121,6 @@ class Replicas:
     def failed(self, url: str) -> None:
         with self._lock:
             self._resting[url] = time.monotonic() + self.cooldown_s
-
-    def in_flight(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._busy)
 
 
 class Transport:
@@ -142,7 +142,7 @@ class Transport:
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
-        self.replicas = Replicas(self.base_urls, cooldown_s=min(30.0, max(0.05, 10 * backoff_s)))
+        self.replicas = Replicas(self.base_urls, cooldown_s=min(30.0, max(0.05, 10 * backoff_s)), concurrency=concurrency)
         self._key = key
         self._on_retry = on_retry
         # No cap on connections (the backend's thread pool already bounds requests in flight, and
