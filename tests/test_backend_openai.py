@@ -6,7 +6,9 @@ token a deterministic log-prob from `fake_lp`, so each test knows the exact expe
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import re
 import socket
@@ -14,12 +16,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
+import httpx
 import pytest
 
 from icm_cli.backends.base import ScoreRequest
 from icm_cli.backends.loading import load_backend
+from icm_cli.backends.openai_logprobs import Malformed, echo_logprob, parse_logprobs, topk_candidates, topk_logprob
+from icm_cli.backends.openai_server import OpenAIBackend
 from icm_cli.config import BackendConfig
 from icm_cli.errors import EXIT_BACKEND, EXIT_USAGE, BackendError, InputError
 
@@ -57,6 +62,23 @@ def expected_topk(prompt: str, continuation: str, k: int) -> tuple[float, bool]:
     return min(top.values()) - math.log(2), True
 
 
+class Gauge:
+    """Requests a server is answering right now, and the most at once; may be shared by servers."""
+
+    def __init__(self) -> None:
+        self.now = self.peak = 0
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+
+    def __exit__(self, *exc: Any) -> None:
+        with self.lock:
+            self.now -= 1
+
+
 @dataclass
 class Behavior:
     statuses: list[int] = field(default_factory=list)  # returned by the next /completions calls, then OK
@@ -70,6 +92,9 @@ class Behavior:
     tokenize: Optional[str] = "llamacpp"  # "llamacpp", "vllm" or None (404)
     content_format: bool = False  # llama.cpp's chat-style logprobs
     reverse_choices: bool = False
+    delay_for: Optional[Callable[[str], float]] = None  # per prompt, on /completions
+    gauges: tuple[Gauge, ...] = ()  # entered while a /completions request is being answered
+    finished: list[str] = field(default_factory=list)  # prompts, in the order they were answered
     records: list[tuple[str, dict[str, str], Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -117,8 +142,15 @@ class Handler(BaseHTTPRequestHandler):
             return self._tokenize(b, body)
         if status is not None or b.always_status is not None:
             return self._send(status or b.always_status or 500, b.error_body, {"Retry-After": "0"})
-        if b.delay_s:
-            time.sleep(b.delay_s)
+        with contextlib.ExitStack() as stack:
+            for gauge in b.gauges:
+                stack.enter_context(gauge)
+            if b.delay_s:
+                time.sleep(b.delay_s)
+            if b.delay_for is not None:
+                time.sleep(max(b.delay_for(p) for p in (body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]])))
+            with b.lock:
+                b.finished.append(body["prompt"])
         self._completions(b, body)
 
     def _tokenize(self, b: Behavior, body: dict[str, Any]) -> None:
@@ -470,3 +502,185 @@ def test_count_tokens_uses_the_tokenize_endpoint_else_estimates(serve):
     backend = backend_for([url])
     assert backend.count_tokens("x" * 40) == 10
     assert backend.stats.token_counts_estimated
+
+
+# --------------------------------------------------------------------------- concurrency over replicas
+
+
+def test_concurrency_keeps_n_requests_in_flight_spread_over_two_replicas(serve):
+    total = Gauge()
+    per_server = [Gauge(), Gauge()]
+    started = [serve(delay_s=0.15, gauges=(total, g)) for g in per_server]
+    backend = backend_for([u for u, _ in started], echo=True, concurrency=4)
+    requests = make_requests(8)
+    check_echo(requests, backend.score(requests))
+    assert total.peak == 4  # reached, and never more than backend.concurrency
+    assert all(2 <= g.peak <= 3 for g in per_server), [g.peak for g in per_server]  # both busy, neither hoarding
+    counts = [len(b.completions()) for _, b in started]
+    assert sum(counts) == 16 + 1 and min(counts) >= 6, counts  # the labels and the echo probe
+
+
+def test_a_slower_replica_gets_fewer_requests(serve):
+    slow_url, slow = serve(delay_s=0.5)
+    fast_url, fast = serve(delay_s=0.01)
+    backend = backend_for([slow_url, fast_url], echo=True, concurrency=4)
+    requests = make_requests(12)
+    check_echo(requests, backend.score(requests))
+    # Plain round-robin would send each half of the 25; passing over a replica that is behind
+    # keeps the slow one at a few requests in flight while the fast one takes the rest.
+    assert len(slow.completions()) <= 8 and len(fast.completions()) >= 17
+
+
+def test_results_are_in_request_order_whatever_order_the_servers_answer_in(serve):
+    def slow_first(prompt: str) -> float:  # "sample 0" answers last, "sample 7" first
+        match = re.search(r"sample (\d+)", prompt)
+        return 0.04 * (8 - int(match.group(1))) if match else 0.0
+
+    finished: list[str] = []  # shared: the order both servers answered in
+    started = [serve(delay_for=slow_first, finished=finished) for _ in range(2)]
+    backend = backend_for([u for u, _ in started], echo=False, concurrency=8, top_logprobs=3)
+    requests = make_requests(8)
+    out = backend.score(requests)
+    order = [int(re.search(r"sample (\d+)", p).group(1)) for p in finished]
+    assert sorted(order) == list(range(8)) and order != list(range(8))  # answered out of order
+    for r, values in zip(requests, out):
+        prompt = "".join(r.segments)
+        assert values == pytest.approx([expected_topk(prompt, c, 3)[0] for c in r.continuations], abs=1e-9)
+    # The same scores one request at a time on one replica: no dependence on replica or timing.
+    serial = backend_for([started[0][0]], echo=False, concurrency=1, top_logprobs=3).score(requests)
+    assert serial == out
+
+
+# --------------------------------------------------------------------------- retries (one replica) and failover
+
+
+def test_503_is_retried_on_the_same_single_server(serve):
+    url, behavior = serve(statuses=[503])
+    backend = backend_for([url], echo=True)
+    requests = make_requests(3)
+    check_echo(requests, backend.score(requests))
+    assert backend.stats.retries == 1 and len(behavior.completions()) == 6 + 1 + 1  # labels, probe, the resent one
+
+
+def test_connection_refused_until_the_server_comes_up_is_retried():
+    url = dead_url()
+    port = int(url.split(":")[2].split("/")[0])
+    backend = OpenAIBackend([url], "fake-model", echo=True, retries=8, backoff_s=0.1)
+
+    def start_after_a_refusal() -> None:
+        while not backend.stats.retries:  # the first attempt has met a closed port
+            time.sleep(0.005)
+        server = QuietServer(("127.0.0.1", port), Handler)
+        server.behavior = Behavior()  # type: ignore[attr-defined]
+        late.append(server)
+        server.serve_forever(poll_interval=0.05)
+
+    late: list[QuietServer] = []
+    threading.Thread(target=start_after_a_refusal, daemon=True).start()
+    try:
+        requests = make_requests(2)
+        check_echo(requests, backend.score(requests))
+        assert backend.stats.retries >= 1 and late
+    finally:
+        for server in late:
+            server.shutdown()
+            server.server_close()
+
+
+class RefuseFirst(httpx.BaseTransport):
+    """The real transport, but the first `n` completions fail to connect (injected: no timing games)."""
+
+    def __init__(self, n: int):
+        self.inner = httpx.HTTPTransport()
+        self.left = n
+        self.lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self.lock:
+            refuse = request.url.path.endswith("/completions") and self.left > 0
+            self.left -= refuse
+        if refuse:
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        return self.inner.handle_request(request)
+
+
+def test_injected_connect_errors_are_retried_and_counted(serve):
+    url, behavior = serve()
+    backend = OpenAIBackend([url], "fake-model", echo=True, retries=3, backoff_s=0.01, transport=RefuseFirst(2))
+    requests = make_requests(2)
+    check_echo(requests, backend.score(requests))
+    assert backend.stats.retries == 2 and len(behavior.completions()) == 4 + 1
+
+
+def test_a_dead_replica_is_skipped_and_the_run_completes_on_the_other(serve):
+    good_url, good = serve()
+    backend = backend_for([dead_url(), good_url], echo=True, concurrency=4, backoff_s=0.2)  # rests 2 s
+    requests = make_requests(8)
+    check_echo(requests, backend.score(requests))
+    assert len(good.completions()) == 16 + 1
+    # Round-robin without rest would fail about half of the ~30 requests; a resting replica gets
+    # only those sent before its first failure was seen.
+    assert 1 <= backend.stats.retries <= 5
+
+
+# --------------------------------------------------------------------------- log-prob parsing (pure)
+
+LEGACY = {
+    "tokens": ["Tweet", " good", "\nSentiment", ":", " positive", " the"],
+    "token_logprobs": [None, -2.0, -1.5, -0.5, -0.25, -3.0],
+    "text_offset": [0, 5, 10, 20, 21, 30],
+    "top_logprobs": [None, {" good": -2.0}, {"\nSentiment": -1.5}, {":": -0.5},
+                     {" positive": -0.25, " negative": -1.75}, {" the": -3.0}],
+}
+CONTENT = {"content": [{"token": "Ġpositive", "logprob": -0.4, "top_logprobs": [
+    {"token": "Ġpositive", "logprob": -0.4}, {"token": " negative", "logprob": -1.2}, {"token": " the", "logprob": -2.5}]}]}
+
+
+def test_legacy_logprobs_echo_reads_the_label_tokens_before_the_generated_one():
+    lp = parse_logprobs(LEGACY)
+    assert echo_logprob(lp, " positive", generated=1) == -0.25
+    assert echo_logprob(lp, ": positive", generated=1) == -0.75  # a label of two tokens
+    assert lp.top[4] == {" positive": -0.25, " negative": -1.75}
+    without_offsets = {k: v for k, v in LEGACY.items() if k != "text_offset"}
+    assert echo_logprob(parse_logprobs(without_offsets), " positive", generated=1) == -0.25
+
+
+def test_content_logprobs_top_k_reads_labels_normalises_pieces_and_floors_the_missing():
+    lp = parse_logprobs(CONTENT)
+    top = topk_candidates(lp, asked=3)
+    assert topk_logprob(top, " positive") == (-0.4, False)  # "Ġpositive" is " positive"
+    assert topk_logprob(top, " negative") == (-1.2, False)
+    value, floored = topk_logprob(top, " neutral")
+    assert floored and value == pytest.approx(-2.5 - math.log(2))
+
+
+@pytest.mark.parametrize("read", [
+    lambda: parse_logprobs(None),
+    lambda: parse_logprobs({"tokens": ["a"], "token_logprobs": [-1.0, -2.0]}),
+    lambda: parse_logprobs({"tokens": ["a", "b"], "token_logprobs": [None, -1.0], "text_offset": [0, "1"]}),
+    lambda: echo_logprob(parse_logprobs({"tokens": ["x", " a"], "token_logprobs": [None, float("nan")]}), " a", 0),
+    lambda: echo_logprob(parse_logprobs({"tokens": ["x", " b"], "token_logprobs": [None, -1.0]}), " a", 0),
+    lambda: parse_logprobs({"content": [{"logprob": -1.0}]}),
+    lambda: topk_candidates(parse_logprobs({"content": [{"token": " x", "logprob": -1.0, "top_logprobs": []}]}), 5),
+    lambda: topk_logprob({" a": "-1.0"}, " a"),
+], ids=["none", "lengths", "offsets", "nan", "not-the-label", "no-token", "no-top-k", "string"])
+def test_malformed_logprobs_raise(read):
+    with pytest.raises(Malformed):
+        read()
+
+
+# --------------------------------------------------------------------------- the API key in logs
+
+
+def test_api_key_is_a_header_and_stays_out_of_logs(serve, monkeypatch, caplog):
+    monkeypatch.setenv("ICM_TEST_API_KEY", SECRET)
+    caplog.set_level(logging.DEBUG)  # httpx and httpcore log every request at DEBUG
+    url, behavior = serve(statuses=[503], error_body=json.dumps({"error": {"message": f"saw Bearer {SECRET}"}}))
+    lines: list[str] = []
+    backend = load_backend(BackendConfig(type="openai", base_urls=(url,), model="fake-model", echo=True,
+                                         backoff_s=0.01, api_key_env="ICM_TEST_API_KEY"), lines.append)
+    backend.score(make_requests(2))
+    assert {h.get("Authorization") for _, h, _ in behavior.records} == {f"Bearer {SECRET}"}
+    assert any("httpx" in r.name or "httpcore" in r.name for r in caplog.records)  # the logs were on
+    assert SECRET not in caplog.text and not any(SECRET in line for line in lines)
+    assert SECRET not in repr(backend._http) and SECRET not in str(vars(backend._http))

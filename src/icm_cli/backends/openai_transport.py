@@ -1,0 +1,243 @@
+"""JSON over HTTP to a set of OpenAI-compatible replicas: one httpx client, replica choice, retries.
+
+httpx keeps the keep-alive connections (one pool shared by every thread) and enforces the
+timeout. What is ours is spreading requests over the replicas and riding out their failures:
+a failed attempt (429, 5xx, timeout, refused or dropped connection) is tried again on another
+replica after an exponential backoff with jitter, and the replica that failed rests for a
+moment. httpx's own transport retries stay off: they would retry a dead replica in place
+instead of moving on, double the connect timeout against an unreachable host, and go
+uncounted in the stats.
+
+The API key is held in a `Secret` and sent only as the Authorization header of each request;
+server text that goes into an error is scrubbed of it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import httpx
+
+from ..errors import BackendError
+
+_TRANSIENT_STATUS = {408, 429}  # plus every 5xx
+_jitter = random.Random()
+
+
+class Secret:
+    """Holds the API key so that no repr, log line or traceback variable dump shows it."""
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+    __str__ = __repr__
+
+
+class Transient(Exception):
+    """One attempt failed in a way another attempt (or another replica) may not."""
+
+    def __init__(self, url: str, what: str, retry_after: Optional[float] = None):
+        super().__init__(what)
+        self.url, self.what, self.retry_after = url, what, retry_after
+
+
+class Rejected(Exception):
+    """The server answered 4xx: retrying the same request will not help."""
+
+    def __init__(self, url: str, status: int, message: str):
+        super().__init__(message)
+        self.url, self.status, self.message = url, status, message
+
+
+def error_text(data: bytes) -> str:
+    """The message inside a server's error body, whichever of the usual shapes it has."""
+    text = data.decode("utf-8", "replace")
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            for key in ("message", "detail", "error"):
+                if isinstance(err.get(key), str):
+                    return err[key]
+        if isinstance(err, str):
+            return err
+        for key in ("message", "detail"):
+            if isinstance(body.get(key), str):
+                return body[key]
+    return text
+
+
+class Replicas:
+    """Which replica takes the next request: round-robin, passing over a replica that is behind.
+
+    A replica with a fair share (concurrency / replicas) more requests in flight than the least
+    busy one is skipped for now: equal servers take turns, an even share each, while a slow one
+    does not hold work the others could do. A replica that just failed rests for `cooldown_s`
+    (used only when no other is available); a retry avoids the replica its last attempt failed on.
+    """
+
+    def __init__(self, urls: Sequence[str], cooldown_s: float, concurrency: int = 1):
+        self.urls = list(urls)
+        self.cooldown_s = cooldown_s
+        self.slack = max(1, -(-concurrency // len(self.urls)))  # the fair share, rounded up
+        self._turn = itertools.count()
+        self._busy = dict.fromkeys(self.urls, 0)
+        self._resting: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def lease(self, avoid: Optional[str] = None) -> Iterator[str]:
+        with self._lock:
+            now = time.monotonic()
+            start = next(self._turn)
+            order = [self.urls[(start + k) % len(self.urls)] for k in range(len(self.urls))]
+            others = [u for u in order if u != avoid] or order
+            healthy = [u for u in others if self._resting.get(u, 0.0) <= now]
+            candidates = healthy or others
+            least = min(self._busy[u] for u in candidates)
+            url = next(u for u in candidates if self._busy[u] <= least + self.slack)
+            self._busy[url] += 1
+        try:
+            yield url
+        finally:
+            with self._lock:
+                self._busy[url] -= 1
+
+    def failed(self, url: str) -> None:
+        with self._lock:
+            self._resting[url] = time.monotonic() + self.cooldown_s
+
+
+class Transport:
+    """Sends JSON requests to the replicas and returns the JSON object of the first success."""
+
+    def __init__(
+        self,
+        base_urls: Sequence[str],
+        *,
+        timeout_s: float,
+        retries: int,
+        backoff_s: float,
+        concurrency: int,
+        key: Optional[Secret] = None,
+        on_retry: Callable[[], None] = lambda: None,
+        transport: Optional[httpx.BaseTransport] = None,
+    ):
+        self.base_urls = list(base_urls)
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.replicas = Replicas(self.base_urls, cooldown_s=min(30.0, max(0.05, 10 * backoff_s)), concurrency=concurrency)
+        self._key = key
+        self._on_retry = on_retry
+        # No cap on connections (the backend's thread pool already bounds requests in flight, and
+        # a cap would add a pool wait that is not a server failure); keep enough idle ones alive
+        # that every thread finds one on whichever replica it is sent to.
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=max(1, concurrency) * len(self.base_urls))
+        self._client = httpx.Client(
+            transport=transport or httpx.HTTPTransport(limits=limits, retries=0),
+            timeout=httpx.Timeout(timeout_s),
+            # The servers are named in the config: no proxy or .netrc from the environment.
+            trust_env=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"Transport(base_urls={self.base_urls!r})"
+
+    def request(self, url_for: Callable[[str], str], payload: Optional[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+        """GET (no payload) or POST `url_for(replica)`, retried over replicas; (url, JSON object).
+
+        Raises Rejected for a 4xx answer and BackendError once every attempt has failed.
+        """
+        attempts = self.retries + 1
+        last: Optional[Transient] = None
+        last_base: Optional[str] = None
+        for attempt in range(attempts):
+            with self.replicas.lease(avoid=last_base) as base:
+                url = url_for(base)
+                try:
+                    return url, self._send(url, payload)
+                except Transient as e:
+                    last, last_base = e, base
+                    self.replicas.failed(base)
+            if attempt + 1 < attempts:
+                self._on_retry()
+                time.sleep(self._delay(attempt, last.retry_after))
+        assert last is not None
+        servers = f"{len(self.base_urls)} servers" if len(self.base_urls) > 1 else "1 server"
+        raise BackendError(
+            f"{last.url}: {last.what} ({attempts} attempts over {servers}); work already accepted is lost "
+            f"unless checkpointing is enabled: re-run the same command to start again"
+        )
+
+    def _delay(self, attempt: int, retry_after: Optional[float]) -> float:
+        # Exponential backoff with jitter, so retries from many threads do not arrive together;
+        # a server's Retry-After is honoured up to a minute.
+        delay = min(30.0, self.backoff_s * 2**attempt) * _jitter.uniform(0.5, 1.5)
+        if retry_after is not None and retry_after > 0:
+            delay = max(delay, min(retry_after, 60.0))
+        return delay
+
+    def _send(self, url: str, payload: Optional[dict[str, Any]]) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if self._key is not None:
+            headers["Authorization"] = "Bearer " + self._key.reveal()
+        try:
+            if payload is None:
+                response = self._client.get(url, headers=headers)
+            else:
+                response = self._client.post(url, json=payload, headers=headers)
+        except httpx.TimeoutException:
+            raise Transient(url, f"no response within {self.timeout_s:g} s") from None
+        except httpx.RequestError as e:  # connect, read, write, protocol or decoding failures
+            raise Transient(url, self._describe(e)) from None
+        status, data = response.status_code, response.content
+        if status in _TRANSIENT_STATUS or status >= 500:
+            retry_after = None
+            try:
+                retry_after = float(response.headers.get("Retry-After", ""))
+            except ValueError:
+                pass
+            detail = self.clean(error_text(data))
+            raise Transient(url, f"HTTP {status}" + (f" ({detail})" if detail else ""), retry_after)
+        if not 200 <= status < 300:
+            raise Rejected(url, status, self.clean(error_text(data)))
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            raise BackendError(f"{url}: malformed response (not JSON: {self.clean(data.decode('utf-8', 'replace'))!r})") from None
+        if not isinstance(parsed, dict):
+            raise BackendError(f"{url}: malformed response (not a JSON object)")
+        return parsed
+
+    def _describe(self, e: httpx.RequestError) -> str:
+        cause: Optional[BaseException] = e
+        while cause is not None:
+            if isinstance(cause, ConnectionRefusedError):
+                return "connection refused"
+            cause = cause.__cause__ or cause.__context__
+        return self.clean(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+
+    def clean(self, text: str) -> str:
+        """One short line of server text, with the key scrubbed in case a server echoes headers."""
+        if self._key is not None:  # before cutting, so no part of the key survives the cut
+            text = text.replace(self._key.reveal(), "***")
+        return " ".join(text.split())[:240]
+
+    def close(self) -> None:
+        self._client.close()
