@@ -130,10 +130,25 @@ def test_auto_dtype_picks_bf16_only_where_it_runs_fast(monkeypatch, fast_bf16, d
 
     from icm_cli.backends import loading
 
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: fast_bf16)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(loading, "cpu_has_fast_bf16", lambda: fast_bf16)
     assert loading._dtype("auto", device) == getattr(torch, expected)
     assert loading._dtype("float32", device) == torch.float32  # asked for: kept
+
+
+@pytest.mark.parametrize("flag, speedup, expected", [(False, 9.0, False), (True, 2.7, True), (True, 0.6, False)])
+def test_bf16_is_chosen_by_measured_speed_once_per_machine(monkeypatch, tmp_path, flag, speedup, expected):
+    import torch
+
+    from icm_cli.backends import loading
+
+    monkeypatch.setenv("ICM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: flag)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    measured = []
+    monkeypatch.setattr(loading, "_bf16_speedup", lambda: measured.append(1) or speedup)
+    assert loading.cpu_has_fast_bf16() is expected
+    assert loading.cpu_has_fast_bf16() is expected  # the second answer comes from the record
+    assert len(measured) == (1 if flag else 0)
 
 
 def test_model_name_says_which_dtype_ran(backend):
