@@ -16,8 +16,7 @@ from .eval_command import eval_command
 from .stdout_pipe import run as run_app
 from .typer_app import IcmTyper, print_version
 
-SOURCE_FIELD = "icm_source"  # core: chosen by the search; transfer: read off the core's labels
-AGREEMENT_FIELD = "icm_agreement"  # several cores: the share whose own choice is the label
+from .tasks import AGREEMENT_FIELD, SOURCE_FIELD
 
 EXIT_CODES = """Exit codes: 0 done; 1 eval accuracy under --min-accuracy or gold ids labelled under
 --min-coverage; 2 usage or input error; 3 backend (model) error; 130 interrupted; 141 stdout

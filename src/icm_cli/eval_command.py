@@ -27,11 +27,8 @@ from icm_cli.metrics import (
     compute_agreement,
     normalize_label,
 )
+from icm_cli.tasks import SOURCE_FIELD
 
-# The field `icm label` writes to say how a row was labelled (core: by the search; transfer:
-# from the core's labels). Same name as cli.SOURCE_FIELD; cli imports this module, so it is
-# repeated here rather than imported.
-SOURCE_FIELD = "icm_source"
 
 # Fixed, round thresholds rather than deciles of the observed confidences: the table is read to
 # pick a cut-off to apply to new labels (`jq 'select(.confidence >= 0.9)'`), so the rows must be

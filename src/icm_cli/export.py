@@ -28,9 +28,8 @@ from .data import Dataset, Row, text_field
 from .errors import InputError
 from .metrics import normalize_label
 from .prompts import template_fields
+from .tasks import SOURCE_FIELD
 
-# What `icm label` writes beside the label (kept equal to cli.SOURCE_FIELD; a test checks).
-SOURCE_FIELD = "icm_source"
 
 Format = Literal["preference", "classification", "prompt-completion"]
 Source = Literal["core", "transfer", "all"]

@@ -87,6 +87,11 @@ def _constraints(examples: Sequence[Example], task: TaskConfig) -> list[Constrai
     return out
 
 
+# Output fields `icm label` writes beside the label; eval and export read them back.
+SOURCE_FIELD = "icm_source"  # core: chosen by the search; transfer: read off the core's labels
+AGREEMENT_FIELD = "icm_agreement"  # several cores: the share whose own choice is the label
+
+
 @dataclass(frozen=True)
 class RowLabel:
     label: str
