@@ -74,7 +74,7 @@ class HFBackend:
         self.buffer = KVBuffer()
         self._standard_attention = getattr(config, "_attn_implementation", None) or "sdpa"
         register()
-        if self.device.type == "cpu" and next(model.parameters()).dtype == torch.float32:
+        if self.device.type == "cpu":
             use_fixed_row_blocks(self.model)
         layer_types = getattr(config, "layer_types", None)
         # Models with several kinds of layers take one mask per kind; passing them as None
