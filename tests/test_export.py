@@ -302,3 +302,14 @@ def test_existing_out_needs_force_which_replaces_it_whole(tmp_path):
 
 def test_export_reads_the_source_field_icm_label_writes():
     assert export.SOURCE_FIELD == cli.SOURCE_FIELD
+
+
+@pytest.mark.parametrize("value,shown", [("high", "'high'"), (1.5, "1.5"), ("1.5", "'1.5'"), (None, "null")])
+def test_a_bad_confidence_reads_as_in_icm_eval(tmp_path, value, shown):
+    # export and eval read confidences with one helper, so one message for one mistake
+    labels, rows = _tweets(tmp_path)
+    rows[2]["confidence"] = value
+    _write(labels, rows)
+    result = _run(labels, "-c", CONFIGS / "tweets-sentiment.yaml", "--format", "classification", "--min-confidence", "0.5")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"icm: error: {labels}:3: field 'confidence' must be a number from 0 to 1, got {shown}"

@@ -311,6 +311,28 @@ def text_field(dataset: Dataset, row: Row, name: str, purpose: str) -> str:
     return str(value)
 
 
+def probability(value: Any, at: str) -> float:
+    """A confidence as `icm label` writes it: a number from 0 to 1, or such a number as text
+    (CSV and some Parquet writers keep it as a string). `at` is the location for the error."""
+    number: Optional[float] = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    if number is None or not 0.0 <= number <= 1.0:  # NaN fails this too
+        shown = repr(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else _json_kind(value)
+        raise InputError(f"{at} must be a number from 0 to 1, got {shown}")
+    return number
+
+
+def _json_kind(value: Any) -> str:
+    names = {dict: "object", list: "array", bool: "boolean"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "null"

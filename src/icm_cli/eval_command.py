@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from icm_cli.data import load_rows
+from icm_cli.data import load_rows, probability
 from icm_cli.errors import EXIT_BELOW_THRESHOLD, InputError, where
 from icm_cli.metrics import (
     Agreement,
@@ -102,19 +102,7 @@ def _item_id(raw: object, source: str, line: int, field: str) -> str:
 def _confidence(fields: Mapping[str, Any], source: str, line: int, field: str) -> float:
     if field not in fields:
         raise InputError(f"{where(source, line, field)} is missing (other rows have it)")
-    value = fields[field]
-    number: Optional[float] = None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):  # CSV cells are text
-        try:
-            number = float(value)
-        except ValueError:
-            pass
-    if number is None or not 0.0 <= number <= 1.0:  # NaN fails this too
-        shown = repr(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else _json_type(value)
-        raise InputError(f"{where(source, line, field)} must be a number from 0 to 1, got {shown}")
-    return number
+    return probability(fields[field], where(source, line, field))
 
 
 def _group(fields: Mapping[str, Any], source: str, line: int, field: str) -> str:

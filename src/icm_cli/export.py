@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
 from .config import TaskConfig
-from .data import Dataset, Row, text_field
+from .data import Dataset, Row, probability, text_field
 from .errors import InputError
 from .metrics import normalize_label
 from .prompts import template_fields
@@ -162,18 +162,10 @@ def _source(dataset: Dataset, row: Row) -> str:
 
 
 def _confidence(dataset: Dataset, row: Row, name: str) -> float:
-    value = row.fields.get(name)
     if name not in row.fields:
         raise InputError(f"{dataset.source}:{row.line}: field '{name}' (the confidence) is missing; "
                          f"pass --confidence-field if icm label wrote another name")
-    if isinstance(value, str):  # CSV cells are read as text
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"{dataset.source}:{row.line}: field '{name}' is {value!r}, must be a number")
-    return float(value)
+    return probability(row.fields[name], f"{dataset.source}:{row.line}: field '{name}'")
 
 
 def _only_field(task: TaskConfig, what: str, exclude: Sequence[str] = ()) -> str:
