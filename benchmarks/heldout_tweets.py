@@ -15,15 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from icm_cli.data import load_rows  # noqa: E402  (icm's own JSONL reader)
+
 SOURCE = ROOT.parent / "shared" / "data" / "tweets_sentiment.jsonl"
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    # split on "\n" only: tweets hold U+2028 and the like, which str.splitlines() also breaks on
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    return [row.fields for row in load_rows(str(path)).rows]
 
 
 def main() -> None:
