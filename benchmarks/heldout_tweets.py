@@ -35,9 +35,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "heldout")
     ap.add_argument("--per-label", type=int, default=716)
     ap.add_argument("--seed", type=int, default=1432)
+    ap.add_argument("--exclude", type=Path, action="append", default=[],
+                    help="A JSONL file whose ids are left out too (another held-out set), repeatable.")
     args = ap.parse_args()
 
-    seen = {row["id"] for path in (ROOT / "examples").glob("*.jsonl") for row in read_jsonl(path)}
+    excluded = [*(ROOT / "examples").glob("*.jsonl"), *args.exclude]
+    seen = {row["id"] for path in excluded for row in read_jsonl(path)}
     pool: dict[str, list[dict]] = {"positive": [], "negative": []}
     for row in read_jsonl(args.source):
         if row["id"] not in seen and row.get("label") in pool and (row.get("crowd_confidence") or 0) >= 0.9:
