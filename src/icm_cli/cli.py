@@ -369,10 +369,10 @@ def export(
     from .export import ExportOptions, destination, export_rows, export_summary, save_directory
     from .output import write_rows
 
+    dest = destination(out, labels, force)  # first: a refused OUT is refused before anything is read
     cfg = load_config(config)
     opts = ExportOptions(fmt, min_confidence, source, label_field, confidence_field, chat, separator,
                          text_field, prompt_field, completion_field)
-    dest = destination(out, labels, force)
     result = export_rows(load_rows(labels), cfg.task, opts, str(config))
     counts = export_summary(result, opts)
     if not result.rows:
