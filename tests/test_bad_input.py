@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import http.server
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -402,6 +403,41 @@ def test_existing_out_without_force_is_refused(workdir):
     result = invoke("label", "data.jsonl", "-c", "classify.yaml", "-o", "out.jsonl")
     assert_usage_error(result, "out.jsonl", "--force", out=out, allow_existing=(out,))
     assert out.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]], ids=["plain", "force"])
+@pytest.mark.parametrize("kind,reason", [
+    ("directory", "is a directory"),
+    ("fifo", "not a regular file"),
+    ("link-to-a-file", "symbolic link"),
+    ("dangling-link", "symbolic link"),
+])
+def test_out_that_is_not_a_regular_file_is_refused_even_with_force(workdir, kind, reason, force):
+    # --force replaces a file icm wrote; anything else is the user's, refused before any model loads
+    write(workdir / "data.jsonl", GOOD_ROWS)
+    out = workdir / "out.jsonl"
+    if kind == "directory":
+        out.mkdir()
+        write(out / "mine.txt", "precious\n")
+    elif kind == "fifo":
+        os.mkfifo(out)
+    elif kind == "link-to-a-file":
+        out.symlink_to(write(workdir / "precious.jsonl", "precious\n"))
+    else:
+        out.symlink_to(workdir / "nowhere.jsonl")
+    result = invoke("label", "data.jsonl", "-c", "classify.yaml", "-o", "out.jsonl", *force)
+    line = assert_usage_error(result, "out.jsonl", reason, out=out, allow_existing=(out,))
+    assert "pass --force" not in line
+    assert out.is_symlink() == ("link" in kind) and out.is_dir() == (kind == "directory")
+    assert out.is_fifo() == (kind == "fifo")
+
+
+def test_summary_path_that_is_a_directory_is_refused_before_the_model_loads(workdir):
+    write(workdir / "data.jsonl", GOOD_ROWS)
+    (workdir / "out.jsonl.summary.json").mkdir()
+    result = invoke("label", "data.jsonl", "-c", "classify.yaml", "-o", "out.jsonl", "--force")
+    assert_usage_error(result, "out.jsonl.summary.json", "is a directory")
+    assert (workdir / "out.jsonl.summary.json").is_dir() and not (workdir / "out.jsonl").exists()
 
 
 def test_out_in_missing_directory_is_refused(workdir):

@@ -76,6 +76,37 @@ def test_init_writes_a_config_that_loads_for_every_task_type(tmp_path):
     assert wrong.exit_code == 2 and "classification, claims, comparison" in wrong.stderr
 
 
+@pytest.mark.parametrize("kind", ["directory", "link-to-a-file", "dangling-link", "fifo"])
+def test_init_force_replaces_only_a_regular_file(tmp_path, kind):
+    out = tmp_path / "icm.yaml"
+    precious = tmp_path / "precious.yaml"
+    precious.write_text("mine\n")
+    if kind == "directory":
+        out.mkdir()
+    elif kind == "link-to-a-file":
+        out.symlink_to(precious)
+    elif kind == "dangling-link":
+        out.symlink_to(tmp_path / "nowhere.yaml")
+    else:
+        os.mkfifo(out)
+    for extra in ([], ["--force"]):
+        result = runner.invoke(app, ["init", "-o", str(out), *extra])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith(f"icm: error: {out}: ") and len(result.stderr.splitlines()) == 1
+        assert "pass --force" not in result.stderr
+    assert out.is_symlink() == ("link" in kind) and out.is_dir() == (kind == "directory")
+    assert out.is_fifo() == (kind == "fifo") and precious.read_text() == "mine\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["icm.yaml", "precious.yaml"]
+
+
+def test_init_force_replaces_a_regular_file(tmp_path):
+    out = tmp_path / "icm.yaml"
+    out.write_text("old\n")
+    result = runner.invoke(app, ["init", "-o", str(out), "--force"])
+    assert result.exit_code == 0, result.output
+    assert load_config(out).task.type == "classification"
+
+
 def test_help_documents_exit_codes():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0

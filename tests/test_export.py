@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import datasets
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 
 from icm_cli import cli, export
 from icm_cli.cli import app
+from icm_cli.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -313,3 +315,106 @@ def test_a_bad_confidence_reads_as_in_icm_eval(tmp_path, value, shown):
     result = _run(labels, "-c", CONFIGS / "tweets-sentiment.yaml", "--format", "classification", "--min-confidence", "0.5")
     assert result.exit_code == 2
     assert result.stderr.strip() == f"icm: error: {labels}:3: field 'confidence' must be a number from 0 to 1, got {shown}"
+
+
+# ---- --force replaces only what icm wrote
+
+
+def _tree(root: Path) -> dict[str, object]:
+    """Everything under root, links not followed: what a refused command must leave as it was."""
+    out: dict[str, object] = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            out[rel] = ("link", os.readlink(path))
+        elif path.is_fifo():
+            out[rel] = "fifo"
+        elif path.is_dir():
+            out[rel] = "dir"
+        else:
+            out[rel] = path.read_bytes()
+    return out
+
+
+def _saved_dataset(path: Path, shards: int = 1) -> Path:
+    datasets.Dataset.from_list([{"text": f"t{k}", "label": k % 2} for k in range(4)]).save_to_disk(
+        str(path), num_shards=shards)
+    return path
+
+
+@pytest.mark.parametrize("case", ["holds-the-labels", "empty", "extra-file", "extra-directory", "hidden-file",
+                                  "link-to-a-saved-dataset"])
+def test_force_refuses_a_directory_icm_did_not_write(tmp_path, case):
+    labels, _ = _tweets(tmp_path)
+    out = tmp_path / "odir"
+    if case == "holds-the-labels":  # icm export runs/a/labels.jsonl -o runs/a --force
+        out.mkdir()
+        labels = labels.rename(out / "labels.jsonl")
+    elif case == "empty":
+        out.mkdir()
+    elif case == "link-to-a-saved-dataset":
+        out.symlink_to(_saved_dataset(tmp_path / "elsewhere"))
+    else:
+        _saved_dataset(out)
+        extra = out / {"extra-file": "notes.md", "extra-directory": "cache", "hidden-file": ".keep"}[case]
+        extra.mkdir() if case == "extra-directory" else extra.write_text("mine\n")
+    before = _tree(tmp_path)
+    result = _run(labels, "-c", CONFIGS / "tweets-sentiment.yaml", "--format", "classification", "-o", out, "--force")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"icm: error: {out}: ") and len(result.stderr.strip().splitlines()) == 1
+    assert result.stdout == "" and _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("kind", ["link-to-a-file", "dangling-link", "fifo", "directory"])
+def test_force_refuses_a_jsonl_out_that_is_not_a_regular_file(tmp_path, kind):
+    labels, _ = _tweets(tmp_path)
+    out = tmp_path / "o.jsonl"
+    if kind == "link-to-a-file":
+        out.symlink_to(_write(tmp_path / "precious.jsonl", [{"mine": 1}]))
+    elif kind == "dangling-link":
+        out.symlink_to(tmp_path / "nowhere.jsonl")
+    elif kind == "fifo":
+        os.mkfifo(out)
+    else:
+        out.mkdir()
+        (out / "mine.txt").write_text("mine\n")
+    before = _tree(tmp_path)
+    for extra in ([], ["--force"]):
+        result = _run(labels, "-c", CONFIGS / "tweets-sentiment.yaml", "--format", "classification", "-o", out, *extra)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith(f"icm: error: {out}: ") and len(result.stderr.strip().splitlines()) == 1
+        assert "--force" not in result.stderr.split(";")[0]  # not "pass --force": --force would not replace it
+        assert _tree(tmp_path) == before
+
+
+def test_force_replaces_a_directory_save_to_disk_wrote_in_any_number_of_shards(tmp_path):
+    labels, rows = _tweets(tmp_path)
+    out = _saved_dataset(tmp_path / "odir", shards=2)
+    result = _run(labels, "-c", CONFIGS / "tweets-sentiment.yaml", "--format", "classification", "-o", out, "--force")
+    assert result.exit_code == 0, result.output
+    assert datasets.load_from_disk(str(out))["text"] == [r["text"] for r in rows]
+
+
+def test_saved_dataset_directory_is_recognised_by_its_entries(tmp_path):
+    from icm_cli.output import replace_refusal
+
+    one, two = _saved_dataset(tmp_path / "one"), _saved_dataset(tmp_path / "two", shards=3)
+    assert replace_refusal(one, directory=True) is None and replace_refusal(two, directory=True) is None
+    (two / "data-00001-of-00003.arrow").unlink()  # a shard missing: not as save_to_disk left it
+    assert "data-00001-of-00003.arrow" in replace_refusal(two, directory=True)
+    (one / "state.json").unlink()
+    assert "state.json" in replace_refusal(one, directory=True)
+    assert "not a directory" in replace_refusal(_write(tmp_path / "f.jsonl", []), directory=True)
+    assert replace_refusal(tmp_path / "absent", directory=True) is None
+
+
+def test_save_directory_itself_refuses_to_move_aside_a_directory_it_did_not_write(tmp_path):
+    # save_directory is the code that deletes: it checks again rather than trust every caller
+    out = tmp_path / "odir"
+    out.mkdir()
+    (out / "labels.jsonl").write_text("mine\n")
+    result = export.Export("classification", [{"text": "t", "label": "positive"}], 1,
+                           class_names=("positive", "negative"))
+    with pytest.raises(InputError, match="odir"):
+        export.save_directory(result, out)
+    assert (out / "labels.jsonl").read_text() == "mine\n" and [p.name for p in tmp_path.iterdir()] == ["odir"]

@@ -291,7 +291,7 @@ def compare(
 
     from .backends.loading import load_backend
     from .compare import compare as run_compare
-    from .compare import gap_recovered
+    from .compare import format_gap, gap_note, gap_recovered
     from .config import load_config
     from .data import load_rows
     from .metrics import normalize_label
@@ -320,9 +320,11 @@ def compare(
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
     results = run_compare(dataset, cfg, backend, truth, chosen, on_method=lambda m: log(f"running {m}"))
     gaps = gap_recovered(results)
+    note = gap_note(results)
     if as_json:
         typer.echo(json.dumps({"model": backend.model_name, "rows": len(dataset.rows),
-                               "methods": [{**r.to_json(), "gap_recovered": gaps[r.method]} for r in results]}))
+                               "methods": [{**r.to_json(), "gap_recovered": gaps[r.method]} for r in results],
+                               "gap_note": note}))
         return
     table = Table(title=f"icm compare: {len(dataset.rows):,} rows, {backend.model_name}")
     for name in ("method", "accuracy", "95% CI", "gap recovered", "tokens", "wall s", "core / transfer rows"):
@@ -330,12 +332,15 @@ def compare(
     for r in results:
         gap = gaps[r.method]
         table.add_row(r.method, f"{r.accuracy:.4f}", f"{r.ci95[0]:.3f}-{r.ci95[1]:.3f}",
-                      "-" if gap is None else f"{gap:.0%}", f"{r.tokens:,}", f"{r.seconds:.1f}",
+                      format_gap(gap), f"{r.tokens:,}", f"{r.seconds:.1f}",
                       f"{r.core_rows:,} / {r.transfer_rows:,}")
     out_console = Console()
     if not out_console.is_terminal:
         out_console = Console(width=120)  # a log or a pipe: do not squeeze the table to 80 columns
     out_console.print(table)
+    if note is not None and not quiet:
+        # stderr, so stdout stays the table alone; print, not rich, so it stays one line
+        print(f"icm: gap recovered: -, {note}", file=sys.stderr)
 
 
 @app.command()
@@ -369,10 +374,10 @@ def export(
     from .export import ExportOptions, destination, export_rows, export_summary, save_directory
     from .output import write_rows
 
+    dest = destination(out, labels, force)  # first: a refused OUT is refused before anything is read
     cfg = load_config(config)
     opts = ExportOptions(fmt, min_confidence, source, label_field, confidence_field, chat, separator,
                          text_field, prompt_field, completion_field)
-    dest = destination(out, labels, force)
     result = export_rows(load_rows(labels), cfg.task, opts, str(config))
     counts = export_summary(result, opts)
     if not result.rows:

@@ -117,9 +117,32 @@ def compare(dataset: Dataset, config: Config, backend: Backend, gold: dict[str, 
 
 
 def gap_recovered(results: list[MethodResult]) -> dict[str, Optional[float]]:
-    """Share of the zero-shot -> golden gap each method closes (None without both ends)."""
+    """Share of the zero-shot -> golden gap each method closes; None for every method unless
+    golden beats zero-shot (see gap_note)."""
     by = {r.method: r.accuracy for r in results}
     low, high = by.get("zero_shot"), by.get("golden")
-    if low is None or high is None or high == low:
+    # With golden at or below zero-shot the ratio still computes, and lies: a method worse than
+    # zero-shot came out "50%" of the way to a ceiling that was below the floor.
+    if low is None or high is None or high <= low:
         return {r.method: None for r in results}
-    return {r.method: round((r.accuracy - low) / (high - low), 3) for r in results}
+    # + 0.0: a method level with zero-shot is 0.0, never -0.0 (shown "-0%", or -0.0 in JSON)
+    return {r.method: round((r.accuracy - low) / (high - low), 3) + 0.0 for r in results}
+
+
+def gap_note(results: list[MethodResult]) -> Optional[str]:
+    """Why gap_recovered has no values, or None when it has."""
+    by = {r.method: r.accuracy for r in results}
+    low, high = by.get("zero_shot"), by.get("golden")
+    if low is None or high is None:
+        return "it needs both zero_shot and golden among --methods"
+    if high <= low:
+        return (f"golden many-shot ({high:.4f}) does not beat zero-shot ({low:.4f}) on this sample, "
+                f"so there is no gap to recover")
+    return None
+
+
+def format_gap(gap: Optional[float]) -> str:
+    """A gap as a whole percent; a share that rounds to zero is "0%", whatever its sign."""
+    if gap is None:
+        return "-"
+    return f"{round(gap * 100)}%"  # round() of a float gives an int, which has no -0

@@ -27,6 +27,7 @@ from .config import TaskConfig
 from .data import Dataset, Row, probability, text_field
 from .errors import InputError
 from .metrics import normalize_label
+from .output import check_replaceable, replace_refusal
 from .prompts import template_fields
 from .tasks import SOURCE_FIELD
 
@@ -289,10 +290,7 @@ def destination(out: Optional[str], labels: str, force: bool) -> Destination:
                          f"not a {path.suffix} file")
     if labels != "-" and path.resolve() == Path(labels).resolve():
         raise InputError(f"{out}: output would overwrite the input file; choose another -o")
-    if path.exists() and not force:
-        raise InputError(f"{out}: already exists; pass --force to replace it")
-    if path.exists() and directory != path.is_dir():
-        raise InputError(f"{out}: exists and is {'not ' if directory else ''}a directory; choose another -o")
+    check_replaceable(path, force, directory, shown=out)
     if not path.resolve().parent.exists():
         raise InputError(f"{out}: directory {path.parent} does not exist")
     return Destination(path, directory)
@@ -312,6 +310,11 @@ def to_dataset(result: Export):
 
 def save_directory(result: Export, path: Path) -> None:
     """save_to_disk into a sibling temp directory, then swap it in: never a half-written OUT."""
+    # This is the code that deletes the old OUT, so it applies the rule itself as well
+    # rather than trust that every caller ran destination() first.
+    why = replace_refusal(path, directory=True)
+    if why is not None:
+        raise InputError(f"{path}: {why}; choose another -o")
     parent = path.resolve().parent
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
     old = None

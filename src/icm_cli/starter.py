@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from .errors import InputError
-from .output import atomic_write_text
+from .output import atomic_write_text, check_replaceable
 
 _TASKS = {
     "classification": """\
@@ -80,10 +80,7 @@ def write_starter(task_type: str, destination: str, force: bool) -> None:
         sys.stdout.flush()
         return
     out = Path(destination)
-    if out.is_dir():
-        raise InputError(f"{destination}: is a directory; give a file name such as {out / 'icm.yaml'}")
-    if out.exists() and not force:
-        raise InputError(f"{destination}: already exists; pass --force to replace it")
+    check_replaceable(out, force, shown=destination)
     if not out.parent.is_dir():
         raise InputError(f"{destination}: {out.parent} is not an existing directory")
     try:
