@@ -17,6 +17,7 @@ class SentimentBackend:
 
     name = "fake"
     model_name = "fake-sentiment"
+    identity = "fake-sentiment"
     max_context = 1_000_000
 
     def __init__(self) -> None:
@@ -26,6 +27,12 @@ class SentimentBackend:
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
+
+    def forget(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
     def score(self, requests):
         self.calls += 1

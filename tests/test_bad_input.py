@@ -97,7 +97,9 @@ def _written(out: Path) -> list[Path]:
     candidates = [
         out,
         out.with_name(out.name + ".summary.json"),
+        out.with_name(out.name + ".checkpoint"),
         out.with_name(out.name + ".checkpoint.json"),
+        out.with_name(out.name + ".lock"),
     ]
     stray_tmp = list(out.parent.glob(f".{out.name}.*.tmp")) if out.parent.exists() else []
     return [p for p in candidates if p.exists()] + stray_tmp
@@ -460,10 +462,26 @@ def test_resume_without_out_is_refused(workdir):
 
 def test_leftover_checkpoint_without_resume_or_force_is_refused(workdir):
     write(workdir / "data.jsonl", GOOD_ROWS)
-    ckpt = write(workdir / "out.jsonl.checkpoint.json", "{}")
+    (workdir / "out.jsonl.checkpoint").mkdir()
+    state = write(workdir / "out.jsonl.checkpoint" / "state.json", "{}")
     result = invoke("label", "data.jsonl", "-c", "classify.yaml", "-o", "out.jsonl")
-    assert_usage_error(result, "out.jsonl.checkpoint.json", "--resume", out=workdir / "out.jsonl", allow_existing=(ckpt,))
-    assert ckpt.read_text() == "{}"
+    line = assert_usage_error(result, "out.jsonl.checkpoint", "--resume", out=workdir / "out.jsonl",
+                              allow_existing=(state.parent,))
+    # The one line names the command that continues the run.
+    assert "continue it with: icm label data.jsonl --config classify.yaml --out out.jsonl --resume" in line
+    assert state.read_text() == "{}"
+
+
+def test_checkpoint_of_an_earlier_icm_is_named_whole_and_removed_by_force(workdir):
+    write(workdir / "data.jsonl", GOOD_ROWS)
+    old = [write(workdir / "out.jsonl.checkpoint.json", "{}"), write(workdir / "out.jsonl.checkpoint.chunks.jsonl", "")]
+    result = invoke("label", "data.jsonl", "-c", "classify.yaml", "-o", "out.jsonl")
+    assert_usage_error(result, "out.jsonl.checkpoint.json and out.jsonl.checkpoint.chunks.jsonl", "--force",
+                       out=workdir / "out.jsonl", allow_existing=tuple(old))
+    with pytest.raises(ModelLoadAttempted):  # past the checkpoint: both files gone, the run starts
+        CliRunner().invoke(app, ["label", "data.jsonl", "-c", "classify.yaml", "-o", "out.jsonl", "--force"],
+                           catch_exceptions=False)
+    assert not any(p.exists() for p in old)
 
 
 @pytest.mark.parametrize("content", [
@@ -474,9 +492,10 @@ def test_leftover_checkpoint_without_resume_or_force_is_refused(workdir):
 ])
 def test_resume_from_unusable_checkpoint_is_refused(workdir, content):
     write(workdir / "data.jsonl", GOOD_ROWS)
-    ckpt = write(workdir / "out.jsonl.checkpoint.json", content)
+    (workdir / "out.jsonl.checkpoint").mkdir()
+    state = write(workdir / "out.jsonl.checkpoint" / "state.json", content)
     result = invoke("label", "data.jsonl", "-c", "classify.yaml", "-o", "out.jsonl", "--resume")
-    assert_usage_error(result, "out.jsonl.checkpoint.json", out=workdir / "out.jsonl", allow_existing=(ckpt,))
+    assert_usage_error(result, "out.jsonl.checkpoint", out=workdir / "out.jsonl", allow_existing=(state.parent,))
 
 
 # --------------------------------------------------------------------------------------------

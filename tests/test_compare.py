@@ -15,8 +15,11 @@ from icm_cli.backends import loading
 from icm_cli.cli import app
 from icm_cli.compare import METHODS, MethodResult, compare, format_gap, gap_note, gap_recovered, gold_by_example
 from icm_cli.config import Config, CoreConfig, SearchConfig, TaskConfig
-from icm_cli.data import Dataset, Row
 from icm_cli.errors import InputError
+from icm_cli.row_index import Selection, build_index
+from icm_cli.runner import RunInput
+from icm_cli.sources import MemorySource
+from icm_cli.tasks import TaskShape
 
 from fakes import SentimentBackend
 
@@ -26,13 +29,14 @@ EXAMPLES = ROOT / "examples"
 CONFIG = Config(task=TASK, search=SearchConfig(initial_labels=2, iterations=20), core=CoreConfig(max_tokens=120))
 
 
-def data(n: int) -> tuple[Dataset, dict[str, str]]:
+def data(n: int) -> tuple[RunInput, dict[str, str]]:
     rows, gold = [], {}
     for k in range(n):
         good = k % 2 == 0
-        rows.append(Row(k + 1, {"id": f"r{k}", "text": f"tweet {k} {'love it' if good else 'hate it'}"}))
+        rows.append({"id": f"r{k}", "text": f"tweet {k} {'love it' if good else 'hate it'}"})
         gold[f"r{k}"] = "positive" if good else "negative"
-    return Dataset("d.jsonl", rows, "h" * 16), gold
+    shape = TaskShape(TASK)
+    return RunInput(build_index(MemorySource("d.jsonl", rows), Selection(), shape.check, "id"), shape), gold
 
 
 def test_every_method_reports_accuracy_tokens_and_time():
@@ -66,7 +70,7 @@ def test_gap_recovered_and_errors():
     with pytest.raises(InputError, match="no row id"):
         compare(dataset, CONFIG, SentimentBackend(), {"zz": "positive"})
     with pytest.raises(InputError, match="not one of the task's labels"):
-        gold_by_example(dataset, CONFIG, {"r0": "neutral"})
+        gold_by_example(dataset, [f"r{k}" for k in range(20)], {"r0": "neutral"})
 
 
 # ---- gap recovered: pure logic and printing, on fake results (no model)
@@ -110,6 +114,9 @@ def test_gap_is_shown_as_a_whole_percent_never_minus_zero(gap, shown):
 
 class _Backend:
     model_name = "fake-model"
+
+    def close(self) -> None:
+        pass
 
 
 @pytest.fixture

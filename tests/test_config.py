@@ -491,13 +491,15 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
         atomic_write_text(tmp_path / "icm.yaml", "search: {}\n")
         for name in ("labels.jsonl", "labels.csv", "labels.parquet"):
             write_rows([{"id": "1", "label": "a", "icm_source": "core"}], tmp_path / name)
-        Checkpoint(tmp_path / "labels.jsonl.checkpoint.json", Config(), "0" * 16).save(RunState())
+        Checkpoint(tmp_path / "labels.jsonl.checkpoint", Config(), "0" * 16).save(RunState())
     finally:
         os.umask(old)
     written = sorted(p.name for p in tmp_path.iterdir())
-    assert written == ["icm.yaml", "labels.csv", "labels.jsonl", "labels.jsonl.checkpoint.json", "labels.parquet"]
-    for p in tmp_path.iterdir():
-        assert stat.S_IMODE(p.stat().st_mode) == mode, p.name
+    assert written == ["icm.yaml", "labels.csv", "labels.jsonl", "labels.jsonl.checkpoint", "labels.parquet"]
+    for p in [*tmp_path.iterdir(), tmp_path / "labels.jsonl.checkpoint" / "state.json"]:
+        # a directory gets the x bits the umask leaves (0o777 & ~umask), a file the rest
+        expected = (0o777 & ~umask) if p.is_dir() else mode
+        assert stat.S_IMODE(p.stat().st_mode) == expected, p.name
 
 
 def test_init_writes_its_config_with_the_umask(tmp_path):

@@ -137,11 +137,11 @@ def test_parquet_output_is_typed_where_the_column_allows(tmp_path):
 def test_a_failed_write_leaves_no_file_and_no_temp(tmp_path, monkeypatch):
     from icm_cli import output
 
-    def broken(rows, f):
-        f.write(b"PAR1 half")
+    def broken(self):
+        self._file.write(b"PAR1 half")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(output, "write_parquet", broken)
+    monkeypatch.setattr(output.RowWriter, "_flush_parquet", broken)
     out = tmp_path / "x.parquet"
     with pytest.raises(RuntimeError):
         output.write_rows(OUT_ROWS, out)
@@ -368,47 +368,71 @@ def test_label_dry_run_reads_a_saved_dataset_dict_split(tmp_path, monkeypatch, w
 
 
 def _numbered(n: int):
-    from icm_cli.data import Dataset, Row
+    from icm_cli.sources import MemorySource
 
-    return Dataset("d.jsonl", [Row(k + 1, {"id": k}) for k in range(n)], "0" * 16)
+    return MemorySource("d.jsonl", [{"id": k} for k in range(n)])
+
+
+class _Any:
+    """The index's row check, for rows that only need an id."""
+
+    fields = ()
+
+    def __call__(self, source, row):
+        return None
+
+
+def _select(n: int, **selection):
+    from icm_cli.row_index import Selection, build_index
+
+    index = build_index(_numbered(n), Selection(**selection), _Any(), "id")
+    return index, [row.fields["id"] for _, row in index.stream()]
 
 
 def test_limit_takes_the_first_rows_and_names_the_selection():
-    from icm_cli.data import select_rows
+    first, ids = _select(10, limit=3)
+    assert ids == [0, 1, 2]
+    full, _ = _select(10)
+    assert len({full.digest, first.digest, _select(10, limit=4)[0].digest}) == 3
+    assert _select(10, limit=50)[1] == list(range(10))
 
-    full = _numbered(10)
-    first = select_rows(full, limit=3)
-    assert [r.fields["id"] for r in first.rows] == [0, 1, 2]
-    assert [r.line for r in first.rows] == [1, 2, 3]  # messages still name the input's lines
-    assert select_rows(full) is full
-    assert len({full.digest, first.digest, select_rows(full, limit=4).digest}) == 3
-    assert select_rows(full, limit=50).rows == full.rows
+
+def test_limit_reads_only_the_rows_it_takes(tmp_path):
+    """--limit stops reading: a broken line after the first N rows is never reached."""
+    from icm_cli.row_index import Selection, build_index
+    from icm_cli.sources import open_source
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"id": 1}\n{"id": 2}\nnot json at all\n')
+    index = build_index(open_source(str(data)), Selection(limit=2), _Any(), "id")
+    assert index.count == 2
+    with pytest.raises(InputError, match="d.jsonl:3"):
+        build_index(open_source(str(data)), Selection(limit=3), _Any(), "id")
 
 
 def test_sample_is_seeded_uniform_and_in_input_order():
-    from icm_cli.data import select_rows
-
-    full = _numbered(40)
-    a = select_rows(full, sample=10, seed=1)
-    ids = [r.fields["id"] for r in a.rows]
+    a, ids = _select(40, sample=10, seed=1)
     assert len(ids) == 10 and ids == sorted(ids) and len(set(ids)) == 10
-    assert select_rows(full, sample=10, seed=1) == a  # the seed fixes the sample
-    other = select_rows(full, sample=10, seed=2)
-    assert [r.fields["id"] for r in other.rows] != ids and other.digest != a.digest
-    assert select_rows(full, limit=10).digest != a.digest
+    assert _select(40, sample=10, seed=1)[1] == ids  # the seed fixes the sample
+    other, other_ids = _select(40, sample=10, seed=2)
+    assert other_ids != ids and other.digest != a.digest
+    assert _select(40, limit=10)[0].digest != a.digest
     # Uniform: over many seeds every row is drawn about 10/40 of the time (binomial bounds).
+    from icm_cli.row_index import reservoir
+
     counts = [0] * 40
+    rows = list(_numbered(40).rows())
     for seed in range(2000):
-        for r in select_rows(full, sample=10, seed=seed).rows:
-            counts[r.fields["id"]] += 1
+        for position, _ in reservoir(iter(rows), 10, seed):
+            counts[position] += 1
     assert all(400 < c < 600 for c in counts), counts  # mean 500, sd ~19
 
 
 def test_limit_and_sample_together_are_refused():
-    from icm_cli.data import select_rows
+    from icm_cli.row_index import Selection
 
     with pytest.raises(InputError, match="--limit and --sample"):
-        select_rows(_numbered(5), limit=2, sample=2)
+        Selection(limit=2, sample=2)
 
 
 def test_dry_run_with_limit_and_sample(tmp_path, monkeypatch, word_tokens):
@@ -436,8 +460,10 @@ def test_a_checkpoint_of_one_selection_does_not_resume_another(tmp_path, monkeyp
     from icm_cli.checkpoint import Checkpoint
     from icm_cli.cli import app
     from icm_cli.config import load_config
-    from icm_cli.data import select_rows
+    from icm_cli.row_index import Selection, build_index
     from icm_cli.runner import RunState
+    from icm_cli.sources import open_source
+    from icm_cli.tasks import TaskShape
 
     class Loaded(Exception):
         pass
@@ -450,9 +476,9 @@ def test_a_checkpoint_of_one_selection_does_not_resume_another(tmp_path, monkeyp
     data.write_text("".join(json.dumps(r) + "\n" for r in _tweets(30)))
     (tmp_path / "c.yaml").write_text(FAKE_YAML)
     cfg = load_config(tmp_path / "c.yaml")
-    digest = select_rows(load_rows(str(data)), sample=10, seed=0).digest
+    digest = build_index(open_source(str(data)), Selection(sample=10, seed=0), TaskShape(cfg.task).check, "id").digest
     out = tmp_path / "out.jsonl"
-    Checkpoint(out.with_name("out.jsonl.checkpoint.json"), cfg, digest).save(RunState())
+    Checkpoint(out.with_name("out.jsonl.checkpoint"), cfg, digest).save(RunState())
     base = ["label", str(data), "-c", str(tmp_path / "c.yaml"), "-o", str(out), "--resume", "-q"]
     other = CliRunner().invoke(app, base + ["--sample", "11"])
     assert other.exit_code == 2 and "input data changed" in other.stderr

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from icm_cli import cli
+from icm_cli.commands import label as label_command
 from icm_cli.errors import InputError
 from icm_cli.eval_command import SOURCE_FIELD, load_labels
 
@@ -500,7 +501,7 @@ def test_bad_thresholds_are_a_usage_error(scored: tuple[Path, Path], text: str) 
 
 
 def test_source_field_is_the_one_icm_label_writes() -> None:
-    assert SOURCE_FIELD == cli.SOURCE_FIELD
+    assert SOURCE_FIELD == label_command.SOURCE_FIELD
 
 
 # --------------------------------------------------------------------------------------------

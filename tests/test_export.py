@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from icm_cli import cli, export
+from icm_cli.commands import label as label_command
 from icm_cli.cli import app
 from icm_cli.errors import InputError
 
@@ -303,7 +304,7 @@ def test_existing_out_needs_force_which_replaces_it_whole(tmp_path):
 
 
 def test_export_reads_the_source_field_icm_label_writes():
-    assert export.SOURCE_FIELD == cli.SOURCE_FIELD
+    assert export.SOURCE_FIELD == label_command.SOURCE_FIELD
 
 
 @pytest.mark.parametrize("value,shown", [("high", "'high'"), (1.5, "1.5"), ("1.5", "'1.5'"), (None, "null")])

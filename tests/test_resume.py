@@ -17,7 +17,7 @@ import pytest
 from icm_cli import output
 from icm_cli.checkpoint import Checkpoint, checkpoint_path
 from icm_cli.config import Config
-from icm_cli.errors import InputError
+from icm_cli.errors import InputError, OutputError
 from icm_cli.runner import RunState
 from icm_cli.search import SearchState
 
@@ -95,7 +95,7 @@ def test_killed_runs_resume_to_the_uninterrupted_labels(tmp_path, config, baseli
 def test_a_kill_during_transfer_redoes_at_most_one_chunk(tmp_path, config, baseline):
     reference, _ = baseline
     out = tmp_path / "out.jsonl"
-    chunks = out.with_name(out.name + ".checkpoint.chunks.jsonl")
+    chunks = checkpoint_path(out) / "chunks.jsonl"
     proc = subprocess.Popen(label_cmd(config, out), cwd=ROOT, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
@@ -117,7 +117,7 @@ def test_a_kill_during_transfer_redoes_at_most_one_chunk(tmp_path, config, basel
 
 
 def test_a_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    path = tmp_path / "out.jsonl.checkpoint.json"
+    path = tmp_path / "out.jsonl.checkpoint"
     store = Checkpoint(path, Config(), "abc")
     first = RunState((), SearchState((0, None, 1), (3, tuple(range(625)), None), 4, 2, 3, 2, 5, (2, 0)))
     store.save(first)
@@ -126,15 +126,16 @@ def test_a_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk died")
 
     monkeypatch.setattr(output.os, "replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="out.jsonl.checkpoint/: cannot write the checkpoint .disk died."):
         store.save(RunState((), None))
     monkeypatch.undo()
     assert store.load() == first
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left behind
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert [p.name for p in path.iterdir()] == ["state.json"]  # no temp file left behind
 
 
 def test_resume_refuses_changed_config_or_data(tmp_path):
-    path = tmp_path / "out.jsonl.checkpoint.json"
+    path = tmp_path / "out.jsonl.checkpoint"
     Checkpoint(path, Config(), "abc").save(RunState())
     changed = Config().with_seed(9)
     with pytest.raises(InputError, match=r"search\.seed was 0, now 9"):

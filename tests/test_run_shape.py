@@ -16,12 +16,13 @@ import pytest
 
 from icm_cli.config import Config, CoreConfig, SearchConfig, TaskConfig, TransferConfig
 from icm_cli.consistency import repair
-from icm_cli.cores import plan_run, units
-from icm_cli.data import Dataset, Row
-from icm_cli.runner import RunState, label_dataset
-from icm_cli.search import TRUE, Constraint
-from icm_cli.tasks import build_task
-from icm_cli.transfer import Transfer, TransferChunk, chunks
+from icm_cli.cores import plan_run
+from icm_cli.row_index import Selection, build_index
+from icm_cli.runner import RunInput, RunState, label_dataset
+from icm_cli.search import TRUE, ConsistencyGroup
+from icm_cli.sources import MemorySource
+from icm_cli.tasks import TaskShape
+from icm_cli.transfer import ChunkRows, Transfer, TransferChunk, plan_chunks
 
 from fakes import BAD, GOOD, SentimentBackend
 
@@ -31,13 +32,18 @@ FALSE = 1
 TASK = TaskConfig(template="Tweet: {text}\nSentiment:", labels=("positive", "negative"), id_field="id")
 
 
-def tweets(n: int) -> Dataset:
+def tweet_rows(n: int) -> list[dict]:
     good, bad = sorted(GOOD), sorted(BAD)
-    rows = []
-    for k in range(n):
-        word = good[k % 5] if k % 3 else bad[k % 5]
-        rows.append(Row(k + 1, {"id": f"t{k}", "text": f"tweet {k} was {word} today"}))
-    return Dataset("tweets.jsonl", rows, "h" * 16)
+    return [{"id": f"t{k}", "text": f"tweet {k} was {good[k % 5] if k % 3 else bad[k % 5]} today"} for k in range(n)]
+
+
+def as_input(rows: list[dict], task: TaskConfig = TASK) -> RunInput:
+    shape = TaskShape(task)
+    return RunInput(build_index(MemorySource("tweets.jsonl", rows), Selection(), shape.check, task.id_field), shape)
+
+
+def tweets(n: int) -> RunInput:
+    return as_input(tweet_rows(n))
 
 
 def config(**changes: Any) -> Config:
@@ -49,61 +55,100 @@ def config(**changes: Any) -> Config:
     return base
 
 
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def all_examples(inp: RunInput) -> list[tuple[int, Any]]:
+    """Every (example id, example) of a run, read row by row."""
+    out = []
+    for r, row in inp.index.stream():
+        for k, ex in enumerate(inp.shape.examples(r, row.fields)):
+            out.append((r * inp.shape.per_row + k, ex))
+    return out
+
+
+def chunk_of(inp: RunInput, ids) -> ChunkRows:
+    chunk = ChunkRows()
+    by_id = dict(all_examples(inp))
+    chunk.targets = [(i, by_id[i]) for i in ids]
+    return chunk
+
+
 # --------------------------------------------------------------------------- cores
 
 
 def test_core_fills_its_budget_and_the_rest_is_transferred():
-    task = build_task(tweets(40), TASK)
-    plan = plan_run(task, lambda t: len(t.split()), CoreConfig(max_tokens=80), seed=3)
+    inp = tweets(40)
+    plan = plan_run(inp.index, inp.shape, words, CoreConfig(max_tokens=80), seed=3)
     (core,) = plan.cores
-    cost = sum(len(task.examples[i].query.split()) + 1 + 2 for i in core.indices)
-    assert cost <= 80 and core.indices == tuple(sorted(core.indices))
-    assert sorted(core.indices + plan.targets) == list(range(40))
+    cost = sum(words(ex.query) + 1 + 2 for ex in core.examples)
+    assert cost <= 80 and core.ids == tuple(sorted(core.ids))
+    assert plan.examples == 40 and 0 < plan.core_examples() < 40
     # A random sample, not the first rows of the file.
-    assert core.indices != tuple(range(len(core.indices)))
+    assert core.ids != tuple(range(len(core.ids)))
+    assert [f["id"] for f in core.fields] == [f"t{r}" for r in core.rows]
 
 
 def test_data_smaller_than_a_core_is_all_core():
-    task = build_task(tweets(6), TASK)
-    plan = plan_run(task, lambda t: len(t.split()), CoreConfig(max_tokens=10_000), seed=0)
-    assert plan.cores[0].indices == tuple(range(6)) and plan.targets == ()
+    inp = tweets(6)
+    plan = plan_run(inp.index, inp.shape, words, CoreConfig(max_tokens=10_000), seed=0)
+    assert plan.cores[0].ids == tuple(range(6)) and plan.core_examples() == 6
 
 
 def test_several_cores_are_disjoint_and_seeded():
-    task = build_task(tweets(60), TASK)
-    count = lambda t: len(t.split())  # noqa: E731
-    plan = plan_run(task, count, CoreConfig(max_tokens=80, count=3), seed=5)
+    inp = tweets(60)
+    plan = plan_run(inp.index, inp.shape, words, CoreConfig(max_tokens=80, count=3), seed=5)
     assert len(plan.cores) == 3
-    seen = [i for c in plan.cores for i in c.indices]
+    seen = [i for c in plan.cores for i in c.ids]
     assert len(seen) == len(set(seen))
-    assert plan_run(task, count, CoreConfig(max_tokens=80, count=3), seed=5) == plan
-    assert plan_run(task, count, CoreConfig(max_tokens=80, count=3), seed=6) != plan
+    assert plan_run(inp.index, inp.shape, words, CoreConfig(max_tokens=80, count=3), seed=5) == plan
+    assert plan_run(inp.index, inp.shape, words, CoreConfig(max_tokens=80, count=3), seed=6) != plan
 
 
 def test_zero_shot_has_no_core():
-    task = build_task(tweets(10), TASK)
-    plan = plan_run(task, len, CoreConfig(), seed=0, with_cores=False)
-    assert plan.cores == () and plan.targets == tuple(range(10))
+    inp = tweets(10)
+    plan = plan_run(inp.index, inp.shape, len, CoreConfig(), seed=0, with_cores=False)
+    assert plan.cores == () and plan.examples == 10
+
+
+CLAIMS = TaskConfig(type="claims", template="Q: {q}\nA: {a}\nTrue?", labels=("True", "False"),
+                    group_field="g", key_field="key")
 
 
 def test_consistency_groups_stay_whole_in_cores_and_chunks():
-    rows = [Row(k + 1, {"q": f"q{k // 3}", "a": f"answer {k % 3}", "g": f"g{k // 3}", "key": str(k % 2)})
-            for k in range(30)]
-    claims = TaskConfig(type="claims", template="Q: {q}\nA: {a}\nTrue?", labels=("True", "False"),
-                        group_field="g", key_field="key")
-    task = build_task(Dataset("c.jsonl", rows, "x"), claims)
-    plan = plan_run(task, lambda t: len(t.split()), CoreConfig(max_tokens=40), seed=0)
-    group_of = {i: task.examples[i].group for i in range(len(task.examples))}
-    core = set(plan.cores[0].indices)
-    for unit in units(task):
-        assert all(i in core for i in unit) or not any(i in core for i in unit)
-    for chunk in chunks(task, plan.targets, 4):
-        groups = {group_of[i] for i in chunk}
-        assert all(group_of[j] not in groups for other in chunks(task, plan.targets, 4) if other != chunk
-                   for j in other)
+    # Groups spread over the file (row k is in group k % 10), as a shuffled file has them.
+    rows = [{"q": f"q{k % 10}", "a": f"answer {k}", "g": f"g{k % 10}", "key": str(k % 2)} for k in range(30)]
+    inp = as_input(rows, CLAIMS)
+    plan = plan_run(inp.index, inp.shape, words, CoreConfig(max_tokens=40), seed=0)
+    core_groups = {ex.group for ex in plan.cores[0].examples}
+    assert all(r % 10 in {int(g[1:]) for g in core_groups} for r in plan.cores[0].rows)
+    assert sum(1 for r in range(30) if f"g{r % 10}" in core_groups) == len(plan.cores[0].rows)
+    labels = dict(zip(plan.cores[0].ids, [0] * len(plan.cores[0].ids)))
+    chunks = list(plan_chunks(inp.index, inp.shape, labels, 4))
+    seen: dict[str, int] = {}
+    for k, chunk in enumerate(chunks):
+        for _, ex in chunk.targets:
+            assert seen.setdefault(ex.group, k) == k  # a group's examples all in one chunk
+    # Every row is read exactly once, in first-appearance order of its group.
+    assert sorted(r for c in chunks for r, _ in c.rows) == list(range(30))
+    assert all(ex.group not in core_groups for c in chunks for _, ex in c.targets)
+
+
+def test_chunks_of_ungrouped_rows_are_the_file_in_order():
+    inp = tweets(20)
+    chunks = list(plan_chunks(inp.index, inp.shape, {3: TRUE, 4: None}, 6))
+    assert [r for c in chunks for r, _ in c.rows] == list(range(20))
+    targets = [i for c in chunks for i, _ in c.targets]
+    assert targets == [i for i in range(20) if i != 3]  # 4: the search left it unlabelled
+    assert all(len(c.targets) <= 6 for c in chunks)
 
 
 # --------------------------------------------------------------------------- consistency repair
+
+
+def lp(p: float) -> list[float]:
+    return [math.log(p), math.log(1 - p)]
 
 
 def test_repair_keeps_argmax_where_nothing_binds():
@@ -113,52 +158,58 @@ def test_repair_keeps_argmax_where_nothing_binds():
 
 def test_repair_chooses_the_best_consistent_assignment():
     # Claims 0 and 1 share an answer (must agree); 2 has another answer (not both true with them).
-    constraints = [Constraint(0, 1, "equal"), Constraint(0, 2, "not_both_true"), Constraint(1, 2, "not_both_true")]
-    lp = lambda p: [math.log(p), math.log(1 - p)]  # noqa: E731
+    group = [ConsistencyGroup("claims", (0, 1, 2), ("4", "4", "5"))]
     scores = [lp(0.9), lp(0.4), lp(0.7)]
     # argmax says True, False, True: two violations. Options: {0,1} true (0.9*0.4*0.3 = 0.108),
     # {2} true (0.1*0.6*0.7 = 0.042), none true (0.1*0.6*0.3 = 0.018). The best is {0,1}.
-    assert repair(scores, constraints) == [TRUE, TRUE, FALSE]
+    assert repair(scores, group) == [TRUE, TRUE, FALSE]
     scores[2] = lp(0.95)  # now {2} true: 0.1*0.6*0.95 = 0.057 > 0.9*0.4*0.05 = 0.018
-    assert repair(scores, constraints) == [FALSE, FALSE, TRUE]
+    assert repair(scores, group) == [FALSE, FALSE, TRUE]
 
 
 def test_repair_holds_fixed_labels():
-    constraints = [Constraint(0, 1, "exactly_one_true")]
-    lp = lambda p: [math.log(p), math.log(1 - p)]  # noqa: E731
-    assert repair([lp(0.9), lp(0.8)], constraints) == [TRUE, FALSE]
-    assert repair([lp(0.9), lp(0.8)], constraints, fixed={0: FALSE}) == [FALSE, TRUE]
+    pair = [ConsistencyGroup("pair", (0, 1))]
+    assert repair([lp(0.9), lp(0.8)], pair) == [TRUE, FALSE]
+    assert repair([lp(0.9), lp(0.8)], pair, fixed={0: FALSE}) == [FALSE, TRUE]
 
 
-def test_repair_of_a_large_group_is_consistent():
-    n = 30
-    constraints = [Constraint(i, j, "not_both_true") for i in range(n) for j in range(i + 1, n)]
-    scores = [[math.log(0.5 + k / 100), math.log(0.5 - k / 100)] for k in range(n)]
-    labels = repair(scores, constraints)
-    assert not any(c.violated(tuple(labels)) for c in constraints)
+def test_repair_of_a_large_group_is_exact_and_linear():
+    n = 5000  # as g^2/2 pairs this would be 12.5 million constraints
+    keys = tuple(str(k % 7) for k in range(n))
+    scores = [lp(0.5 + (k % 13) / 40) for k in range(n)]
+    group = ConsistencyGroup("claims", tuple(range(n)), keys)
+    labels = repair(scores, [group])
+    true_keys = {keys[i] for i, y in enumerate(labels) if y == TRUE}
+    assert len(true_keys) <= 1
+    assert all(labels[i] == labels[j] for i in range(0, n, 97) for j in range(0, n, 89) if keys[i] == keys[j])
+    # Exact: no consistent assignment (none true, or one key true) scores higher.
+    def total(assignment):
+        return sum(s[y] for s, y in zip(scores, assignment))
+    options = [[FALSE] * n] + [[TRUE if k == key else FALSE for k in keys] for key in sorted(set(keys))]
+    assert total(labels) == pytest.approx(max(total(o) for o in options))
 
 
 # --------------------------------------------------------------------------- transfer
 
 
 def test_transfer_labels_do_not_depend_on_chunking():
-    task = build_task(tweets(30), TASK)
+    inp = tweets(30)
     backend = SentimentBackend()
     demos = ("Tweet: so good\nSentiment: positive\n\n", "Tweet: so bad\nSentiment: negative\n\n")
-    transfer = Transfer(task, [demos], backend, " ", "\n\n", calibrate=True)
-    centres = transfer.centres(range(30))
-    whole = transfer.label(range(30), centres, {})
-    parts = [transfer.label(c, centres, {}) for c in chunks(task, range(30), 4)]
+    transfer = Transfer(inp.shape, [demos], backend, " ", "\n\n")
+    centres = transfer.centres(all_examples(inp))
+    whole = transfer.label(chunk_of(inp, range(30)), centres)
+    parts = [transfer.label(c, centres) for c in plan_chunks(inp.index, inp.shape, {}, 4)]
     assert sum((p.labels for p in parts), ()) == whole.labels
     assert sum((p.scores for p in parts), ()) == whole.scores
 
 
 def test_calibration_centres_on_the_pool():
-    task = build_task(tweets(30), TASK)
+    inp = tweets(30)
     backend = SentimentBackend()
-    transfer = Transfer(task, [()], backend, " ", "\n\n", calibrate=True)
-    raw = transfer.label(range(30), None, {})
-    centred = transfer.label(range(30), transfer.centres(range(30)), {})
+    transfer = Transfer(inp.shape, [()], backend, " ", "\n\n")
+    raw = transfer.label(chunk_of(inp, range(30)), None)
+    centred = transfer.label(chunk_of(inp, range(30)), transfer.centres(all_examples(inp)))
     # Uncalibrated, the +0.3 bias pushes neutral-ish tweets positive; centred, the labels split
     # by keyword (2 in 3 of these tweets are positive).
     assert sum(y == TRUE for y in raw.labels) >= sum(y == TRUE for y in centred.labels)
@@ -166,12 +217,12 @@ def test_calibration_centres_on_the_pool():
 
 
 def test_several_cores_average_and_report_agreement():
-    task = build_task(tweets(12), TASK)
+    inp = tweets(12)
     backend = SentimentBackend()
     pro = tuple("Tweet: x\nSentiment: positive\n\n" for _ in range(40))
     con = tuple("Tweet: x\nSentiment: negative\n\n" for _ in range(40))
-    transfer = Transfer(task, [pro, con], backend, " ", "\n\n", calibrate=False)
-    chunk = transfer.label(range(12), None, {})
+    transfer = Transfer(inp.shape, [pro, con], backend, " ", "\n\n")
+    chunk = transfer.label(chunk_of(inp, range(12)), None)
     assert set(chunk.agreement) <= {0.5, 1.0}
     assert backend.requests == 24  # each example after each core
 
@@ -179,16 +230,27 @@ def test_several_cores_average_and_report_agreement():
 # --------------------------------------------------------------------------- the runner
 
 
-def run(data: Dataset, cfg: Config, resume: Optional[RunState] = None, recorder: Any = None, on_rows: Any = None):
-    return label_dataset(data, cfg, SentimentBackend(), resume=resume, recorder=recorder, on_rows=on_rows)
+def run(data: RunInput, cfg: Config, resume: Optional[RunState] = None, recorder: Any = None, on_rows: Any = None,
+        backend: Any = None):
+    """The run's rows (as RowLabels, in the order they came out) and its summary."""
+    rows: list = []
+
+    def keep(out):
+        rows.extend(out)
+        if on_rows is not None:
+            on_rows(out)
+
+    summary = label_dataset(data, cfg, backend or SentimentBackend(), resume=resume, recorder=recorder, on_rows=keep)
+    return [label for _, _, label in rows], summary
 
 
 def test_every_row_is_labelled_and_streamed_in_input_order():
     data = tweets(45)
-    streamed: list[tuple[int, Any]] = []
+    streamed: list[tuple[int, Any, Any]] = []
     rows, summary = run(data, config(), on_rows=streamed.extend)
-    assert [i for i, _ in streamed] == list(range(45))
-    assert [r for _, r in streamed] == rows
+    assert [i for i, _, _ in streamed] == list(range(45))
+    assert [f["id"] for _, f, _ in streamed] == [f"t{k}" for k in range(45)]
+    assert [r for _, _, r in streamed] == rows
     assert summary.core_rows + summary.transfer_rows == 45
     assert 0 < summary.core_rows < 45
     assert {r.source for r in rows} == {"core", "transfer"}
@@ -239,7 +301,7 @@ def test_resume_after_a_kill_during_transfer_redoes_no_finished_chunk(stop_after
     assert len(recorder.chunks) == stop_after
     backend = SentimentBackend()
     recorder.stop_after_chunks = None
-    resumed, _ = label_dataset(data, cfg, backend, resume=recorder.resume_state(), recorder=recorder)
+    resumed, _ = run(data, cfg, resume=recorder.resume_state(), recorder=recorder, backend=backend)
     assert resumed == full
     # The resumed run scored only the chunks that were not finished (and the calibration sample).
     transferred_rows = sum(r.source == "transfer" for r in full)

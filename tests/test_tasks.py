@@ -220,11 +220,13 @@ def _lp(*probs: float) -> tuple[float, ...]:
     return tuple(math.log(p) for p in probs)
 
 
-def _rows(task: Task, labels: dict[int, int], scores: dict, source: dict) -> list:
+def _rows(task: Task, labels: dict[int, int], scores: dict, source: dict, agreement: dict | None = None) -> list:
     members: dict[int, list[int]] = {}
     for i, ex in enumerate(task.examples):
         members.setdefault(ex.row, []).append(i)
-    return [row_label(task, m, labels, scores, source, {}) for _, m in sorted(members.items())]
+    agreement = agreement or {}
+    return [row_label(task.label_words, [task.examples[i] for i in m], [labels[i] for i in m], [scores[i] for i in m],
+                      [source[i] for i in m], [agreement.get(i) for i in m]) for _, m in sorted(members.items())]
 
 
 def test_row_label_classification():
@@ -272,7 +274,7 @@ def test_row_label_comparison_multiple_rows_keep_row_order():
 def test_row_label_agreement_is_the_least_of_a_rows_examples():
     task = build_task(dataset({"prompt": "p", "a": "x", "b": "y"}), COMPARISON)
     scores = {0: _lp(0.9, 0.1), 1: _lp(0.1, 0.9)}
-    row = row_label(task, [0, 1], {0: TRUE, 1: FALSE}, scores, {0: "transfer", 1: "transfer"}, {0: 1.0, 1: 0.5})
+    (row,) = _rows(task, {0: TRUE, 1: FALSE}, scores, {0: "transfer", 1: "transfer"}, {0: 1.0, 1: 0.5})
     assert row.agreement == 0.5
 
 

@@ -22,12 +22,10 @@ from typing import Callable, Optional
 from .backends.base import Backend
 from .config import Config
 from .core_labels import CoreOutcome, given_labels
-from .data import Dataset, row_ids
 from .errors import InputError
 from .metrics import compute_agreement, normalize_label
-from .runner import label_dataset
+from .runner import RunInput, label_dataset
 from .search import Labels, Problem
-from .tasks import build_task
 
 METHODS = ("zero_shot", "random_few_shot", "bootstrap", "icm", "golden")
 
@@ -47,30 +45,37 @@ class MethodResult:
         return {**dataclasses.asdict(self), "ci95": list(self.ci95)}
 
 
-def gold_by_example(dataset: Dataset, config: Config, gold: dict[str, str]) -> list[Optional[int]]:
-    """Each task example's gold label index (a pair's swapped order gets the opposite), or None."""
-    task = build_task(dataset, config.task)
-    ids = row_ids(dataset, config.task.id_field)
-    words = [normalize_label(w) for w in task.label_words]
-    out: list[Optional[int]] = []
-    for ex in task.examples:
-        value = gold.get(ids[ex.row])
+def row_ids(run_input: RunInput, id_field: Optional[str]) -> list[str]:
+    """Each row's id: the id field when the config names one (checked unique when the input
+    was indexed), else the row's position."""
+    if id_field is None:
+        return [str(r) for r in range(run_input.index.count)]
+    return [str(row.fields[id_field]) for _, row in run_input.index.stream()]
+
+
+def gold_by_example(run_input: RunInput, ids: list[str], gold: dict[str, str]) -> dict[int, int]:
+    """Each example's gold label index (a pair's swapped order gets the opposite), by example id."""
+    shape = run_input.shape
+    words = [normalize_label(w) for w in shape.label_words]
+    out: dict[int, int] = {}
+    for r, row_id in enumerate(ids):
+        value = gold.get(row_id)
         if value is None:
-            out.append(None)
             continue
         if value not in words:
-            raise InputError(f"gold label '{value}' for id '{ids[ex.row]}' is not one of the task's labels {words}")
+            raise InputError(f"gold label '{value}' for id '{row_id}' is not one of the task's labels {words}")
         y = words.index(value)
-        out.append(1 - y if ex.swapped else y)
+        for k in range(shape.per_row):
+            out[r * shape.per_row + k] = 1 - y if k == 1 else y  # the second example is the swapped order
     return out
 
 
-def _given(kind: str, gold: list[Optional[int]], seed: int) -> Callable[..., CoreOutcome]:
-    def labeller(problem: Problem, prompts, backend, params, on_step=None, resume=None, indices=()) -> CoreOutcome:
+def _given(kind: str, gold: dict[int, int], seed: int) -> Callable[..., CoreOutcome]:
+    def labeller(problem: Problem, prompts, backend, params, on_step=None, resume=None, ids=()) -> CoreOutcome:
         if kind == "golden":
-            labels: Labels = tuple(gold[i] for i in indices)
-            if any(y is None for y in labels):
+            if any(i not in gold for i in ids):
                 raise InputError("golden many-shot needs a gold label for every row of the core")
+            labels: Labels = tuple(gold[i] for i in ids)
         else:
             rng = random.Random(seed)
             labels = tuple(rng.randrange(problem.num_labels) for _ in range(problem.n))
@@ -79,34 +84,36 @@ def _given(kind: str, gold: list[Optional[int]], seed: int) -> Callable[..., Cor
     return labeller
 
 
-def compare(dataset: Dataset, config: Config, backend: Backend, gold: dict[str, str],
+def compare(run_input: RunInput, config: Config, backend: Backend, gold: dict[str, str],
             methods: tuple[str, ...] = METHODS,
             on_method: Callable[[str], None] = lambda _: None) -> list[MethodResult]:
-    """Run each method on `dataset` and score it against `gold` ({row id: normalised label})."""
+    """Run each method on the input and score it against `gold` ({row id: normalised label})."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise InputError(f"--methods: '{unknown[0]}' is not a method; choose from {', '.join(METHODS)}")
-    ids = row_ids(dataset, config.task.id_field)
+    ids = row_ids(run_input, config.task.id_field)
     if not any(i in gold for i in ids):
         raise InputError(f"no row id of the data is in the gold file (id field '{config.task.id_field or 'row position'}')")
-    per_example = gold_by_example(dataset, config, gold)
+    per_example = gold_by_example(run_input, ids, gold)
     results = []
     for method in methods:
         on_method(method)
-        run_config = config
         labeller = None
-        if method in ("zero_shot", "bootstrap", "icm"):
-            run_config = dataclasses.replace(config, search=dataclasses.replace(config.search, method=method))
-        else:
-            run_config = dataclasses.replace(config, search=dataclasses.replace(config.search, method="icm"))
+        run_method = method if method in ("zero_shot", "bootstrap", "icm") else "icm"
+        run_config = dataclasses.replace(config, search=dataclasses.replace(config.search, method=run_method))
+        if run_method != method:
             labeller = _given(method, per_example, config.search.seed)
-        if hasattr(backend, "forget"):
-            backend.forget()  # type: ignore[attr-defined]
+        backend.forget()
         before = backend.stats.tokens_computed
         start = time.monotonic()
-        rows, summary = label_dataset(dataset, run_config, backend, core_labeller=labeller)
+        predicted: dict[str, str] = {}
+
+        def collect(rows: list) -> None:
+            for r, _, label in rows:
+                predicted[ids[r]] = normalize_label(label.label)
+
+        summary = label_dataset(run_input, run_config, backend, on_rows=collect, core_labeller=labeller)
         seconds = time.monotonic() - start
-        predicted = {i: normalize_label(r.label) for i, r in zip(ids, rows)}
         agreement = compute_agreement(predicted, gold)
         results.append(MethodResult(
             method, round(agreement.accuracy, 4), (round(agreement.ci95[0], 4), round(agreement.ci95[1], 4)),

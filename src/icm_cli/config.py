@@ -157,6 +157,20 @@ class Config:
         return dataclasses.replace(self, search=dataclasses.replace(self.search, seed=seed))
 
 
+# Settings that cannot change a label: where and how requests are sent, and how much attention
+# state is cached. A checkpoint may be resumed with these changed (a server back on another
+# port, more patience); every other setting changes labels, and a changed one is refused.
+RESUMABLE_KEYS = frozenset({
+    "backend.base_urls", "backend.api_key_env", "backend.timeout_s", "backend.concurrency",
+    "backend.retries", "backend.backoff_s", "backend.prompts_per_request", "backend.kv_cache_mib",
+    "backend.gpu_memory_utilization",
+})
+
+
+def resumable_key(key: str) -> bool:
+    return key in RESUMABLE_KEYS
+
+
 _RANGES: dict[str, tuple[float | None, float | None]] = {
     "search.alpha": (0, None),
     "search.initial_labels": (1, None),

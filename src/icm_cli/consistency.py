@@ -2,97 +2,66 @@
 
 Outside the search (transferred rows, bootstrap rounds, zero-shot) there is no U to anneal:
 each example already has label log-probabilities. Labels are then the consistent assignment
-with the highest total log-probability, found per connected set of constraints: exactly by
-enumeration when the set is small (a comparison pair is two examples; a claim group is one
-question's answers), and otherwise by ConsistencyFix's own move, repeated: take a violated
-pair, keep the option the scores prefer.
+with the highest total log-probability, group by group, and exactly: a comparison's two orders
+have two consistent assignments, and a claims group has one per key (the claims with that key
+true, every other false) plus "none true", so a group of any size costs time linear in it.
 """
 
 from __future__ import annotations
 
-import itertools
 from typing import Mapping, Optional, Sequence
 
-from .search import _OPTIONS, Constraint, argmax
+from .search import TRUE, ConsistencyGroup, argmax
 
-# 2**12 assignments per set at most: a group of 12 claims, or 6 pairs.
-EXACT_LIMIT = 12
+FALSE = 1
 
 
 def repair(
     scores: Sequence[Sequence[float]],
-    constraints: Sequence[Constraint],
+    groups: Sequence[ConsistencyGroup],
     fixed: Optional[Mapping[int, int]] = None,
-    rounds: int = 100,
 ) -> list[int]:
-    """Labels for examples 0..len(scores)-1: argmax where no constraint binds, else the best
-    consistent choice. `fixed` labels (e.g. chosen by the search) are kept as they are."""
-    fixed = dict(fixed or {})
+    """Labels for examples 0..len(scores)-1: argmax where no group binds, else the group's best
+    consistent assignment. `fixed` labels (e.g. chosen by the search) are kept as they are."""
+    fixed = fixed or {}
     labels = [fixed.get(i, argmax(s)) for i, s in enumerate(scores)]
-    for component, inside in _components(len(scores), constraints):
-        free = [i for i in component if i not in fixed]
-        if not free or not any(c.violated(tuple(labels)) for c in inside):
-            continue
-        if len(free) <= EXACT_LIMIT and len(scores[free[0]]) == 2:
-            _exact(labels, scores, inside, free)
-        else:
-            _greedy(labels, scores, inside, fixed, rounds)
+    for group in groups:
+        free = [m for m in group.members if m not in fixed]
+        if not free or consistent(group, labels):
+            continue  # argmax is then the best consistent choice already
+        best: Optional[tuple[float, tuple[int, ...]]] = None
+        for option in options(group):
+            if any(fixed.get(m, y) != y for m, y in zip(group.members, option)):
+                continue
+            total = sum(scores[m][y] for m, y in zip(group.members, option) if m not in fixed)
+            if best is None or total > best[0]:
+                best = (total, option)
+        if best is not None:  # no choice agrees with the fixed labels: leave the argmax
+            for m, y in zip(group.members, best[1]):
+                labels[m] = y
     return labels
 
 
-def _components(n: int, constraints: Sequence[Constraint]) -> list[tuple[list[int], list[Constraint]]]:
-    parent = list(range(n))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for c in constraints:
-        parent[root(c.i)] = root(c.j)
-    members: dict[int, list[int]] = {}
-    for c in constraints:
-        for i in (c.i, c.j):
-            members.setdefault(root(i), [])
-    for i in range(n):
-        if root(i) in members:
-            members[root(i)].append(i)
-    bound: dict[int, list[Constraint]] = {}
-    for c in constraints:
-        bound.setdefault(root(c.i), []).append(c)
-    return [(members[r], bound[r]) for r in members]
-
-
-def _exact(labels: list[int], scores: Sequence[Sequence[float]], constraints: list[Constraint], free: list[int]) -> None:
-    best: Optional[tuple[float, tuple[int, ...]]] = None
-    trial = list(labels)
-    for choice in itertools.product((0, 1), repeat=len(free)):
-        for i, y in zip(free, choice):
-            trial[i] = y
-        as_tuple = tuple(trial)
-        if any(c.violated(as_tuple) for c in constraints):
+def consistent(group: ConsistencyGroup, labels: Sequence[Optional[int]]) -> bool:
+    values = [labels[m] for m in group.members]
+    if group.kind == "pair":
+        return None in values or (values[0] == TRUE) != (values[1] == TRUE)
+    true_keys: set[str] = set()
+    by_key: dict[str, set[Optional[int]]] = {}
+    for key, y in zip(group.keys, values):
+        if y is None:
             continue
-        total = sum(scores[i][y] for i, y in zip(free, choice))
-        if best is None or total > best[0]:
-            best = (total, choice)
-    if best is not None:  # no consistent choice at all: leave the argmax
-        for i, y in zip(free, best[1]):
-            labels[i] = y
+        by_key.setdefault(key, set()).add(y)
+        if y == TRUE:
+            true_keys.add(key)
+    return len(true_keys) <= 1 and all(len(ys) == 1 for ys in by_key.values())
 
 
-def _greedy(labels: list[int], scores: Sequence[Sequence[float]], constraints: list[Constraint],
-            fixed: Mapping[int, int], rounds: int) -> None:
-    for _ in range(rounds):
-        bad = [c for c in constraints if c.violated(tuple(labels))]
-        if not bad:
-            return
-        pair = bad[0]
-        options = [
-            (a, b) for a, b in _OPTIONS[pair.kind]
-            if fixed.get(pair.i, a) == a and fixed.get(pair.j, b) == b
-        ]
-        if not options:
-            return
-        a, b = max(options, key=lambda ab: scores[pair.i][ab[0]] + scores[pair.j][ab[1]])
-        labels[pair.i], labels[pair.j] = a, b
+def options(group: ConsistencyGroup) -> list[tuple[int, ...]]:
+    """Every consistent assignment of the group's members, in a fixed order."""
+    if group.kind == "pair":
+        return [(TRUE, FALSE), (FALSE, TRUE)]
+    keys = list(dict.fromkeys(group.keys))
+    out = [tuple(FALSE for _ in group.members)]
+    out += [tuple(TRUE if k == key else FALSE for k in group.keys) for key in keys]
+    return out

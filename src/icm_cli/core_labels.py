@@ -56,7 +56,7 @@ def zero_shot_labels(problem: Problem, prompts: PromptSet, backend: Backend) -> 
     if prompts.calibrate and scores:
         mean = [sum(col) / len(col) for col in zip(*scores)]
         scores = [log_softmax([v - m for v, m in zip(s, mean)]) for s in scores]
-    return tuple(repair(scores, problem.constraints))
+    return tuple(repair(scores, problem.consistency))
 
 
 def label_core(
@@ -84,7 +84,7 @@ def given_labels(problem: Problem, prompts: PromptSet, backend: Backend, params:
     scorer = CoherenceScorer(prompts, backend)
     order = tuple(range(problem.n))
     evaluation = scorer.evaluate(labels, order)
-    predicted = tuple(repair(evaluation.scores, problem.constraints))
+    predicted = tuple(repair(evaluation.scores, problem.consistency))
     u = utility(labels, evaluation, problem.constraints, params)
     return CoreOutcome(labels, order, evaluation.scores, 0, 0, 0, scorer.evaluations, u,
                        len(violations(labels, problem.constraints)), True, predicted)
@@ -98,7 +98,7 @@ def _bootstrap(problem: Problem, prompts: PromptSet, backend: Backend, scorer: C
     rounds = changes = 0
     converged = False
     for rounds in range(1, params.rounds + 1):
-        relabelled = tuple(repair(evaluation.scores, problem.constraints))
+        relabelled = tuple(repair(evaluation.scores, problem.consistency))
         if relabelled == labels:
             converged = True
             break

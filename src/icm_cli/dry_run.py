@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .backends.base import ScoreRequest
 from .config import Config
-from .cores import demo_cost
-from .data import Dataset
-from .runner import core_setup, plan
+from .cores import RunPlan, demo_cost
+from .row_index import seeded_sample
+from .runner import RunInput, core_setup, plan
 from .scoring import CoherenceScorer
-from .search import _Search
-from .tasks import build_task
+from .search import initial_labels
+from .tasks import Example
 
 # Share of a full U evaluation's tokens an iteration computed in measured searches (the
 # embedded model, tweets; 442k tokens over 250 iterations of 32-example cores): most
@@ -66,17 +65,17 @@ def shared_prefix_tokens(requests: list[ScoreRequest], count: Callable[[str], in
     return shared, scratch
 
 
-def dry_run(dataset: Dataset, config: Config, count: Callable[[str], int], show: int = 2) -> DryRunReport:
-    task = build_task(dataset, config.task)
-    run = plan(task, config, count)
-    cost = demo_cost(task, count)
+def dry_run(run_input: RunInput, config: Config, count: Callable[[str], int], show: int = 2) -> DryRunReport:
+    shape = run_input.shape
+    run = plan(run_input, config, count)
+    cost = demo_cost(shape, count)
     estimates: list[CoreEstimate] = []
     first: list[tuple[str, tuple[str, ...]]] = []
     search = config.search
     for c, core in enumerate(run.cores):
-        prompts, params = core_setup(task, config, core, c)
+        prompts, params = core_setup(shape, config, core, c)
         scorer = CoherenceScorer(prompts, backend=None)  # type: ignore[arg-type]  # requests() only
-        everything = tuple(0 for _ in core.indices)
+        everything = tuple(0 for _ in core.ids)
         shared, scratch = shared_prefix_tokens(scorer.requests(everything)[0], count)
         if search.method == "bootstrap":
             evaluations = 1 + search.rounds
@@ -91,25 +90,43 @@ def dry_run(dataset: Dataset, config: Config, count: Callable[[str], int], show:
             if search.method == "icm" and search.init == "random":
                 # The search's own first labels (seeded, no model needed): these are the first
                 # prompts the model will read, character for character.
-                start, order = _Search(core.problem, scorer, params, random.Random(params.seed)).initial_labels()
+                start, order = initial_labels(core.problem, params)
                 requests = scorer.requests(start, order)[0]
             else:
                 # A zero-shot start (init zero_shot, bootstrap, zero_shot): each core example
                 # is first read alone, exactly as zero_shot_labels asks for it.
-                requests = scorer.requests(tuple(None for _ in core.indices))[0]
+                requests = scorer.requests(tuple(None for _ in core.ids))[0]
             for request in requests[:show]:
                 first.append(("".join(request.segments), request.continuations))
-    prefixes = sum(sum(cost(i) for i in core.indices) for core in run.cores)
+    prefixes = sum(sum(cost(ex) for ex in core.examples) for core in run.cores)
     per_target = max(1, len(run.cores))
-    transfer = sum(count(task.examples[i].query) + 1 for i in run.targets) * per_target + prefixes
-    if not first and run.targets:
-        query = task.examples[run.targets[0]].query
-        first.append((query, tuple(config.task.label_prefix + w for w in task.label_words)))
-    return DryRunReport(len(dataset.rows), len(task.examples), search.method, estimates, len(run.targets),
-                        transfer if run.targets else 0, first)
+    targets = run.examples - run.core_examples()
+    sample = _transfer_sample(run_input, run, config.search.seed)
+    transfer = 0
+    if sample:
+        # Counted on a sample of the rows to transfer, scaled: a dry run reads no more than that.
+        mean = sum(count(ex.query) + 1 for ex in sample) / len(sample)
+        transfer = int(mean * targets) * per_target + prefixes
+    if not first and sample:
+        first.append((sample[0].query, tuple(config.task.label_prefix + w for w in shape.label_words)))
+    return DryRunReport(run_input.index.count, run.examples, search.method, estimates, targets,
+                        transfer if targets else 0, first)
 
 
-def probe_rate(config: Config, dataset: Dataset, budget_s: float = 4.0) -> Optional[float]:
+# Rows to transfer whose tokens a dry run counts.
+TRANSFER_SAMPLE = 1000
+
+
+def _transfer_sample(run_input: RunInput, run: RunPlan, seed: int) -> list[Example]:
+    shape, index = run_input.shape, run_input.index
+    in_core = {i for core in run.cores for i in core.ids}
+    ids = seeded_sample(run.examples, TRANSFER_SAMPLE, seed, in_core.__contains__)
+    rows = sorted({i // shape.per_row for i in ids})
+    by_row = {r: shape.examples(r, row.fields) for r, row in zip(rows, index.read(rows))}
+    return [by_row[i // shape.per_row][i % shape.per_row] for i in ids]
+
+
+def probe_rate(config: Config, run_input: RunInput, budget_s: float = 4.0) -> Optional[float]:
     """Tokens per second the configured backend computes on this run's own first prompts.
 
     One U evaluation of the first core (every example labelled), scored in slices until about
@@ -120,19 +137,21 @@ def probe_rate(config: Config, dataset: Dataset, budget_s: float = 4.0) -> Optio
     from .backends.loading import load_backend
 
     backend = load_backend(config.backend)
-    task = build_task(dataset, config.task)
-    run = plan(task, config, backend.count_tokens)
-    if run.cores:
-        prompts, _ = core_setup(task, config, run.cores[0], 0)
-        requests = CoherenceScorer(prompts, backend).requests(tuple(0 for _ in run.cores[0].indices))[0]
-    else:
-        words = tuple(config.task.label_prefix + w for w in task.label_words)
-        requests = [ScoreRequest((task.examples[i].query,), words) for i in run.targets[:256]]
-    backend.score(requests[:2])
-    before, start = backend.stats.tokens_computed, time.perf_counter()
-    for k in range(0, len(requests), 8):
-        backend.score(requests[k:k + 8])
-        if time.perf_counter() - start > budget_s:
-            break
-    elapsed = time.perf_counter() - start
-    return (backend.stats.tokens_computed - before) / elapsed if elapsed > 0 else None
+    try:
+        run = plan(run_input, config, backend.count_tokens)
+        if run.cores:
+            prompts, _ = core_setup(run_input.shape, config, run.cores[0], 0)
+            requests = CoherenceScorer(prompts, backend).requests(tuple(0 for _ in run.cores[0].ids))[0]
+        else:
+            words = tuple(config.task.label_prefix + w for w in run_input.shape.label_words)
+            requests = [ScoreRequest((ex.query,), words) for ex in _transfer_sample(run_input, run, 0)[:256]]
+        backend.score(requests[:2])
+        before, start = backend.stats.tokens_computed, time.perf_counter()
+        for k in range(0, len(requests), 8):
+            backend.score(requests[k:k + 8])
+            if time.perf_counter() - start > budget_s:
+                break
+        elapsed = time.perf_counter() - start
+        return (backend.stats.tokens_computed - before) / elapsed if elapsed > 0 else None
+    finally:
+        backend.close()

@@ -94,7 +94,7 @@ def export_rows(dataset: Dataset, task: TaskConfig, opts: ExportOptions, config_
     result = Export(opts.format, [], len(dataset.rows), dropped)
     if opts.format == "classification":
         field_name = opts.text_field or _only_field(task, "text")
-        result.rows = [{"text": text_field(dataset, row, field_name, "the exported text"), "label": task.labels[y]}
+        result.rows = [{"text": text_field(dataset.at(row), row.fields, field_name, "the exported text"), "label": task.labels[y]}
                        for row, y in kept]
         result.class_names = tuple(task.labels)
     elif opts.format == "prompt-completion":
@@ -103,8 +103,8 @@ def export_rows(dataset: Dataset, task: TaskConfig, opts: ExportOptions, config_
             if y != 0:  # the first label word means true; only true claims are worth imitating
                 dropped.label += 1
                 continue
-            prompt = text_field(dataset, row, prompt_name, "the exported prompt")
-            completion = text_field(dataset, row, completion_name, "the exported completion")
+            prompt = text_field(dataset.at(row), row.fields, prompt_name, "the exported prompt")
+            completion = text_field(dataset.at(row), row.fields, completion_name, "the exported completion")
             result.rows.append(_prompt_completion(prompt, completion, opts))
     else:
         result.rows = _preferences(dataset, task, opts, kept, dropped)
@@ -219,12 +219,12 @@ def _preferences(dataset: Dataset, task: TaskConfig, opts: ExportOptions,
     prompt_name = opts.prompt_field or (_only_field(task, "prompt", (first, second)) if others else None)
     pairs: list[tuple[Optional[str], str, str]] = []
     for row, y in kept:
-        a = text_field(dataset, row, first, "first candidate")
-        b = text_field(dataset, row, second, "second candidate")
+        a = text_field(dataset.at(row), row.fields, first, "first candidate")
+        b = text_field(dataset.at(row), row.fields, second, "second candidate")
         if a == b:
             dropped.identical += 1
             continue
-        prompt = text_field(dataset, row, prompt_name, "the exported prompt") if prompt_name else None
+        prompt = text_field(dataset.at(row), row.fields, prompt_name, "the exported prompt") if prompt_name else None
         pairs.append((prompt, a, b) if y == 0 else (prompt, b, a))  # label word 0: the first is better
     winners: dict[tuple[Optional[str], frozenset[str]], set[str]] = {}
     for prompt, chosen, rejected in pairs:

@@ -1,4 +1,4 @@
-"""Writing results: whole files or nothing (temp file + rename), never a half-written OUT.
+"""Writing results: rows streamed into a temporary file renamed at the end, never a half-written OUT.
 
 OUT's format follows its extension: JSON lines (.jsonl, .json, .ndjson), CSV or Parquet.
 """
@@ -17,9 +17,10 @@ import secrets
 import stat
 import sys
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Literal, Optional
+from typing import IO, Any, Iterable, Iterator, Literal, Mapping, Optional, Sequence
 
-from .errors import InputError
+from .errors import InputError, OutputError
+from .row_index import KIND_BOOL, KIND_FLOAT, KIND_INT, KIND_NULL, KIND_OTHER, KIND_STR, value_kind
 
 Format = Literal["jsonl", "csv", "parquet"]
 FORMATS: dict[str, Format] = {
@@ -138,19 +139,8 @@ def check_destination(out: Path, data: str, force: bool) -> None:
 
 @contextlib.contextmanager
 def atomic_file(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
-    """A file that appears at `path` whole when the block ends, and not at all if it raises.
-
-    The temporary file is created with mode 0o666 so the umask decides its permissions, as for
-    any file a command writes (tempfile.mkstemp would make it 0600).
-    """
-    directory = path.parent if str(path.parent) else Path(".")
-    while True:
-        tmp = directory / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
-        except FileExistsError:
-            continue
+    """A file that appears at `path` whole when the block ends, and not at all if it raises."""
+    tmp, fd = _create_temp(path)
     try:
         with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as f:
             yield f
@@ -187,13 +177,6 @@ def jsonl(rows: Iterable[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in rows)
 
 
-def _columns(rows: list[dict]) -> list[str]:
-    seen: dict[str, None] = {}
-    for r in rows:
-        seen.update(dict.fromkeys(r))
-    return list(seen)
-
-
 def _cell(value: Any) -> str:
     """A CSV cell: text as is, nothing for null, JSON for everything else (numbers, booleans,
     lists, objects), so a reader can tell `true` from "true" by the header's schema, not guess."""
@@ -204,53 +187,171 @@ def _cell(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=_json_default)
 
 
-def write_csv(rows: list[dict], f: IO[str]) -> None:
-    writer = csv.DictWriter(f, fieldnames=_columns(rows), restval="", lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: _cell(v) for k, v in r.items()})
+class RowWriter:
+    """Rows out as they become final, into a temporary file renamed over OUT by `commit`
+    (OUT is absent or complete, never half-written), or JSON lines on stdout.
 
+    CSV needs its header and Parquet its schema before the first row: `columns` (every field,
+    in order) and `kinds` (the value kinds of each, from row_index) give them up front.
+    """
 
-def write_parquet(rows: list[dict], f: IO[bytes]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    columns = {}
-    for name in _columns(rows):
-        values = [r.get(name) for r in rows]
-        columns[name] = _arrow_column(pa, values)
-    pq.write_table(pa.table(columns), f)
-
-
-def _arrow_column(pa: Any, values: list[Any]) -> Any:
-    """A typed column where the values share a scalar type; otherwise their JSON text. Labels
-    are written after the whole run: a column Arrow cannot type (an id that is sometimes a
-    number, sometimes a word; nested values) must not lose them."""
-    scalar = all(v is None or isinstance(v, (str, int, float, bool)) for v in values)
-    if scalar:
+    def __init__(self, out: Optional[Path], columns: Sequence[str], kinds: Mapping[str, int]):
+        self.out = out
+        self.format: Format = output_format(out) if out is not None else "jsonl"
+        self.columns = list(columns)
+        self._file: Optional[IO[Any]] = None
+        self._tmp: Optional[Path] = None
+        self._csv: Optional[csv.DictWriter] = None
+        self._parquet: Any = None
+        self._pending: list[dict] = []
+        self.rows = 0
+        if out is None:
+            return
         try:
-            return pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            pass
-    return pa.array([None if v is None else _cell(v) for v in values], type=pa.string())
+            self._tmp, fd = _create_temp(out)
+        except OSError as e:
+            raise InputError(f"{out}: cannot write in {out.parent} ({e.strerror or e})")
+        if self.format == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            self._file = os.fdopen(fd, "wb")
+            self._schema = pa.schema([(name, _arrow_type(pa, kinds.get(name, KIND_OTHER))) for name in self.columns])
+            self._parquet = pq.ParquetWriter(self._file, self._schema)
+        else:
+            self._file = os.fdopen(fd, "w", encoding="utf-8", newline="")
+            if self.format == "csv":
+                self._csv = csv.DictWriter(self._file, fieldnames=self.columns, restval="", lineterminator="\n")
+                self._csv.writeheader()
+
+    def write(self, rows: Sequence[dict]) -> None:
+        try:
+            self._write(rows)
+        except OSError as e:
+            if self.out is None:
+                raise  # stdout: a closed pipe is the caller's to report
+            raise OutputError(f"{self.out}: cannot write ({e.strerror or e})") from None
+
+    def _write(self, rows: Sequence[dict]) -> None:
+        self.rows += len(rows)
+        if self.out is None:
+            sys.stdout.write(jsonl(rows))
+            sys.stdout.flush()
+        elif self._parquet is not None:
+            self._pending.extend(rows)
+            if len(self._pending) >= PARQUET_ROW_GROUP:
+                self._flush_parquet()
+        elif self._csv is not None:
+            for r in rows:
+                self._csv.writerow({k: _cell(v) for k, v in r.items()})
+        else:
+            assert self._file is not None
+            self._file.write(jsonl(rows))
+
+    def _flush_parquet(self) -> None:
+        import pyarrow as pa
+
+        if not self._pending:
+            return
+        columns = [_arrow_values(pa, [r.get(f.name) for r in self._pending], f.type) for f in self._schema]
+        self._parquet.write_table(pa.Table.from_arrays(columns, schema=self._schema))
+        self._pending = []
+
+    def commit(self) -> None:
+        """Finish OUT: flush, sync and rename the temporary file into place."""
+        try:
+            self._commit()
+        except OSError as e:
+            raise OutputError(f"{self.out}: cannot write ({e.strerror or e})") from None
+
+    def _commit(self) -> None:
+        if self._file is None:
+            return
+        if self._parquet is not None:
+            self._flush_parquet()
+            self._parquet.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+        assert self._tmp is not None and self.out is not None
+        os.replace(self._tmp, self.out)
+        self._tmp = None
+
+    def abort(self) -> None:
+        """Drop what was written: no OUT, no temporary file."""
+        if self._file is not None:
+            with contextlib.suppress(Exception):
+                if self._parquet is not None:
+                    self._parquet.close()
+                self._file.close()
+            self._file = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+
+# Rows per Parquet row group: a reader's unit of work, and what the writer holds at once.
+PARQUET_ROW_GROUP = 65536
+
+
+def _arrow_type(pa: Any, kinds: int) -> Any:
+    """A typed column where the values share a scalar type; otherwise their JSON text. Labels
+    are written as they come: a column Arrow cannot type (an id that is sometimes a number,
+    sometimes a word; nested values) must not lose them."""
+    kinds &= ~KIND_NULL
+    if kinds == 0:
+        return pa.null()
+    if kinds == KIND_STR:
+        return pa.string()
+    if kinds == KIND_INT:
+        return pa.int64()
+    if kinds & ~(KIND_INT | KIND_FLOAT) == 0:
+        return pa.float64()
+    if kinds == KIND_BOOL:
+        return pa.bool_()
+    return pa.string()  # mixed or nested: JSON text
+
+
+def _arrow_values(pa: Any, values: list[Any], kind: Any) -> Any:
+    if kind == pa.string():
+        values = [v if v is None or isinstance(v, str) else _cell(v) for v in values]
+    return pa.array(values, type=kind)
+
+
+def column_kinds(rows: Iterable[dict]) -> tuple[list[str], dict[str, int]]:
+    """Every field of `rows` in order of first appearance, and the kinds of its values."""
+    columns: dict[str, None] = {}
+    kinds: dict[str, int] = {}
+    for r in rows:
+        for name, value in r.items():
+            columns.setdefault(name)
+            kinds[name] = kinds.get(name, 0) | value_kind(value)
+    return list(columns), kinds
 
 
 def write_rows(rows: list[dict], out: Path | None) -> None:
     """Rows to OUT in its format, atomically; without OUT, JSON lines on stdout."""
-    if out is None:
-        sys.stdout.write(jsonl(rows))
-        sys.stdout.flush()
-        return
-    fmt = output_format(out)
-    if fmt == "parquet":
-        with atomic_file(out, binary=True) as f:
-            write_parquet(rows, f)
-    elif fmt == "csv":
-        with atomic_file(out) as f:
-            write_csv(rows, f)
-    else:
-        with atomic_file(out) as f:
-            f.write(jsonl(rows))
+    columns, kinds = column_kinds(rows)
+    writer = RowWriter(out, columns, kinds)
+    try:
+        writer.write(rows)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _create_temp(path: Path) -> tuple[Path, int]:
+    """A new temporary file beside `path` (`.NAME.XXXX.tmp`), created 0666 so the umask decides
+    its permissions, as for any file a command writes (tempfile.mkstemp would make it 0600)."""
+    directory = path.parent if str(path.parent) else Path(".")
+    while True:
+        tmp = directory / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
 
 
 def summary_path(out: Path) -> Path:

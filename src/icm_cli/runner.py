@@ -1,10 +1,12 @@
 """One labelling run: the cores are labelled by the search, every other row by transfer.
 
 Phase 1 (search): each core (a seeded sample of the data sized by `core.max_tokens`) is
-labelled by `search.method`. Phase 2 (transfer): every example outside the cores, and any core
-example the search left unlabelled, is labelled with the cores' labels as many-shot context,
-in chunks. Rows are handed out in input order as soon as they are final. A run's cost thus
-grows with the data only through transfer: one read of each row after a shared prefix.
+labelled by `search.method`. Phase 2 (transfer): the run reads its rows again, a chunk at a
+time; every example outside the cores, and any core example the search left unlabelled, is
+labelled with the cores' labels as many-shot context. Rows are handed out in input order as
+soon as they are final, and forgotten. A run's cost thus grows with the data only through
+transfer: one read of each row after a shared prefix; its memory holds the cores, one chunk
+and the row index (a few bytes a row).
 """
 
 from __future__ import annotations
@@ -12,17 +14,28 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
 from .backends.base import Backend
 from .config import Config, SearchConfig
 from .core_labels import CoreOutcome, label_core
 from .cores import Core, RunPlan, demo_cost, plan_run
-from .data import Dataset
+from .row_index import RowIndex, seeded_sample
 from .scoring import PromptSet
-from .search import SearchState, Step
-from .tasks import RowLabel, Task, build_task, row_label
-from .transfer import Transfer, TransferChunk, calibration_sample, chunks, demonstrations
+from .search import Step
+from .tasks import Example, RowLabel, TaskShape, row_label
+from .transfer import ChunkRows, Transfer, TransferChunk, demonstrations, plan_chunks
+
+# Target examples whose tokens are counted to estimate the transfer's cost (for the ETA).
+ESTIMATE_SAMPLE = 64
+
+
+@dataclass(frozen=True)
+class RunInput:
+    """What a run reads: the checked and indexed rows, and how the task reads each row."""
+
+    index: RowIndex
+    shape: TaskShape
 
 
 @dataclass(frozen=True)
@@ -47,13 +60,13 @@ class Progress:
 @dataclass(frozen=True)
 class RunState:
     """Where a run is: labelled cores, the search state of the core in progress, the transfer
-    calibration, and the finished transfer chunks."""
+    calibration, and the finished transfer chunks (read lazily, in order, on resume)."""
 
     done: tuple[CoreOutcome, ...] = ()
-    search: Optional[SearchState] = None
+    search: Optional[Any] = None  # SearchState
     centres: Optional[tuple[tuple[float, ...], ...]] = None
     calibrated: bool = False  # centres are final (None then means "not calibrating")
-    chunks: tuple[TransferChunk, ...] = ()
+    chunks: Iterable[TransferChunk] = ()
 
 
 class Recorder(Protocol):
@@ -100,112 +113,146 @@ class RunSummary:
         return dataclasses.asdict(self)
 
 
-def core_setup(task: Task, config: Config, core: Core, c: int) -> tuple[PromptSet, SearchConfig]:
+def core_setup(shape: TaskShape, config: Config, core: Core, c: int) -> tuple[PromptSet, SearchConfig]:
     """The prompts and search parameters of core number c (shared with the dry run)."""
     prompts = PromptSet(
-        tuple(task.examples[i].query for i in core.indices), task.label_words,
-        config.task.label_prefix, config.task.separator, task.calibrate,
+        tuple(ex.query for ex in core.examples), shape.label_words,
+        config.task.label_prefix, config.task.separator, shape.calibrate,
     )
     # Cores are independent searches; a distinct seed per core keeps them from starting alike.
     return prompts, dataclasses.replace(config.search, seed=config.search.seed + c)
 
 
-def plan(task: Task, config: Config, count_tokens: Callable[[str], int]) -> RunPlan:
-    return plan_run(task, count_tokens, config.core, config.search.seed, config.search.method != "zero_shot")
+def plan(run_input: RunInput, config: Config, count_tokens: Callable[[str], int]) -> RunPlan:
+    return plan_run(run_input.index, run_input.shape, count_tokens, config.core, config.search.seed,
+                    config.search.method != "zero_shot")
 
 
-class _Rows:
-    """Example labels in, rows out: each row once all its examples are labelled, in input order."""
-
-    def __init__(self, task: Task, n_rows: int, emit: Callable[[list[tuple[int, RowLabel]]], None]):
-        self.task = task
-        self.emit = emit
-        self.members: list[list[int]] = [[] for _ in range(n_rows)]
-        for i, ex in enumerate(task.examples):
-            self.members[ex.row].append(i)
-        self.labels: dict[int, int] = {}
-        self.scores: dict[int, tuple[float, ...]] = {}
-        self.source: dict[int, str] = {}
-        self.agreement: dict[int, float] = {}
-        self.rows: list[Optional[RowLabel]] = [None] * n_rows
-        self.next = 0
-
-    def add(self, i: int, label: int, scores: tuple[float, ...], source: str, agreement: Optional[float] = None) -> None:
-        self.labels[i], self.scores[i], self.source[i] = label, scores, source
-        if agreement is not None:
-            self.agreement[i] = agreement
-
-    def flush(self) -> None:
-        out = []
-        while self.next < len(self.rows):
-            members = self.members[self.next]
-            if not all(i in self.labels for i in members):
-                break
-            row = row_label(self.task, members, self.labels, self.scores, self.source, self.agreement)
-            self.rows[self.next] = row
-            out.append((self.next, row))
-            self.next += 1
-        if out:
-            self.emit(out)
+# (problem, prompts, backend, params, on_step, resume, ids=...) -> outcome; `icm compare`
+# passes its own to label cores with given (gold or random) labels.
+CoreLabeller = Callable[..., CoreOutcome]
+RowsOut = Callable[[list[tuple[int, dict[str, Any], RowLabel]]], None]
 
 
 def label_dataset(
-    dataset: Dataset,
+    run_input: RunInput,
     config: Config,
     backend: Backend,
     on_progress: Optional[Callable[[Progress], None]] = None,
-    monitor: Optional[list[Optional[str]]] = None,
+    monitor_field: Optional[str] = None,
     resume: Optional[RunState] = None,
     recorder: Optional[Recorder] = None,
-    on_rows: Optional[Callable[[list[tuple[int, RowLabel]]], None]] = None,
+    on_rows: Optional[RowsOut] = None,
     core_labeller: Optional[CoreLabeller] = None,
-) -> tuple[list[RowLabel], RunSummary]:
-    """Label every row. `monitor` holds normalised gold per row, for display only.
+) -> RunSummary:
+    """Label every row; `on_rows` receives (row, input fields, label) in input order as rows
+    become final. `monitor_field` names a gold field shown as live agreement, for display only.
 
     `recorder` receives the run's state whenever it changed; passing the last state back as
-    `resume` continues the run to the labels an uninterrupted run gives. `on_rows` receives
-    rows in input order as they become final.
+    `resume` continues the run to the labels an uninterrupted run gives.
     """
-    run = _Run(dataset, config, backend, on_progress, monitor, recorder, on_rows)
+    run = _Run(run_input, config, backend, on_progress, monitor_field, recorder, on_rows)
     run.core_labeller = core_labeller
     return run.run(resume or RunState())
 
 
-# (problem, prompts, backend, params, on_step, resume) -> outcome; `icm compare` passes its own
-# to label cores with given (gold or random) labels.
-CoreLabeller = Callable[..., CoreOutcome]
+class _Emitter:
+    """Row labels in, rows out in input order; counts what the summary reports."""
+
+    def __init__(self, index: RowIndex, out: RowsOut, monitor_field: Optional[str]):
+        self.index = index
+        self.out = out
+        self.monitor_field = monitor_field
+        self.next = 0
+        # Rows finished ahead of the next one to go out (consistency groups spread over the
+        # file). Past a chunk or so, their fields are dropped and read again when they go.
+        self.pending: dict[int, tuple[Optional[dict[str, Any]], RowLabel]] = {}
+        self.keep_fields = 4096
+        self.label_counts: dict[str, int] = {}
+        self.core_rows = 0
+        self.agreements: list[float] = []
+        self.monitor_hits = self.monitor_total = 0
+
+    def add(self, row: int, fields: dict[str, Any], label: RowLabel) -> None:
+        self.pending[row] = (fields if len(self.pending) < self.keep_fields else None, label)
+
+    def flush(self) -> None:
+        out: list[tuple[int, dict[str, Any], RowLabel]] = []
+        while self.next in self.pending:
+            fields, label = self.pending.pop(self.next)
+            if fields is None:
+                fields = self.index.read([self.next])[0].fields
+            out.append((self.next, fields, label))
+            self._count(fields, label)
+            self.next += 1
+        if out:
+            self.out(out)
+
+    def _count(self, fields: dict[str, Any], label: RowLabel) -> None:
+        self.label_counts[label.label] = self.label_counts.get(label.label, 0) + 1
+        self.core_rows += label.source == "core"
+        if label.agreement is not None:
+            self.agreements.append(label.agreement)
+        if self.monitor_field is not None and label.source == "transfer":
+            gold = _normalized(fields.get(self.monitor_field))
+            if gold is not None:
+                self.monitor_total += 1
+                self.monitor_hits += _normalized(label.label) == gold
+
+    def monitor(self) -> Optional[float]:
+        return self.monitor_hits / self.monitor_total if self.monitor_total else None
 
 
 class _Run:
     core_labeller: Optional[CoreLabeller] = None
 
-    def __init__(self, dataset, config, backend, on_progress, monitor, recorder, on_rows):
-        self.config: Config = config
-        self.backend: Backend = backend
+    def __init__(self, run_input: RunInput, config: Config, backend: Backend,
+                 on_progress: Optional[Callable[[Progress], None]], monitor_field: Optional[str],
+                 recorder: Optional[Recorder], on_rows: Optional[RowsOut]):
+        self.index, self.shape = run_input.index, run_input.shape
+        self.config = config
+        self.backend = backend
         self.on_progress = on_progress
-        self.monitor = monitor
-        self.recorder: Optional[Recorder] = recorder
+        self.monitor_field = monitor_field
+        self.recorder = recorder
         self.start = time.monotonic()
-        self.task = build_task(dataset, config.task)
-        self.plan = plan(self.task, config, backend.count_tokens)
-        self.rows = _Rows(self.task, len(dataset.rows), on_rows or (lambda _: None))
+        self.plan = plan(run_input, config, backend.count_tokens)
+        self.emitter = _Emitter(self.index, on_rows or (lambda _: None), monitor_field)
         self.tokens_before = backend.stats.tokens_computed
         self.requested_before = backend.stats.tokens_requested
         self.summary = RunSummary(
-            config.digest(), dataset.digest, backend.model_name, backend.name, config.search.method,
-            config.search.seed, len(dataset.rows), len(self.task.examples), len(self.plan.cores),
+            config.digest(), self.index.digest, backend.model_name, backend.name, config.search.method,
+            config.search.seed, self.index.count, self.plan.examples, len(self.plan.cores),
         )
         self.state = RunState()
+        self.core_labels: dict[int, Optional[int]] = {}  # core example id -> label (None: transfer it)
+        self.core_scores: dict[int, tuple[float, ...]] = {}
         self.transferred = 0
-        self.to_transfer = len(self.plan.targets)
+        self.to_transfer = self.plan.examples - self.plan.core_examples()
         self.search_end: Optional[float] = None
-        cost = demo_cost(self.task, backend.count_tokens)
-        # What transfer will cost, for the ETA: each target after each core's prefix.
-        self.transfer_tokens = max(1, len(self.plan.cores) or 1) * sum(cost(i) for i in self.plan.targets)
+        self.transfer_tokens = self._transfer_estimate()
+
+    def _transfer_estimate(self) -> int:
+        """What transfer will cost, for the ETA: a sample of targets' tokens, scaled up."""
+        in_core = {i for c in self.plan.cores for i in c.ids}
+        ids = seeded_sample(self.plan.examples, ESTIMATE_SAMPLE, self.config.search.seed, in_core.__contains__)
+        if not ids:
+            return 1
+        examples = self._examples(ids)
+        cost = demo_cost(self.shape, self.backend.count_tokens)
+        mean = sum(cost(ex) for _, ex in examples) / len(examples)
+        return max(1, int(mean * self.to_transfer * max(1, len(self.plan.cores))))
+
+    def _examples(self, ids: list[int]) -> list[tuple[int, Example]]:
+        """The examples with these ids (ascending), read from their rows."""
+        per_row = self.shape.per_row
+        rows = sorted({i // per_row for i in ids})
+        by_row = {r: self.shape.examples(r, row.fields) for r, row in zip(rows, self.index.read(rows))}
+        return [(i, by_row[i // per_row][i % per_row]) for i in ids]
 
     # ---- the two phases -----------------------------------------------------------------
 
-    def run(self, resume: RunState) -> tuple[list[RowLabel], RunSummary]:
+    def run(self, resume: RunState) -> RunSummary:
         self.state = RunState(done=resume.done, search=resume.search)
         outcomes = [self._core(c, resume) for c in range(len(self.plan.cores))]
         self.search_end = time.monotonic()
@@ -219,19 +266,19 @@ class _Run:
         if c < len(resume.done):
             outcome = resume.done[c]
         else:
-            prompts, params = core_setup(self.task, self.config, core, c)
-            gold = self._gold(core.indices)
+            prompts, params = core_setup(self.shape, self.config, core, c)
+            gold = self._gold(core)
             search_resume = resume.search if c == len(resume.done) else None
 
             def observe(step: Step) -> None:
                 if self.recorder is not None and step.state is not None:
                     self.state = dataclasses.replace(self.state, search=step.state)
                     self.recorder.save(self.state)
-                self._report("search", c, step, _agreement(step, gold, self.task.label_words))
+                self._report("search", c, step, _agreement(step, gold, self.shape.label_words))
 
             if self.core_labeller is not None:
                 outcome = self.core_labeller(core.problem, prompts, self.backend, params, observe, search_resume,
-                                             indices=core.indices)
+                                             ids=core.ids)
             else:
                 outcome = label_core(core.problem, prompts, self.backend, params, observe, search_resume)
             self.state = RunState(done=self.state.done + (outcome,))
@@ -245,59 +292,75 @@ class _Run:
         s.final_utility.append(round(outcome.utility, 4))
         s.inconsistencies_left += outcome.inconsistent
         s.converged_cores += int(outcome.converged)
-        for local, (i, y) in enumerate(zip(core.indices, outcome.row_labels())):
+        for local, (i, y) in enumerate(zip(core.ids, outcome.row_labels())):
+            self.core_labels[i] = y
             if y is not None:
-                self.rows.add(i, y, outcome.scores[local], "core")
+                self.core_scores[i] = outcome.scores[local]
         return outcome
 
     def _transfer(self, outcomes: list[CoreOutcome], resume: RunState) -> None:
-        task, config = self.task, self.config
+        config = self.config
         contexts = []
         for c, (core, outcome) in enumerate(zip(self.plan.cores, outcomes)):
-            prompts, _ = core_setup(task, config, core, c)
+            prompts, _ = core_setup(self.shape, config, core, c)
             contexts.append(demonstrations(prompts, outcome.labels, outcome.order))
-        unlabelled = [i for core, o in zip(self.plan.cores, outcomes)
-                      for local, i in enumerate(core.indices) if o.labels[local] is None]
-        targets = sorted(self.plan.targets + tuple(unlabelled))
-        self.to_transfer = len(targets)
-        transfer = Transfer(task, contexts, self.backend, config.task.label_prefix, config.task.separator,
-                            task.calibrate)
+        self.to_transfer = self.plan.examples - sum(y is not None for y in self.core_labels.values())
+        transfer = Transfer(self.shape, contexts, self.backend, config.task.label_prefix, config.task.separator)
         if resume.calibrated:
             centres = [list(c) for c in resume.centres] if resume.centres is not None else None
         else:
-            sample = calibration_sample(targets, config.transfer.calibration_size, config.search.seed)
-            centres = transfer.centres(sample)
+            labelled = {i for i, y in self.core_labels.items() if y is not None}
+            sample = seeded_sample(self.plan.examples, config.transfer.calibration_size, config.search.seed,
+                                   labelled.__contains__)
+            centres = transfer.centres(self._examples(sample))
         self.state = dataclasses.replace(
             self.state, centres=tuple(tuple(c) for c in centres) if centres is not None else None, calibrated=True
         )
-        if self.recorder is not None and targets:
+        if self.recorder is not None and self.to_transfer:
             self.recorder.save(self.state)
-        fixed = dict(self.rows.labels)
-        planned = chunks(task, targets, config.transfer.chunk_size)
-        self.rows.flush()
-        for k, examples in enumerate(planned):
-            if k < len(resume.chunks) and resume.chunks[k].examples == examples:
-                chunk = resume.chunks[k]
-            else:
-                chunk = transfer.label(examples, centres, fixed)
-                if self.recorder is not None:
-                    self.recorder.save_chunk(k, chunk)
-            for i, y, s, a in zip(chunk.examples, chunk.labels, chunk.scores, chunk.agreement):
-                self.rows.add(i, y, s, "transfer", a if len(outcomes) > 1 else None)
-            self.transferred += len(examples)
-            self.rows.flush()
-            self._report("transfer", len(outcomes), None, self._transfer_agreement())
-        self.rows.flush()
+        logged: Optional[Iterator[TransferChunk]] = iter(resume.chunks)
+        k = 0
+        for chunk in plan_chunks(self.index, self.shape, self.core_labels, config.transfer.chunk_size):
+            results: dict[int, tuple[int, tuple[float, ...], float]] = {}
+            if chunk.targets:
+                done = next(logged, None) if logged is not None else None
+                if done is None or done.examples != chunk.ids():
+                    logged = None  # the log ends (or no longer matches): score from here on
+                    done = transfer.label(chunk, centres)
+                    if self.recorder is not None:
+                        self.recorder.save_chunk(k, done)
+                for i, y, s, a in zip(done.examples, done.labels, done.scores, done.agreement):
+                    results[i] = (y, s, a)
+                k += 1
+                self.transferred += len(chunk.targets)
+            self._emit(chunk, results, several=len(outcomes) > 1)
+            self._report("transfer", len(outcomes), None, self.emitter.monitor())
 
-    def _finish(self) -> tuple[list[RowLabel], RunSummary]:
-        s = self.summary
-        rows = [r for r in self.rows.rows if r is not None]
-        for r in rows:
-            s.label_counts[r.label] = s.label_counts.get(r.label, 0) + 1
-        s.core_rows = sum(r.source == "core" for r in rows)
-        s.transfer_rows = len(rows) - s.core_rows
-        agreements = [r.agreement for r in rows if r.agreement is not None]
-        s.mean_agreement = round(sum(agreements) / len(agreements), 4) if agreements else None
+    def _emit(self, chunk: ChunkRows, results: dict[int, tuple[int, tuple[float, ...], float]],
+              several: bool) -> None:
+        per_row = self.shape.per_row
+        words = self.shape.label_words
+        for r, fields in chunk.rows:
+            ids = range(r * per_row, (r + 1) * per_row)
+            labels, scores, sources, agreements = [], [], [], []
+            for i in ids:
+                if i in results:
+                    y, s, a = results[i]
+                    labels.append(y), scores.append(s), sources.append("transfer")
+                    agreements.append(a if several else None)
+                else:
+                    labels.append(self.core_labels[i]), scores.append(self.core_scores[i]), sources.append("core")
+                    agreements.append(None)
+            examples = self.shape.examples(r, fields) if per_row > 1 else ()
+            self.emitter.add(r, fields, row_label(words, examples, labels, scores, sources, agreements))
+        self.emitter.flush()
+
+    def _finish(self) -> RunSummary:
+        s, e = self.summary, self.emitter
+        s.label_counts = dict(e.label_counts)
+        s.core_rows = e.core_rows
+        s.transfer_rows = e.next - e.core_rows
+        s.mean_agreement = round(sum(e.agreements) / len(e.agreements), 4) if e.agreements else None
         s.acceptance_rate = round(s.accepted / s.proposals, 4) if s.proposals else 0.0
         s.tokens_scored = self.backend.stats.tokens_computed - self.tokens_before
         s.tokens_transfer = s.tokens_scored - s.tokens_search
@@ -307,7 +370,7 @@ class _Run:
         now = time.monotonic()
         s.transfer_s = round(now - (self.search_end or now), 2)
         s.wall_time_s = round(now - self.start, 2)
-        return rows, s
+        return s
 
     # ---- progress -------------------------------------------------------------------------
 
@@ -319,7 +382,7 @@ class _Run:
         tokens = self.backend.stats.tokens_computed - self.tokens_before
         phase_elapsed = now - (self.search_end or self.start) if phase == "transfer" else elapsed
         self.on_progress(Progress(
-            phase, core, len(self.plan.cores), step, self.rows.next, len(self.rows.rows), self.transferred,
+            phase, core, len(self.plan.cores), step, self.emitter.next, self.index.count, self.transferred,
             self.to_transfer, tokens, elapsed, phase_elapsed, self._eta(phase, core, step, tokens, elapsed), agreement,
         ))
 
@@ -337,36 +400,25 @@ class _Run:
             return None
         return elapsed * (1 - done) / done + self.transfer_tokens / rate
 
-    def _gold(self, indices: tuple[int, ...]) -> Optional[list[Optional[str]]]:
-        if self.monitor is None:
+    def _gold(self, core: Core) -> Optional[list[Optional[str]]]:
+        if self.monitor_field is None:
             return None
+        per_row = self.shape.per_row
         out = []
-        for i in indices:
-            ex = self.task.examples[i]
-            gold = self.monitor[ex.row]
+        for i, ex in zip(core.ids, core.examples):
+            gold = _normalized(core.fields[core.rows.index(i // per_row)].get(self.monitor_field))
             if ex.swapped and gold is not None:
                 # The swapped order is true exactly when the original is false.
                 gold = {"true": "false", "false": "true"}.get(gold, gold)
             out.append(gold)
         return out
 
-    def _transfer_agreement(self) -> Optional[float]:
-        if self.monitor is None:
-            return None
-        hits = total = 0
-        for r, row in enumerate(self.rows.rows):
-            if row is None or row.source != "transfer" or self.monitor[r] is None:
-                continue
-            total += 1
-            hits += _norm(row.label) == self.monitor[r]
-        return hits / total if total else None
-
 
 def _agreement(step: Step, gold: Optional[list[Optional[str]]], words: tuple[str, ...]) -> Optional[float]:
     if gold is None:
         return None
     hits = total = 0
-    names = [_norm(w) for w in words]
+    names = [_normalized(w) for w in words]
     for y, g in zip(step.labels, gold):
         if y is None or g is None:
             continue
@@ -375,7 +427,10 @@ def _agreement(step: Step, gold: Optional[list[Optional[str]]], words: tuple[str
     return hits / total if total else None
 
 
-def _norm(word: str) -> str:
+def _normalized(value: Any) -> Optional[str]:
     from .metrics import normalize_label
 
-    return normalize_label(word)
+    try:
+        return normalize_label(value)
+    except ValueError:
+        return None

@@ -19,7 +19,7 @@ TRUE = 0  # in binary claim tasks the first label word means "true"
 ConstraintKind = Literal["not_both_true", "equal", "exactly_one_true"]
 
 # The label pairs that satisfy each kind of constraint (ConsistencyFix's options).
-_OPTIONS: dict[str, tuple[tuple[int, int], ...]] = {
+OPTIONS: dict[str, tuple[tuple[int, int], ...]] = {
     "not_both_true": ((TRUE, 1), (1, TRUE)),
     "exactly_one_true": ((TRUE, 1), (1, TRUE)),
     "equal": ((TRUE, TRUE), (1, 1)),
@@ -44,11 +44,30 @@ class Constraint:
 
 
 @dataclass(frozen=True)
+class ConsistencyGroup:
+    """Examples (by index) that constrain each other, as a whole: a claims group (true answers
+    exclude each other; equal keys agree) or a comparison's two orders (exactly one is true)."""
+
+    kind: Literal["claims", "pair"]
+    members: tuple[int, ...]
+    keys: tuple[str, ...] = ()  # claims: each member's key
+
+    def pairs(self) -> list[Constraint]:
+        """The group as ConsistencyFix's pairs: quadratic in its size, so for cores only."""
+        if self.kind == "pair":
+            return [Constraint(self.members[0], self.members[1], "exactly_one_true")]
+        m, keys = self.members, self.keys
+        return [Constraint(m[a], m[b], "equal" if keys[a] == keys[b] else "not_both_true")
+                for a in range(len(m)) for b in range(a + 1, len(m))]
+
+
+@dataclass(frozen=True)
 class Problem:
     n: int
     num_labels: int
     constraints: tuple[Constraint, ...] = ()
     groups: tuple[Optional[str], ...] = ()  # consistency group per example, for sampling weights
+    consistency: tuple[ConsistencyGroup, ...] = ()  # the constraints as groups (repair reads these)
 
 
 @dataclass(frozen=True)
@@ -222,7 +241,7 @@ class _Search:
             pair = self.rng.choice(bad)
             tried.add(pair)
             best: Optional[_State] = None
-            for a, b in _OPTIONS[pair.kind]:
+            for a, b in OPTIONS[pair.kind]:
                 option = list(current.labels)
                 option[pair.i], option[pair.j] = a, b
                 candidate = self.state(tuple(option), current.order)
@@ -242,6 +261,12 @@ class _Search:
             for i, y in enumerate(labels)
         ]
         return self.rng.choices(range(self.problem.n), weights=weights)[0]
+
+
+def initial_labels(problem: Problem, params: SearchConfig) -> tuple[Labels, tuple[int, ...]]:
+    """The seed labels a search from random labels starts with (no model needed): the dry run
+    shows the prompts they make."""
+    return _Search(problem, None, params, random.Random(params.seed)).initial_labels()  # type: ignore[arg-type]
 
 
 def is_fixed_point(state: _State) -> bool:

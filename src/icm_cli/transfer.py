@@ -5,29 +5,31 @@ are one shared prefix of demonstrations; each transferred example costs only its
 after it (backends compute a shared prefix once). This is how the paper uses ICM's labels:
 many-shot prompting with the searched labels. With no core (zero-shot) the prefix is empty.
 
+- Chunks: the run reads its units (a consistency group, else a row) in order of first
+  appearance, a chunk of about `transfer.chunk_size` examples at a time, scores it, hands its
+  rows on and forgets it. A group never straddles two chunks.
 - Calibration: for classification, each core's raw label scores are centred on the examples
   being transferred: the mean over a seeded sample of them (batch calibration, as in the
   search, but on the pool rather than on the core, whose labels it already fits).
 - Several cores: their calibrated log-probabilities are averaged; the share of cores whose own
   choice is the final label is the row's agreement.
-- Consistency: examples of one consistency group are transferred in one chunk, and get the
-  consistent labels with the highest total log-probability (consistency.repair), with any
-  member the core already labelled held fixed.
+- Consistency: a chunk's groups get the consistent labels with the highest total
+  log-probability (consistency.repair), with any member a core labelled held fixed.
 Every label is a function of its own example's scores, the centres and its group: chunking
 and resuming do not change it.
 """
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from .backends.base import Backend, ScoreRequest
 from .consistency import repair
+from .row_index import RowIndex
 from .scoring import PromptSet, layout, log_softmax
-from .search import Constraint, Labels, argmax
-from .tasks import Task
+from .search import Labels, argmax
+from .tasks import Example, TaskShape
 
 
 def demonstrations(prompts: PromptSet, labels: Labels, order: Sequence[int]) -> tuple[str, ...]:
@@ -38,64 +40,90 @@ def demonstrations(prompts: PromptSet, labels: Labels, order: Sequence[int]) -> 
 
 @dataclass(frozen=True)
 class TransferChunk:
-    examples: tuple[int, ...]  # task example indices
+    examples: tuple[int, ...]  # example ids in the run
     labels: tuple[int, ...]
     scores: tuple[tuple[float, ...], ...]  # combined, normalised label log-probabilities
     agreement: tuple[float, ...]  # share of cores whose own choice is the label
 
 
-def chunks(task: Task, targets: Sequence[int], size: int) -> list[tuple[int, ...]]:
-    """Targets in input order, cut into chunks of about `size`; a consistency group (or a
-    row's pair of examples) never straddles two chunks."""
-    blocks: dict[object, list[int]] = {}
-    for i in targets:
-        ex = task.examples[i]
-        blocks.setdefault(("group", ex.group) if ex.group is not None else ("row", ex.row), []).append(i)
-    out: list[tuple[int, ...]] = []
-    current: list[int] = []
-    for block in blocks.values():
-        if current and len(current) + len(block) > size:
-            out.append(tuple(current))
-            current = []
-        current.extend(block)
-    if current:
-        out.append(tuple(current))
-    return out
+@dataclass
+class ChunkRows:
+    """One chunk as read: every row of its units, the examples to transfer, and the members of
+    their groups that a core already labelled."""
+
+    rows: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (row, fields), ascending within a unit
+    targets: list[tuple[int, Example]] = field(default_factory=list)  # (example id, example)
+    fixed: list[tuple[int, Example, int]] = field(default_factory=list)  # (example id, example, label)
+
+    def ids(self) -> tuple[int, ...]:
+        return tuple(i for i, _ in self.targets)
 
 
-def calibration_sample(targets: Sequence[int], size: int, seed: int) -> tuple[int, ...]:
-    if len(targets) <= size:
-        return tuple(targets)
-    return tuple(sorted(random.Random(seed).sample(list(targets), size)))
+def plan_chunks(index: RowIndex, shape: TaskShape, core_labels: Mapping[int, Optional[int]],
+                size: int) -> Iterator[ChunkRows]:
+    """The run's units in order of first appearance, cut into chunks of about `size` examples
+    to transfer; a unit never straddles two chunks. `core_labels`: each core example's label
+    (None: the search left it unlabelled, so it is transferred too)."""
+    current = ChunkRows()
+    for unit in _units(index):
+        block = ChunkRows()
+        for r, fields in unit:
+            block.rows.append((r, fields))
+            for k, ex in enumerate(shape.examples(r, fields)):
+                i = r * shape.per_row + k
+                label = core_labels.get(i)
+                if label is None:
+                    block.targets.append((i, ex))
+                else:
+                    block.fixed.append((i, ex, label))
+        if current.targets and block.targets and len(current.targets) + len(block.targets) > size:
+            yield current
+            current = ChunkRows()
+        current.rows += block.rows
+        current.targets += block.targets
+        if block.targets:  # fixed members matter only beside examples to transfer
+            current.fixed += block.fixed
+    if current.rows:
+        yield current
+
+
+def _units(index: RowIndex) -> Iterator[list[tuple[int, dict[str, Any]]]]:
+    if index.groups is None:
+        for r, row in index.stream():
+            yield [(r, row.fields)]
+        return
+    for unit in range(index.units()):
+        rows = index.unit_rows(unit)
+        yield [(r, row.fields) for r, row in zip(rows, index.read(rows))]
 
 
 class Transfer:
     """Scores and labels target examples after each core's demonstrations."""
 
-    def __init__(self, task: Task, contexts: Sequence[tuple[str, ...]], backend: Backend,
-                 label_prefix: str, separator: str, calibrate: bool):
-        self.task = task
+    def __init__(self, shape: TaskShape, contexts: Sequence[tuple[str, ...]], backend: Backend,
+                 label_prefix: str, separator: str):
+        self.shape = shape
         self.contexts = list(contexts) or [()]
         self.backend = backend
-        self.calibrate = calibrate
-        self.continuations = tuple(label_prefix + w for w in task.label_words)
-        self._raw: dict[int, list[list[float]]] = {}  # example -> per context; the calibration sample's
+        self.calibrate = shape.calibrate
+        self.continuations = tuple(label_prefix + w for w in shape.label_words)
+        self._raw: dict[int, list[list[float]]] = {}  # example id -> per context; the calibration sample's
 
-    def raw(self, examples: Sequence[int], keep: bool = False) -> list[list[list[float]]]:
+    def raw(self, examples: Sequence[tuple[int, Example]], keep: bool = False) -> list[list[list[float]]]:
         """Per example, per context, the label log-probabilities after that context."""
-        missing = [i for i in examples if i not in self._raw]
+        missing = [(i, ex) for i, ex in examples if i not in self._raw]
         requests = [
-            ScoreRequest(context + (self.task.examples[i].query,), self.continuations)
-            for i in missing for context in self.contexts
+            ScoreRequest(context + (ex.query,), self.continuations)
+            for _, ex in missing for context in self.contexts
         ]
         values = self.backend.score(requests) if requests else []
         k = len(self.contexts)
-        fresh = {i: values[n * k:(n + 1) * k] for n, i in enumerate(missing)}
+        fresh = {i: values[n * k:(n + 1) * k] for n, (i, _) in enumerate(missing)}
         if keep:
             self._raw.update(fresh)
-        return [self._raw[i] if i in self._raw else fresh[i] for i in examples]
+        return [self._raw[i] if i in self._raw else fresh[i] for i, _ in examples]
 
-    def centres(self, sample: Sequence[int]) -> Optional[list[list[float]]]:
+    def centres(self, sample: Sequence[tuple[int, Example]]) -> Optional[list[list[float]]]:
         """Per context, each label's mean raw score over `sample`; None when not calibrating."""
         if not self.calibrate or not sample:
             return None
@@ -106,41 +134,26 @@ class Transfer:
             for c in range(len(self.contexts))
         ]
 
-    def label(self, examples: Sequence[int], centres: Optional[list[list[float]]],
-              fixed: Mapping[int, int]) -> TransferChunk:
-        """Labels for `examples`; `fixed`: labels the cores gave other members of their groups."""
+    def label(self, chunk: ChunkRows, centres: Optional[list[list[float]]]) -> TransferChunk:
         per_context: list[list[list[float]]] = []  # example -> context -> normalised log-probs
-        for scores in self.raw(examples):
+        for scores in self.raw(chunk.targets):
             per_context.append([
                 log_softmax([v - m for v, m in zip(s, centres[c])] if centres else s)
                 for c, s in enumerate(scores)
             ])
         combined = [log_softmax([sum(col) / len(col) for col in zip(*ctx)]) for ctx in per_context]
-        labels = self._consistent(examples, combined, fixed)
+        labels = self._consistent(chunk, combined)
         agreement = tuple(
             round(sum(argmax(s) == y for s in ctx) / len(ctx), 4) for ctx, y in zip(per_context, labels)
         )
-        return TransferChunk(tuple(examples), tuple(labels), tuple(tuple(s) for s in combined), agreement)
+        return TransferChunk(chunk.ids(), tuple(labels), tuple(tuple(s) for s in combined), agreement)
 
-    def _consistent(self, examples: Sequence[int], scores: list[list[float]], fixed: Mapping[int, int]) -> list[int]:
-        local = {g: k for k, g in enumerate(examples)}
-        extra: dict[int, int] = {}
-        constraints: list[Constraint] = []
-        for c in self.task.constraints:
-            if c.i not in local and c.j not in local:
-                continue
-            for end in (c.i, c.j):
-                if end not in local:
-                    if end not in fixed:
-                        break
-                    extra.setdefault(end, len(local) + len(extra))
-            else:
-                where = {**local, **extra}
-                constraints.append(Constraint(where[c.i], where[c.j], c.kind))
-        if not constraints:
+    def _consistent(self, chunk: ChunkRows, scores: list[list[float]]) -> list[int]:
+        examples = [ex for _, ex in chunk.targets] + [ex for _, ex, _ in chunk.fixed]
+        groups = self.shape.groups(examples)
+        if not groups:
             return [argmax(s) for s in scores]
         # Fixed members take part with their label only; their scores never matter.
-        padded = scores + [[0.0] * len(self.continuations) for _ in extra]
-        held = {k: fixed[g] for g, k in extra.items()}
-        return repair(padded, constraints, held)[: len(examples)]
-
+        padded = scores + [[0.0] * len(self.continuations) for _ in chunk.fixed]
+        held = {len(scores) + k: y for k, (_, _, y) in enumerate(chunk.fixed)}
+        return repair(padded, groups, held)[: len(scores)]

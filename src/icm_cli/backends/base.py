@@ -34,8 +34,9 @@ class BackendStats:
 
 
 class Backend(Protocol):
-    name: str
-    model_name: str
+    name: str  # the backend type, as in backend.type
+    model_name: str  # for people: the summary and messages
+    identity: str  # what a checkpoint compares: the model's files, revision or served id, and dtype
     max_context: int
     stats: BackendStats
 
@@ -44,3 +45,11 @@ class Backend(Protocol):
         ...
 
     def count_tokens(self, text: str) -> int: ...
+
+    def forget(self) -> None:
+        """Drop attention state kept from earlier calls, so the next calls' cost is their own."""
+        ...
+
+    def close(self) -> None:
+        """Release what the backend holds (threads, connections); quick, even mid-request."""
+        ...

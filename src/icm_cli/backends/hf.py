@@ -50,6 +50,7 @@ class HFBackend:
         reuse_prefixes: bool = True,
         kv_cache_mib: int = 1024,
         packed_tokens: int = 2048,
+        identity: Optional[str] = None,
     ):
         import torch
 
@@ -57,6 +58,7 @@ class HFBackend:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.model_name = model_name
+        self.identity = identity or model_name
         self.reuse_prefixes = reuse_prefixes
         self.packed_tokens = packed_tokens
         config = model.config
@@ -83,6 +85,9 @@ class HFBackend:
 
     def forget(self) -> None:
         """Drop attention state kept from earlier calls (the next call computes from scratch)."""
+        self.store.clear()
+
+    def close(self) -> None:
         self.store.clear()
 
     def count_tokens(self, text: str) -> int:

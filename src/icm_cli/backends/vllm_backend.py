@@ -191,10 +191,12 @@ class VLLMBackend:
         max_context: int,
         scoring: str = "forced_token",
         tokenizer: Any = None,
+        identity: Optional[str] = None,
     ):
         self.llm = llm
         self.sampling_params = sampling_params  # vllm.SamplingParams, or a fake in tests
         self.model_name = model_name
+        self.identity = identity or model_name
         self.max_context = max_context
         self.scoring = scoring
         self.tokenizer = tokenizer if tokenizer is not None else llm.get_tokenizer()
@@ -208,6 +210,15 @@ class VLLMBackend:
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokens(text))
+
+    def forget(self) -> None:
+        reset = getattr(self.llm, "reset_prefix_cache", None)
+        if reset is not None:
+            reset()
+        self._seen_blocks.clear()
+
+    def close(self) -> None:
+        pass  # the in-process engine ends with the process
 
     def _params(self, target: Optional[int]) -> Any:
         params = self._params_cache.get(target)
@@ -365,4 +376,7 @@ def load_vllm_backend(config: BackendConfig, log: Callable[[str], None] = lambda
         max_context = int(llm.llm_engine.model_config.max_model_len)
     except (AttributeError, TypeError, ValueError):
         pass
-    return VLLMBackend(llm, vllm.SamplingParams, display, max_context or 4096, scoring=config.vllm_scoring)
+    from .loading import model_identity
+
+    return VLLMBackend(llm, vllm.SamplingParams, display, max_context or 4096, scoring=config.vllm_scoring,
+                       identity=model_identity(config.model, model, dtype))

@@ -1,0 +1,239 @@
+"""`icm label`: label a dataset. A thin Typer command over `run_label`, which a test or a
+notebook can call with a `LabelJob`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from ..config import Config
+from ..errors import BackendError, IcmError, InputError, Interrupted, OutputError, Stopped
+from ..row_index import KIND_FLOAT, KIND_NULL, KIND_STR, Selection
+from ..tasks import AGREEMENT_FIELD, SOURCE_FIELD, RowLabel
+from .common import (ConfigOpt, ForceOpt, IterationsOpt, ModelOpt, QuietOpt, SetOpt, bars_wanted, command_line,
+                     load_run_config, logger, stderr_console, stop_signals, warn_if_defaults)
+
+
+@dataclass(frozen=True)
+class LabelJob:
+    data: str  # a path, -, hf://org/name or a dataset directory
+    config: Config
+    out: Optional[Path] = None  # None: JSON lines on stdout
+    config_name: str = "config"  # for messages
+    split: Optional[str] = None
+    selection: Selection = Selection()
+    quiet: bool = False
+    force: bool = False
+    resume: bool = False
+    dry_run: bool = False
+    probe: bool = False
+    label_field: str = "label"
+    confidence_field: str = "confidence"
+    model_from: str = "config"  # where backend.model came from, for messages: the config file or --model
+    resume_with: str = ""  # the command line that continues this run (the CLI knows how it was called)
+
+    def added_fields(self) -> list[str]:
+        """The fields the run adds to each row."""
+        several = [AGREEMENT_FIELD] if self.config.core.count > 1 else []
+        return [self.label_field, self.confidence_field, SOURCE_FIELD, *several]
+
+
+def label_command(
+    ctx: typer.Context,
+    data: Annotated[str, typer.Argument(help="Input rows: a JSONL, CSV or Parquet path, - for JSONL on stdin, "
+                                             "hf://org/name, or a dataset directory (save_to_disk or a repo layout).")],
+    config: ConfigOpt = None,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Output file, format by extension: .jsonl/.json, "
+                                                                    ".csv or .parquet; JSONL on stdout when absent.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Override search.seed.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Split of an hf:// dataset or a dataset directory "
+                                                                 "(default train; required for a saved DatasetDict).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Label only the first N rows.")] = None,
+    sample: Annotated[Optional[int], typer.Option("--sample", min=1, help="Label a uniform sample of N rows "
+                                                                          "(seeded by --seed; kept in input order).")] = None,
+    sets: SetOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    model: ModelOpt = None,
+    iterations: IterationsOpt = None,
+    quiet: QuietOpt = False,
+    force: ForceOpt = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from the checkpoint "
+                                                          "beside OUT.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, show the first prompts and the token "
+                                                            "estimate; load no model.")] = False,
+    probe: Annotated[bool, typer.Option("--probe", help="With --dry-run: load the model and measure its speed, "
+                                                        "for time estimates.")] = False,
+    label_field: Annotated[str, typer.Option("--label-field", help="Output field for the label.")] = "label",
+    confidence_field: Annotated[str, typer.Option("--confidence-field", help="Output field for the "
+                                                                             "confidence.")] = "confidence",
+) -> None:
+    """Label DATA with the model's most coherent label set; rows out in input order."""
+    warn_if_defaults(config, quiet)
+    cfg = load_run_config(config, sets, model, iterations, seed)
+    config_name = str(config) if config else "config"
+    run_label(LabelJob(data, cfg, out, config_name, split, Selection(limit, sample, cfg.search.seed), quiet, force,
+                       resume, dry_run, probe, label_field, confidence_field, "--model" if model else config_name,
+                       command_line(ctx, drop=("force", "resume"), add=("--resume",))))
+
+
+def run_label(job: LabelJob) -> Any:
+    """Check everything that can be checked before a model loads, then label; returns the
+    RunSummary (None for a dry run). Raises IcmError for the user's mistakes and failures."""
+    from ..output import check_destination
+    from ..run_lock import RunLock
+
+    if job.resume and job.out is None:
+        raise InputError("--resume needs -o OUT: the checkpoint lives beside OUT")
+    if job.out is not None:
+        check_destination(job.out, job.data, job.force)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(stop_signals())
+        if job.out is not None:
+            stack.enter_context(RunLock(job.out))
+        run_input = _read_input(job, stack)
+        if job.dry_run:
+            from .label_report import print_dry_run
+
+            print_dry_run(run_input, job.config, job.probe)
+            return None
+        return _Labelling(job, run_input).run(stack)
+
+
+def _read_input(job: LabelJob, stack: contextlib.ExitStack) -> Any:
+    """The input, checked row by row and indexed; then the model reference, still unloaded."""
+    from ..backends.loading import resolve_model
+    from ..row_index import build_index
+    from ..runner import RunInput
+    from ..sources import open_source
+    from ..tasks import TaskShape
+
+    cfg = job.config
+    source = stack.enter_context(open_source(job.data, job.split, progress=bars_wanted(job.quiet)))
+    shape = TaskShape(cfg.task)
+    protected = [(name, "pass --label-field/--confidence-field to name the output fields"
+                  if name in (job.label_field, job.confidence_field) else "rename it in the input")
+                 for name in job.added_fields()]
+    typed = job.out is not None and job.out.suffix.lower() not in (".jsonl", ".json", ".ndjson")
+    index = build_index(source, job.selection, shape.check, cfg.task.id_field, protected, kinds=typed)
+    if cfg.backend.type in ("hf", "vllm"):
+        try:
+            resolve_model(cfg.backend.model)
+        except ValueError as e:
+            raise InputError(f"{job.model_from}: 'backend.model' {e}")
+    return RunInput(index, shape)
+
+
+class _Labelling:
+    """One `icm label` run past its checks: checkpoint, output, model, run, summary."""
+
+    def __init__(self, job: LabelJob, run_input: Any):
+        self.job = job
+        self.run_input = run_input
+        self.console = stderr_console()
+        self.log = logger(self.console, job.quiet)
+        self.checkpoint: Any = None
+
+    def run(self, stack: contextlib.ExitStack) -> Any:
+        from ..backends import loading
+        from ..output import RowWriter
+        from .progress import ProgressView
+
+        job, index = self.job, self.run_input.index
+        state = self._open_checkpoint()
+        added = job.added_fields()
+        kinds = {**index.kinds, job.label_field: KIND_STR, job.confidence_field: KIND_FLOAT, SOURCE_FIELD: KIND_STR,
+                 AGREEMENT_FIELD: KIND_FLOAT | KIND_NULL}
+        writer = RowWriter(job.out, [*index.fields, *added], kinds)
+        stack.callback(writer.abort)  # nothing once committed
+        try:
+            self.log(f"{index.count:,} rows from {index.source.name}; loading model {job.config.backend.model}")
+            backend = loading.load_backend(job.config.backend, self.log, progress=bars_wanted(job.quiet))
+            stack.callback(backend.close)
+            if self.checkpoint is not None:
+                self.checkpoint.check_model(backend.identity)
+            with ProgressView(self.console, job.config.task.labels, quiet=job.quiet) as view:
+                summary = self._label(backend, view, state, writer)
+            writer.commit()
+        except (KeyboardInterrupt, BackendError, OutputError) as e:
+            raise self._stopped(e) from None
+        if job.out is not None:
+            self._finish(summary)
+        if not job.quiet:
+            from .label_report import print_summary
+
+            print_summary(self.console, summary, job.out)
+        return summary
+
+    def _label(self, backend: Any, view: Any, state: Any, writer: Any) -> Any:
+        from ..runner import label_dataset
+
+        job = self.job
+        several = job.config.core.count > 1
+
+        def write(rows: list[tuple[int, dict[str, Any], RowLabel]]) -> None:
+            out = []
+            for _, fields, r in rows:
+                row = {**fields, job.label_field: r.label, job.confidence_field: r.confidence, SOURCE_FIELD: r.source}
+                if several:
+                    row[AGREEMENT_FIELD] = r.agreement
+                out.append(row)
+            writer.write(out)
+
+        return label_dataset(self.run_input, job.config, backend, view, job.config.task.monitor_field,
+                             resume=state, recorder=self.checkpoint, on_rows=write)
+
+    def _open_checkpoint(self) -> Any:
+        """The checkpoint beside OUT, and the state to resume from (None: start afresh)."""
+        from ..checkpoint import Checkpoint, checkpoint_path, legacy_files
+
+        job = self.job
+        if job.out is None:
+            return None
+        legacy = legacy_files(job.out)
+        if legacy and not job.force:
+            names = " and ".join(str(p) for p in legacy)
+            raise InputError(f"{names}: a checkpoint from an earlier icm version, which this one cannot resume; "
+                             f"pass --force to start over (it removes them)")
+        for path in legacy:
+            path.unlink()
+        self.checkpoint = Checkpoint(checkpoint_path(job.out), job.config, self.run_input.index.digest,
+                                     warn=lambda msg: self.log(f"warning: {msg}"))
+        if job.resume:
+            return self.checkpoint.load()
+        if self.checkpoint.exists():
+            if not job.force:
+                raise InputError(f"{self.checkpoint.describe()}: an interrupted run left a checkpoint; continue it "
+                                 f"with: {job.resume_with or '--resume'} (or pass --force to start over)")
+            self.checkpoint.remove()
+        return None
+
+    def _stopped(self, e: BaseException) -> IcmError:
+        """The one line a stopped run ends with: what stopped it, and how to continue."""
+        saved = self.checkpoint is not None and self.checkpoint.state_path.exists()
+        again = self.job.resume_with or "the same command with --resume"
+        keep = f"; the checkpoint keeps the finished work: continue with: {again}" if saved else ""
+        if isinstance(e, Stopped):
+            return Interrupted(f"stopped by {e.name}{keep}", 128 + e.signum)
+        if isinstance(e, KeyboardInterrupt):
+            return Interrupted(f"interrupted{keep}")
+        assert isinstance(e, IcmError)
+        e.message += keep
+        return e
+
+    def _finish(self, summary: Any) -> None:
+        from ..output import atomic_write_text, summary_path
+
+        out = self.job.out
+        assert out is not None
+        try:
+            atomic_write_text(summary_path(out), json.dumps(summary.to_json(), indent=2) + "\n")
+        except OSError as e:
+            raise OutputError(f"{summary_path(out)}: cannot write ({e.strerror or e}); the labels are in {out}")
+        self.checkpoint.remove()
+
+
+Log = Callable[[str], None]

@@ -1,0 +1,81 @@
+"""What `icm label` prints for people: the dry run's plan and the run's summary."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from rich.console import Console
+from rich.table import Table
+
+from ..config import Config
+
+
+def print_dry_run(run_input: Any, cfg: Config, probe: bool) -> None:
+    from ..backends.tokens import token_counter
+    from ..dry_run import dry_run, probe_rate
+
+    count, how = token_counter(cfg.backend)
+    report = dry_run(run_input, cfg, count)
+    console = Console(soft_wrap=True)
+    console.print(f"[bold]icm label --dry-run[/bold]: config {cfg.digest()}, {cfg.task.type}, labels "
+                  f"{list(cfg.task.labels)}, method {report.method}")
+    core_examples = sum(c.examples for c in report.cores)
+    console.print(f"{report.rows:,} rows -> {report.examples:,} examples: {core_examples:,} in {len(report.cores)} "
+                  f"core(s) labelled by {report.method}, {report.transfer_examples:,} by transfer (tokens: {how})")
+    if report.cores:
+        table = Table("core", "examples", "constraints", "tokens / U evaluation", "from scratch", "max evaluations",
+                      "expected tokens")
+        for c, est in enumerate(report.cores[:20]):
+            table.add_row(str(c + 1), str(est.examples), str(est.constraints), f"{est.tokens_per_evaluation:,}",
+                          f"{est.tokens_from_scratch:,}", f"{est.max_evaluations:,}", f"{est.expected_tokens:,}")
+        console.print(table)
+    rate = probe_rate(cfg, run_input) if probe else None
+
+    def when(tokens: int) -> str:
+        return f", about {duration(tokens / rate)} at {rate:,.0f} tokens/s (measured)" if rate else ""
+
+    console.print(f"search phase: about {report.search_tokens():,} tokens{when(report.search_tokens())} "
+                  f"(at most {report.search_tokens_bound():,})")
+    console.print(f"transfer phase: about {report.transfer_tokens:,} tokens{when(report.transfer_tokens)}")
+    if not probe:
+        console.print("time: pass --probe to load the model and measure its speed on these prompts")
+    for k, (prompt, conts) in enumerate(report.first_prompts):
+        console.rule(f"prompt {k + 1}, exactly as the model reads it (after a BOS token)")
+        sys.stdout.write(prompt + "\n")
+        sys.stdout.flush()
+        console.rule(f"scored continuations: {', '.join(map(repr, conts))}")
+
+
+def duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def print_summary(console: Console, summary: Any, out: Optional[Path]) -> None:
+    table = Table(title="icm label: summary", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    s = summary
+    table.add_row("model", f"{s.model} ({s.backend})")
+    table.add_row("config hash / seed", f"{s.config_hash} / {s.seed}")
+    table.add_row("method", s.method)
+    table.add_row("rows", f"{s.rows:,}: {s.core_rows:,} labelled by {s.method} on {s.cores} core(s), "
+                          f"{s.transfer_rows:,} by transfer")
+    if s.cores:
+        table.add_row("iterations", f"{s.iterations} ({s.converged_cores}/{s.cores} cores converged)")
+        table.add_row("acceptance rate", f"{s.accepted}/{s.proposals} = {s.acceptance_rate:.2%}")
+        table.add_row("final U", ", ".join(f"{u:.3f}" for u in s.final_utility))
+        table.add_row("inconsistencies left", str(s.inconsistencies_left))
+    table.add_row("labels", ", ".join(f"{k}: {v}" for k, v in sorted(s.label_counts.items())))
+    if s.mean_agreement is not None:
+        table.add_row("core agreement (transfer)", f"{s.mean_agreement:.3f}")
+    table.add_row("tokens scored", f"{s.tokens_scored:,} (of {s.tokens_requested:,} in prompts; {s.prefix_reuse:.1%} reused)")
+    table.add_row("wall time", f"{s.wall_time_s:.1f} s (search {s.search_s:.1f} s, {s.tokens_search:,} tokens; "
+                               f"transfer {s.transfer_s:.1f} s, {s.tokens_transfer:,} tokens)")
+    if out is not None:
+        table.add_row("written", f"{out} and {out.name}.summary.json")
+    console.print(table)
