@@ -151,9 +151,26 @@ def label_dataset(
     `recorder` receives the run's state whenever it changed; passing the last state back as
     `resume` continues the run to the labels an uninterrupted run gives.
     """
-    run = _Run(run_input, config, backend, on_progress, monitor_field, recorder, on_rows)
+    run = Run(run_input, config, backend, on_progress, monitor_field, recorder, on_rows)
     run.core_labeller = core_labeller
     return run.run(resume or RunState())
+
+
+def label_row(shape: TaskShape, r: int, fields: dict[str, Any], results: dict[int, tuple[int, tuple[float, ...], float]],
+              core_labels: dict[int, Optional[int]], core_scores: dict[int, tuple[float, ...]],
+              several: bool) -> RowLabel:
+    """Row r's label from its examples': transferred (`results`, by example id) or searched."""
+    labels, scores, sources, agreements = [], [], [], []
+    for i in range(r * shape.per_row, (r + 1) * shape.per_row):
+        if i in results:
+            y, s, a = results[i]
+            labels.append(y), scores.append(s), sources.append("transfer")
+            agreements.append(a if several else None)
+        else:
+            labels.append(core_labels[i]), scores.append(core_scores[i]), sources.append("core")
+            agreements.append(None)
+    examples = shape.examples(r, fields) if shape.per_row > 1 else ()
+    return row_label(shape.label_words, examples, labels, scores, sources, agreements)
 
 
 class _Emitter:
@@ -203,7 +220,10 @@ class _Emitter:
         return self.monitor_hits / self.monitor_total if self.monitor_total else None
 
 
-class _Run:
+class Run:
+    """A run's phases, which `label_dataset` runs in turn; an engine that spreads the transfer
+    over machines (ray_engine) runs the search and the calibration, then ships the rest."""
+
     core_labeller: Optional[CoreLabeller] = None
 
     def __init__(self, run_input: RunInput, config: Config, backend: Backend,
@@ -253,13 +273,19 @@ class _Run:
     # ---- the two phases -----------------------------------------------------------------
 
     def run(self, resume: RunState) -> RunSummary:
+        outcomes = self.search(resume)
+        transfer, centres = self.calibrate(outcomes, resume)
+        self._transfer(transfer, centres, resume, several=len(outcomes) > 1)
+        return self.finish()
+
+    def search(self, resume: RunState) -> list[CoreOutcome]:
+        """Phase 1: label the cores (or take them from `resume`)."""
         self.state = RunState(done=resume.done, search=resume.search)
         outcomes = [self._core(c, resume) for c in range(len(self.plan.cores))]
         self.search_end = time.monotonic()
         self.summary.tokens_search = self.backend.stats.tokens_computed - self.tokens_before
         self.summary.search_s = round(self.search_end - self.start, 2)
-        self._transfer(outcomes, resume)
-        return self._finish()
+        return outcomes
 
     def _core(self, c: int, resume: RunState) -> CoreOutcome:
         core = self.plan.cores[c]
@@ -298,7 +324,8 @@ class _Run:
                 self.core_scores[i] = outcome.scores[local]
         return outcome
 
-    def _transfer(self, outcomes: list[CoreOutcome], resume: RunState) -> None:
+    def calibrate(self, outcomes: list[CoreOutcome], resume: RunState) -> tuple[Transfer, Optional[list[list[float]]]]:
+        """The transfer's contexts (the cores' labels as demonstrations) and its calibration."""
         config = self.config
         contexts = []
         for c, (core, outcome) in enumerate(zip(self.plan.cores, outcomes)):
@@ -318,9 +345,14 @@ class _Run:
         )
         if self.recorder is not None and self.to_transfer:
             self.recorder.save(self.state)
+        return transfer, centres
+
+    def _transfer(self, transfer: Transfer, centres: Optional[list[list[float]]], resume: RunState,
+                  several: bool) -> None:
+        """Phase 2: every unit in order, a chunk at a time; finished chunks come from the log."""
         logged: Optional[Iterator[TransferChunk]] = iter(resume.chunks)
         k = 0
-        for chunk in plan_chunks(self.index, self.shape, self.core_labels, config.transfer.chunk_size):
+        for chunk in plan_chunks(self.index, self.shape, self.core_labels, self.config.transfer.chunk_size):
             results: dict[int, tuple[int, tuple[float, ...], float]] = {}
             if chunk.targets:
                 done = next(logged, None) if logged is not None else None
@@ -333,29 +365,17 @@ class _Run:
                     results[i] = (y, s, a)
                 k += 1
                 self.transferred += len(chunk.targets)
-            self._emit(chunk, results, several=len(outcomes) > 1)
-            self._report("transfer", len(outcomes), None, self.emitter.monitor())
+            self._emit(chunk, results, several)
+            self._report("transfer", len(self.plan.cores), None, self.emitter.monitor())
 
     def _emit(self, chunk: ChunkRows, results: dict[int, tuple[int, tuple[float, ...], float]],
               several: bool) -> None:
-        per_row = self.shape.per_row
-        words = self.shape.label_words
         for r, fields in chunk.rows:
-            ids = range(r * per_row, (r + 1) * per_row)
-            labels, scores, sources, agreements = [], [], [], []
-            for i in ids:
-                if i in results:
-                    y, s, a = results[i]
-                    labels.append(y), scores.append(s), sources.append("transfer")
-                    agreements.append(a if several else None)
-                else:
-                    labels.append(self.core_labels[i]), scores.append(self.core_scores[i]), sources.append("core")
-                    agreements.append(None)
-            examples = self.shape.examples(r, fields) if per_row > 1 else ()
-            self.emitter.add(r, fields, row_label(words, examples, labels, scores, sources, agreements))
+            self.emitter.add(r, fields, label_row(self.shape, r, fields, results, self.core_labels, self.core_scores,
+                                                  several))
         self.emitter.flush()
 
-    def _finish(self) -> RunSummary:
+    def finish(self) -> RunSummary:
         s, e = self.summary, self.emitter
         s.label_counts = dict(e.label_counts)
         s.core_rows = e.core_rows
