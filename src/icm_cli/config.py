@@ -141,12 +141,26 @@ class BackendConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """`icm label --engine ray`: the transfer's pool of actors. None of it changes a label."""
+
+    actors: int = 1  # actors in the pool, each with its own backend (on GPUs: one per GPU)
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0  # 1 for a vLLM backend on a GPU cluster
+    batch_size: int = 512  # rows an actor labels, and writes as one shard, at a time
+    # A local cluster only (RAY_ADDRESS unset): its CPUs (default: all) and object store.
+    cpus: Optional[int] = None
+    object_store_mib: int = 512
+
+
+@dataclass(frozen=True)
 class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     core: CoreConfig = field(default_factory=CoreConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def digest(self) -> str:
         """A short hash of every setting, so runs can say exactly what produced them."""
@@ -168,7 +182,7 @@ RESUMABLE_KEYS = frozenset({
 
 
 def resumable_key(key: str) -> bool:
-    return key in RESUMABLE_KEYS
+    return key in RESUMABLE_KEYS or key.startswith("ray.")
 
 
 _RANGES: dict[str, tuple[float | None, float | None]] = {
@@ -195,6 +209,12 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "backend.prompts_per_request": (1, None),
     "backend.tensor_parallel_size": (1, None),
     "backend.gpu_memory_utilization": (1e-9, None),
+    "ray.actors": (1, None),
+    "ray.cpus_per_actor": (0, None),
+    "ray.gpus_per_actor": (0, None),
+    "ray.batch_size": (1, None),
+    "ray.cpus": (1, None),
+    "ray.object_store_mib": (64, None),
 }
 
 
@@ -245,7 +265,7 @@ def _read(path: Path) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise InputError(f"{path}: config must be a mapping of sections (task, search, core, transfer, backend)")
+        raise InputError(f"{path}: config must be a mapping of sections (task, search, core, transfer, backend, ray)")
     return raw
 
 

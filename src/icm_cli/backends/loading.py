@@ -133,17 +133,21 @@ def cpu_has_fast_bf16() -> bool:
     key = f"{_cpu_name()}|torch {torch.__version__}|threads {torch.get_num_threads()}"
     try:
         known = json.loads(record.read_text())
-        if known.get("key") == key:
-            return bool(known["fast_bf16"])
-    except (OSError, ValueError, KeyError, AttributeError):
-        pass
+        known = known if isinstance(known, dict) and "key" not in known else {}  # an older single-entry file
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known.get(key), dict) and "fast_bf16" in known[key]:
+        return bool(known[key]["fast_bf16"])
     speedup = _bf16_speedup()
     fast = speedup >= BF16_MIN_SPEEDUP
     try:
         from ..output import atomic_write_text
 
+        # One entry per CPU, torch and thread count: a process with another thread count (a
+        # Ray actor, OMP_NUM_THREADS) keeps its own answer instead of overwriting this one.
+        known[key] = {"fast_bf16": fast, "speedup": round(speedup, 2)}
         record.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(record, json.dumps({"key": key, "fast_bf16": fast, "speedup": round(speedup, 2)}) + "\n")
+        atomic_write_text(record, json.dumps(known, indent=1) + "\n")
     except OSError:
         pass  # a read-only cache costs a re-measure next time, nothing else
     return fast

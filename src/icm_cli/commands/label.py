@@ -36,6 +36,7 @@ class LabelJob:
     confidence_field: str = "confidence"
     model_from: str = "config"  # where backend.model came from, for messages: the config file or --model
     resume_with: str = ""  # the command line that continues this run (the CLI knows how it was called)
+    engine: str = "local"  # local: this process; ray: the transfer on a Ray cluster (ray_engine)
 
     def added_fields(self) -> list[str]:
         """The fields the run adds to each row."""
@@ -70,14 +71,21 @@ def label_command(
     label_field: Annotated[str, typer.Option("--label-field", help="Output field for the label.")] = "label",
     confidence_field: Annotated[str, typer.Option("--confidence-field", help="Output field for the "
                                                                              "confidence.")] = "confidence",
+    engine: Annotated[str, typer.Option("--engine", metavar="ENGINE", help="local (this process) or ray: the search "
+                                        "here, the transfer as a Ray Data pipeline over a pool of actors (joins "
+                                        "RAY_ADDRESS, else a local cluster); -o names a directory of shards, and "
+                                        "the same command again skips the shards already written.")] = "local",
 ) -> None:
     """Label DATA with the model's most coherent label set; rows out in input order."""
     warn_if_defaults(config, quiet)
     cfg = load_run_config(config, sets, model, iterations, seed)
     config_name = str(config) if config else "config"
+    if engine not in ("local", "ray"):
+        raise InputError(f"--engine is {engine!r}, must be local or ray")
+    again = command_line(ctx, drop=("force", "resume"), add=() if engine == "ray" else ("--resume",))
     run_label(LabelJob(data, cfg, out, config_name, split, Selection(limit, sample, cfg.search.seed), quiet, force,
                        resume, dry_run, probe, label_field, confidence_field, "--model" if model else config_name,
-                       command_line(ctx, drop=("force", "resume"), add=("--resume",))))
+                       again, engine))
 
 
 def run_label(job: LabelJob) -> Any:
@@ -86,6 +94,8 @@ def run_label(job: LabelJob) -> Any:
     from ..output import check_destination
     from ..run_lock import RunLock
 
+    if job.engine == "ray":
+        return _run_ray(job)
     if job.resume and job.out is None:
         raise InputError("--resume needs -o OUT: the checkpoint lives beside OUT")
     if job.out is not None:
@@ -101,6 +111,73 @@ def run_label(job: LabelJob) -> Any:
             print_dry_run(run_input, job.config, job.probe)
             return None
         return _Labelling(job, run_input).run(stack)
+
+
+def _run_ray(job: LabelJob) -> Any:
+    """`--engine ray`: OUT is a directory of shards; a re-run of the same command continues."""
+    from ..ray_engine import RayRun, check_out_dir
+    from ..run_lock import RunLock
+
+    if job.out is None:
+        raise InputError("--engine ray needs -o OUT_DIR: the rows are written as shards into it")
+    if job.selection.describe():
+        raise InputError("--engine ray labels the whole input; --limit and --sample run locally")
+    if job.resume:
+        raise InputError("--engine ray continues an interrupted run by itself: run the same command without --resume")
+    check_out_dir(job.out, job.force)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(stop_signals())
+        stack.enter_context(RunLock(job.out))
+        run_input = _read_input(job, stack)
+        console = stderr_console()
+        log = logger(console, job.quiet)
+        engine = RayRun(run_input, job.config, job.out, job.data, job.label_field, job.confidence_field, log,
+                        job.quiet)
+        engine.check()
+        if job.dry_run:
+            from .label_report import print_dry_run
+
+            print_dry_run(run_input, job.config, job.probe)
+            return None
+        return _RayLabelling(job, run_input, engine, console, log).run(stack)
+
+
+class _RayLabelling:
+    def __init__(self, job: LabelJob, run_input: Any, engine: Any, console: Any, log: Log):
+        self.job, self.run_input, self.engine, self.console, self.log = job, run_input, engine, console, log
+
+    def run(self, stack: contextlib.ExitStack) -> Any:
+        from ..backends import loading
+        from ..checkpoint import Checkpoint
+        from ..ray_engine import CHECKPOINT
+        from .progress import ProgressView
+
+        job = self.job
+        assert job.out is not None
+        job.out.mkdir(exist_ok=True)
+        checkpoint = Checkpoint(job.out / CHECKPOINT, job.config, self.run_input.index.digest,
+                                warn=lambda msg: self.log(f"warning: {msg}"))
+        state = checkpoint.load() if checkpoint.exists() else None
+        try:
+            backend = loading.load_backend(job.config.backend, self.log, progress=bars_wanted(job.quiet))
+            stack.callback(backend.close)
+            checkpoint.check_model(backend.identity)
+            with ProgressView(self.console, job.config.task.labels, quiet=job.quiet) as view:
+                summary = self.engine.run(backend, checkpoint, state, view)
+        except (KeyboardInterrupt, BackendError, OutputError) as e:
+            again = f"; the shards written are kept: continue with: {job.resume_with}"
+            if isinstance(e, Stopped):
+                raise Interrupted(f"stopped by {e.name}{again}", 128 + e.signum) from None
+            if isinstance(e, KeyboardInterrupt):
+                raise Interrupted(f"interrupted{again}") from None
+            e.message += again
+            raise
+        checkpoint.remove()
+        if not job.quiet:
+            from .label_report import print_summary
+
+            print_summary(self.console, summary, job.out)
+        return summary
 
 
 def _read_input(job: LabelJob, stack: contextlib.ExitStack) -> Any:

@@ -76,6 +76,8 @@ def print_summary(console: Console, summary: Any, out: Optional[Path]) -> None:
     table.add_row("tokens scored", f"{s.tokens_scored:,} (of {s.tokens_requested:,} in prompts; {s.prefix_reuse:.1%} reused)")
     table.add_row("wall time", f"{s.wall_time_s:.1f} s (search {s.search_s:.1f} s, {s.tokens_search:,} tokens; "
                                f"transfer {s.transfer_s:.1f} s, {s.tokens_transfer:,} tokens)")
-    if out is not None:
+    if out is not None and out.is_dir():
+        table.add_row("written", f"{out}/part-*.jsonl and {out}/icm-summary.json")
+    elif out is not None:
         table.add_row("written", f"{out} and {out.name}.summary.json")
     console.print(table)
