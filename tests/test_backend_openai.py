@@ -684,3 +684,81 @@ def test_api_key_is_a_header_and_stays_out_of_logs(serve, monkeypatch, caplog):
     assert any("httpx" in r.name or "httpcore" in r.name for r in caplog.records)  # the logs were on
     assert SECRET not in caplog.text and not any(SECRET in line for line in lines)
     assert SECRET not in repr(backend._http) and SECRET not in str(vars(backend._http))
+
+
+# --------------------------------------------------------------------------- servers that misbehave below HTTP
+
+
+@pytest.fixture
+def raw_server():
+    """A TCP server whose every connection is handed to `handle(conn)` in a daemon thread."""
+    stop = threading.Event()
+    listeners: list[socket.socket] = []
+
+    def start(handle: Callable[[socket.socket, threading.Event], None]) -> str:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.settimeout(0.05)
+        listeners.append(listener)
+
+        def accept() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except (socket.timeout, OSError):
+                    continue
+                threading.Thread(target=handle, args=(conn, stop), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        return f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+
+    yield start
+    stop.set()
+    for listener in listeners:
+        listener.close()
+
+
+def read_request_head(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def trickle(response: bytes, every_s: float = 0.2, for_s: float = 8.0) -> Callable[[socket.socket, threading.Event], None]:
+    """A server that sends `response` one byte every `every_s` seconds, for `for_s` seconds."""
+
+    def handle(conn: socket.socket, stop: threading.Event) -> None:
+        with conn:
+            read_request_head(conn)
+            end = time.monotonic() + for_s  # then hang up, so a client without a deadline ends too
+            try:
+                for byte in response:
+                    if stop.wait(every_s) or time.monotonic() > end:
+                        break
+                    conn.sendall(bytes([byte]))
+            except OSError:
+                pass  # the client gave up and closed: that is the test
+
+    return handle
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_a_trickling_server_cannot_hold_an_attempt_past_timeout_s(raw_server, where):
+    # A byte every 0.2 s keeps httpx's per-phase timeouts (connect, each read) from ever firing.
+    body = b'{"object": "list", "data": [{"id": "fake-model"}]}'.ljust(4000)
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n"
+    if where == "body":
+        url = raw_server(lambda conn, stop: (conn.sendall(head), trickle(body)(conn, stop)))
+    else:
+        url = raw_server(trickle(head + body))
+    backend = OpenAIBackend([url], "fake-model", timeout_s=1.0, retries=1, backoff_s=0.01)
+    started = time.monotonic()
+    with pytest.raises(BackendError) as info:
+        backend.connect()
+    elapsed = time.monotonic() - started
+    assert 2.0 <= elapsed < 3.5, elapsed  # two attempts of 1 s each, and not a moment longer
+    assert "no response within 1 s" in info.value.message and "2 attempts" in info.value.message
+    backend.close()

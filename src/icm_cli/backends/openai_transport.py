@@ -1,7 +1,7 @@
 """JSON over HTTP to a set of OpenAI-compatible replicas: one httpx client, replica choice, retries.
 
-httpx keeps the keep-alive connections (one pool shared by every thread) and enforces the
-timeout. What is ours is spreading requests over the replicas and riding out their failures:
+httpx keeps the keep-alive connections (one pool for every request). What is ours is a deadline
+per attempt, spreading requests over the replicas and riding out their failures:
 a failed attempt (429, 5xx, timeout, refused or dropped connection) is tried again on another
 replica after an exponential backoff with jitter, and the replica that failed rests for a
 moment. httpx's own transport retries stay off: they would retry a dead replica in place
@@ -10,17 +10,26 @@ uncounted in the stats.
 
 The API key is held in a `Secret` and sent only as the Authorization header of each request;
 server text that goes into an error is scrubbed of it.
+
+The requests run as asyncio tasks of an httpx.AsyncClient, on an event loop in a daemon thread
+of their own; `request()` is the blocking face the rest of the backend calls from any thread.
+Why not a blocking httpx.Client: its timeouts are per phase (connect, each read, each write), so
+a server that trickles a byte now and then, in its headers or its body, holds an attempt for
+ever; and a blocked read cannot be interrupted from another thread. As tasks, one attempt is
+bounded as a whole (asyncio.wait_for) and any request can be cancelled where it waits.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import itertools
 import json
 import random
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import httpx
 
@@ -82,6 +91,28 @@ def error_text(data: bytes) -> str:
     return text
 
 
+class _BlockingTransport(httpx.AsyncBaseTransport):
+    """A blocking httpx transport (tests inject one) run in the loop's worker threads."""
+
+    def __init__(self, inner: httpx.BaseTransport):
+        self.inner = inner
+
+    def _send(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        try:
+            content = response.read()
+        finally:
+            response.close()
+        return httpx.Response(response.status_code, headers=response.headers, content=content,
+                              extensions=response.extensions)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await asyncio.to_thread(self._send, request)
+
+    async def aclose(self) -> None:
+        self.inner.close()
+
+
 class Replicas:
     """Which replica takes the next request: round-robin, passing over a replica that is behind.
 
@@ -136,7 +167,7 @@ class Transport:
         concurrency: int,
         key: Optional[Secret] = None,
         on_retry: Callable[[], None] = lambda: None,
-        transport: Optional[httpx.BaseTransport] = None,
+        transport: Optional[Union[httpx.AsyncBaseTransport, httpx.BaseTransport]] = None,
     ):
         self.base_urls = list(base_urls)
         self.timeout_s = timeout_s
@@ -149,12 +180,28 @@ class Transport:
         # a cap would add a pool wait that is not a server failure); keep enough idle ones alive
         # that every thread finds one on whichever replica it is sent to.
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=max(1, concurrency) * len(self.base_urls))
-        self._client = httpx.Client(
-            transport=transport or httpx.HTTPTransport(limits=limits, retries=0),
+        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+            transport = _BlockingTransport(transport)
+        self._client = httpx.AsyncClient(
+            transport=transport or httpx.AsyncHTTPTransport(limits=limits, retries=0),
+            # Each phase inside the whole attempt's deadline (see _attempt), which is what bounds it.
             timeout=httpx.Timeout(timeout_s),
             # The servers are named in the config: no proxy or .netrc from the environment.
             trust_env=False,
         )
+        self._loop = asyncio.new_event_loop()
+        # A daemon: a request still waiting on a server must never keep the process from exiting.
+        self._thread = threading.Thread(target=self._run_loop, name="icm-openai-http", daemon=True)
+        self._thread.start()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
 
     def __repr__(self) -> str:
         return f"Transport(base_urls={self.base_urls!r})"
@@ -162,8 +209,19 @@ class Transport:
     def request(self, url_for: Callable[[str], str], payload: Optional[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         """GET (no payload) or POST `url_for(replica)`, retried over replicas; (url, JSON object).
 
-        Raises Rejected for a 4xx answer and BackendError once every attempt has failed.
+        Blocks the calling thread until the request's task on the loop is done. Raises Rejected
+        for a 4xx answer and BackendError once every attempt has failed.
         """
+        with self._lock:
+            if self._closed:
+                raise BackendError("the openai backend is closed")
+            future = asyncio.run_coroutine_threadsafe(self._request(url_for, payload), self._loop)
+        try:
+            return future.result()
+        finally:
+            future.cancel()  # nothing once done; after a KeyboardInterrupt here, the task stops
+
+    async def _request(self, url_for: Callable[[str], str], payload: Optional[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         attempts = self.retries + 1
         last: Optional[Transient] = None
         last_base: Optional[str] = None
@@ -171,13 +229,13 @@ class Transport:
             with self.replicas.lease(avoid=last_base) as base:
                 url = url_for(base)
                 try:
-                    return url, self._send(url, payload)
+                    return url, await self._attempt(url, payload)
                 except Transient as e:
                     last, last_base = e, base
                     self.replicas.failed(base)
             if attempt + 1 < attempts:
                 self._on_retry()
-                time.sleep(self._delay(attempt, last.retry_after))
+                await asyncio.sleep(self._delay(attempt, last.retry_after))
         assert last is not None
         servers = f"{len(self.base_urls)} servers" if len(self.base_urls) > 1 else "1 server"
         raise BackendError(
@@ -193,16 +251,19 @@ class Transport:
             delay = max(delay, min(retry_after, 60.0))
         return delay
 
-    def _send(self, url: str, payload: Optional[dict[str, Any]]) -> dict[str, Any]:
+    async def _exchange(self, url: str, payload: Optional[dict[str, Any]]) -> httpx.Response:
         headers = {"Accept": "application/json"}
         if self._key is not None:
             headers["Authorization"] = "Bearer " + self._key.reveal()
+        if payload is None:
+            return await self._client.get(url, headers=headers)
+        return await self._client.post(url, json=payload, headers=headers)  # the whole body is read
+
+    async def _attempt(self, url: str, payload: Optional[dict[str, Any]]) -> dict[str, Any]:
         try:
-            if payload is None:
-                response = self._client.get(url, headers=headers)
-            else:
-                response = self._client.post(url, json=payload, headers=headers)
-        except httpx.TimeoutException:
+            # One deadline for the whole attempt: connecting, sending, the headers and the body.
+            response = await asyncio.wait_for(self._exchange(url, payload), self.timeout_s)
+        except (asyncio.TimeoutError, httpx.TimeoutException):
             raise Transient(url, f"no response within {self.timeout_s:g} s") from None
         except httpx.RequestError as e:  # connect, read, write, protocol or decoding failures
             raise Transient(url, self._describe(e)) from None
@@ -240,4 +301,13 @@ class Transport:
         return " ".join(text.split())[:240]
 
     def close(self) -> None:
-        self._client.close()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result(timeout=1.0)
+        except Exception:
+            pass  # a close that does not finish must not hold the caller; the thread is a daemon
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=1.0)
