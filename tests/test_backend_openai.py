@@ -762,3 +762,69 @@ def test_a_trickling_server_cannot_hold_an_attempt_past_timeout_s(raw_server, wh
     assert 2.0 <= elapsed < 3.5, elapsed  # two attempts of 1 s each, and not a moment longer
     assert "no response within 1 s" in info.value.message and "2 attempts" in info.value.message
     backend.close()
+
+
+CTRL_C_SCRIPT = """
+import sys, time
+from icm_cli.backends.base import ScoreRequest
+from icm_cli.backends.openai_server import OpenAIBackend
+
+backend = OpenAIBackend([sys.argv[1]], "fake-model", timeout_s=120, retries=4, concurrency=4, echo=False)
+requests = [ScoreRequest((f"Tweet: sample {i}\\nSentiment:",), (" positive", " negative")) for i in range(8)]
+try:
+    backend.score(requests)
+except KeyboardInterrupt:
+    started = time.monotonic()
+    backend.close()
+    print(f"closed in {time.monotonic() - started:.2f} s", flush=True)
+"""
+
+
+@pytest.mark.parametrize("hangs", ["everything", "completions"])
+def test_ctrl_c_with_a_hung_server_closes_at_once_and_the_process_exits(raw_server, hangs):
+    # "everything": the first request (the tokenizer probe) hangs in the main thread;
+    # "completions": /tokenize answers 404, so the completions hang in the worker threads.
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import icm_cli
+
+    hung = threading.Event()
+
+    def handle(conn: socket.socket, stop: threading.Event) -> None:
+        with conn:
+            while not stop.is_set():
+                head = read_request_head(conn)
+                if not head:
+                    return
+                if hangs == "everything" or b"/completions" in head.split(b"\r\n", 1)[0]:
+                    hung.set()
+                    stop.wait(300)  # accepted, read, never answered
+                    return
+                length = int(re.search(rb"content-length: *(\d+)", head, re.IGNORECASE).group(1))
+                body = head.split(b"\r\n\r\n", 1)[1]
+                while len(body) < length:
+                    body += conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 24\r\n\r\n" + b'{"detail": "Not Found"} ')
+
+    url = raw_server(handle)
+    env = {**os.environ, "PYTHONPATH": str(Path(icm_cli.__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT, url], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert hung.wait(30), "the script never sent a request"
+        time.sleep(0.5)  # let every worker reach the server
+        proc.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        out, err = proc.communicate(timeout=10)  # raises TimeoutExpired if the process hangs on
+        assert time.monotonic() - interrupted < 10
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0 and not err, err  # no traceback, no "Task exception was never retrieved"
+    closed_in = float(re.search(r"closed in ([\d.]+) s", out).group(1))
+    assert closed_in < 1.5, out

@@ -343,8 +343,10 @@ class OpenAIBackend:
     def _map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """fn over items, `concurrency` at a time (the transport spreads them over the replicas).
 
-        Results come in item order, whatever order they finish in. The first failure cancels
-        what has not started.
+        Results come in item order, whatever order they finish in. The first failure, or a
+        KeyboardInterrupt in the calling thread, cancels what has not started and ends what is in
+        flight: no worker goes on retrying a server for results nobody will read, and none is left
+        blocked (the pool's threads are not daemons: the interpreter joins them at exit).
         """
         if len(items) <= 1:
             return [fn(item) for item in items]
@@ -357,15 +359,21 @@ class OpenAIBackend:
                 if f.done() and not f.cancelled() and f.exception() is not None:
                     raise f.exception()  # type: ignore[misc]
             return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:  # first, so that no worker freed below takes up another item
+                f.cancel()
+            self._http.cancel()
+            raise
         finally:
             for f in futures:
                 f.cancel()
 
     def close(self) -> None:
+        """Returns within about a second, even with requests waiting on a server that never answers."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-        self._http.close()
+        self._http.close()  # ends the requests in flight, so the pool's threads finish now
 
 
 def load_openai_backend(config: BackendConfig, log: Callable[[str], None] = lambda _: None) -> OpenAIBackend:

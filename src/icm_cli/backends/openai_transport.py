@@ -16,7 +16,10 @@ of their own; `request()` is the blocking face the rest of the backend calls fro
 Why not a blocking httpx.Client: its timeouts are per phase (connect, each read, each write), so
 a server that trickles a byte now and then, in its headers or its body, holds an attempt for
 ever; and a blocked read cannot be interrupted from another thread. As tasks, one attempt is
-bounded as a whole (asyncio.wait_for) and any request can be cancelled where it waits.
+bounded as a whole (asyncio.wait_for) and any request can be cancelled where it waits: close()
+(or cancel(), when a batch has failed) ends every request at once, its caller gets Cancelled,
+and no retry starts after it. So after Ctrl-C no thread of ours keeps waiting on a server that
+never answers, and nothing holds the process at exit.
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ class Transient(Exception):
     def __init__(self, url: str, what: str, retry_after: Optional[float] = None):
         super().__init__(what)
         self.url, self.what, self.retry_after = url, what, retry_after
+
+
+class Cancelled(BackendError):
+    """The request was abandoned: the backend was closed, or the batch it belonged to failed."""
 
 
 class Rejected(Exception):
@@ -195,6 +202,7 @@ class Transport:
         self._thread.start()
         self._lock = threading.Lock()
         self._closed = False
+        self._pending: set[concurrent.futures.Future] = set()  # one per request() waiting
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -212,14 +220,40 @@ class Transport:
         Blocks the calling thread until the request's task on the loop is done. Raises Rejected
         for a 4xx answer and BackendError once every attempt has failed.
         """
-        with self._lock:
+        with self._lock:  # checked and registered together, so no request starts after close()
             if self._closed:
-                raise BackendError("the openai backend is closed")
-            future = asyncio.run_coroutine_threadsafe(self._request(url_for, payload), self._loop)
+                raise Cancelled("the openai backend is closed")
+            future = asyncio.run_coroutine_threadsafe(self._outcome(url_for, payload), self._loop)
+            self._pending.add(future)
         try:
-            return future.result()
+            result, error = future.result()
+            if error is not None:
+                raise error
+            assert result is not None
+            return result
+        except concurrent.futures.CancelledError:
+            raise Cancelled("request cancelled: the openai backend was closed or its batch failed") from None
         finally:
             future.cancel()  # nothing once done; after a KeyboardInterrupt here, the task stops
+            with self._lock:
+                self._pending.discard(future)
+
+    def cancel(self) -> None:
+        """End every request in flight: each caller gets Cancelled now, each task stops where it waits."""
+        with self._lock:
+            pending = list(self._pending)
+        for future in pending:
+            future.cancel()
+
+    async def _outcome(self, url_for: Callable[[str], str], payload: Optional[dict[str, Any]]
+                       ) -> tuple[Optional[tuple[str, dict[str, Any]]], Optional[Exception]]:
+        # The error as a value, not as the task's exception: a request its caller stopped waiting
+        # for (cancel(), Ctrl-C) can still end in an error before the cancellation reaches it, and
+        # asyncio would log that unread exception, traceback and all, on stderr.
+        try:
+            return await self._request(url_for, payload), None
+        except Exception as e:
+            return None, e
 
     async def _request(self, url_for: Callable[[str], str], payload: Optional[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         attempts = self.retries + 1
@@ -301,13 +335,22 @@ class Transport:
         return " ".join(text.split())[:240]
 
     def close(self) -> None:
+        """Cancel what is in flight, refuse new requests, close the connections; within about a second."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        self.cancel()
         try:
-            asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result(timeout=1.0)
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=1.0)
         except Exception:
             pass  # a close that does not finish must not hold the caller; the thread is a daemon
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=1.0)
+
+    async def _shutdown(self) -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._client.aclose()
