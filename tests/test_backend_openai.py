@@ -84,6 +84,7 @@ class Behavior:
     statuses: list[int] = field(default_factory=list)  # returned by the next /completions calls, then OK
     always_status: Optional[int] = None
     error_body: str = '{"error": {"message": "internal error"}}'
+    retry_after: Callable[[], str] = lambda: "0"  # the Retry-After header sent with error statuses
     delay_s: float = 0.0
     malformed: Optional[str] = None
     reject_echo: bool = False  # llama.cpp: "Only no echo is supported"
@@ -141,7 +142,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/tokenize":
             return self._tokenize(b, body)
         if status is not None or b.always_status is not None:
-            return self._send(status or b.always_status or 500, b.error_body, {"Retry-After": "0"})
+            return self._send(status or b.always_status or 500, b.error_body, {"Retry-After": b.retry_after()})
         with contextlib.ExitStack() as stack:
             for gauge in b.gauges:
                 stack.enter_context(gauge)
@@ -343,6 +344,63 @@ def test_429_is_retried_with_backoff_then_succeeds(serve):
     check_echo(requests, backend.score(requests))
     assert backend.stats.retries == 2 and behavior.completions()[0] == behavior.completions()[2]  # same probe, resent
     assert time.monotonic() - started >= 0.05 * 0.5 + 0.1 * 0.5  # two backoffs, jitter at its lowest
+
+
+def test_429s_do_not_spend_the_retry_budget(serve):
+    # Throttling slows a run; with retries=1, two failures end a request, six 429s do not.
+    url, behavior = serve(statuses=[429] * 6)
+    backend = backend_for([url], echo=True, retries=1, backoff_s=0.01)
+    requests = make_requests(2)
+    check_echo(requests, backend.score(requests))
+    assert backend.stats.retries == 6 and len(behavior.completions()) == 4 + 1 + 6
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_429_waits_for_retry_after_given_in_seconds_or_as_an_http_date(serve, form):
+    import email.utils
+
+    def retry_after() -> str:  # an HTTP date has whole seconds: 2 s from now is 1 to 2 s away
+        return "1.5" if form == "seconds" else email.utils.formatdate(time.time() + 2, usegmt=True)
+
+    url, behavior = serve(statuses=[429], retry_after=retry_after)
+    backend = backend_for([url], echo=True, backoff_s=0.01)
+    started = time.monotonic()
+    check_echo(make_requests(1), backend.score(make_requests(1)))
+    assert time.monotonic() - started >= 0.95
+    assert backend.stats.retries == 1
+
+
+def test_retry_after_header_forms():
+    import email.utils
+
+    from icm_cli.backends.openai_transport import retry_after_s
+
+    assert retry_after_s("7") == 7.0 and retry_after_s(" 0.5 ") == 0.5 and retry_after_s("-3") == 0.0
+    assert 28 <= retry_after_s(email.utils.formatdate(time.time() + 30, usegmt=True)) <= 30
+    assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # past: no wait
+    assert all(retry_after_s(v) is None for v in (None, "", "soon", "nan", "inf", "Wed, 99 Foo 2015"))
+
+
+def test_endless_429s_fail_once_the_time_waiting_them_out_reaches_its_bound(serve):
+    url, _ = serve(always_status=429, error_body='{"error": {"message": "slow down"}}')
+    backend = backend_for([url], echo=True, retries=0, backoff_s=0.05)
+    backend._http.throttle_budget_s = 0.6
+    started = time.monotonic()
+    with pytest.raises(BackendError) as info:
+        backend.score(make_requests(1))
+    assert 0.6 <= time.monotonic() - started < 3.0
+    message = info.value.message
+    assert "HTTP 429 (slow down): still throttled after" in message and "0.6 s per request" in message
+    assert backend.stats.retries >= 3 and "\n" not in message
+
+
+def test_a_retry_after_past_the_429_bound_fails_at_once(serve):
+    url, _ = serve(always_status=429, retry_after=lambda: "3600")
+    backend = backend_for([url], echo=True, retries=0)
+    started = time.monotonic()
+    with pytest.raises(BackendError, match="asks to wait 3600 s .the most this backend waits out throttling is 600 s"):
+        backend.score(make_requests(1))
+    assert time.monotonic() - started < 2.0
 
 
 def test_timeouts_give_one_line_backend_error_naming_the_server(serve):

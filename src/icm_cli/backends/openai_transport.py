@@ -2,9 +2,10 @@
 
 httpx keeps the keep-alive connections (one pool for every request). What is ours is a deadline
 per attempt, spreading requests over the replicas and riding out their failures:
-a failed attempt (429, 5xx, timeout, refused or dropped connection) is tried again on another
+a failed attempt (5xx, timeout, refused or dropped connection) is tried again on another
 replica after an exponential backoff with jitter, and the replica that failed rests for a
-moment. httpx's own transport retries stay off: they would retry a dead replica in place
+moment. A 429 is retried the same way, after at least its Retry-After, but it is the server
+pacing us, not failing: it does not spend `retries` (see THROTTLE_BUDGET_S). httpx's own transport retries stay off: they would retry a dead replica in place
 instead of moving on, double the connect timeout against an unreachable host, and go
 uncounted in the stats.
 
@@ -26,8 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime
+import email.utils
 import itertools
 import json
+import math
 import random
 import threading
 import time
@@ -39,6 +43,11 @@ import httpx
 from ..errors import BackendError
 
 _TRANSIENT_STATUS = {408, 429}  # plus every 5xx
+# 429s do not count against `retries` (throttling slows a run, it should not fail it), so they
+# need a bound of their own: the time one request may spend waiting them out, in all. Ten
+# minutes rides out per-minute rate limits many times over; a server that still throttles after
+# that, or asks for a longer wait in one Retry-After, fails the request with a message saying so.
+THROTTLE_BUDGET_S = 600.0
 _jitter = random.Random()
 
 
@@ -60,9 +69,9 @@ class Secret:
 class Transient(Exception):
     """One attempt failed in a way another attempt (or another replica) may not."""
 
-    def __init__(self, url: str, what: str, retry_after: Optional[float] = None):
+    def __init__(self, url: str, what: str, retry_after: Optional[float] = None, throttled: bool = False):
         super().__init__(what)
-        self.url, self.what, self.retry_after = url, what, retry_after
+        self.url, self.what, self.retry_after, self.throttled = url, what, retry_after, throttled
 
 
 class Cancelled(BackendError):
@@ -75,6 +84,24 @@ class Rejected(Exception):
     def __init__(self, url: str, status: int, message: str):
         super().__init__(message)
         self.url, self.status, self.message = url, status, message
+
+
+def retry_after_s(value: Optional[str]) -> Optional[float]:
+    """The wait a Retry-After header asks for, in seconds: it is either a number of seconds or an
+    HTTP date (RFC 9110, 10.2.3); None if absent or unreadable."""
+    if not value or not value.strip():
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # HTTP dates are in GMT
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        seconds = (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def error_text(data: bytes) -> str:
@@ -180,6 +207,7 @@ class Transport:
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
+        self.throttle_budget_s = THROTTLE_BUDGET_S
         self.replicas = Replicas(self.base_urls, cooldown_s=min(30.0, max(0.05, 10 * backoff_s)), concurrency=concurrency)
         self._key = key
         self._on_retry = on_retry
@@ -256,10 +284,10 @@ class Transport:
             return None, e
 
     async def _request(self, url_for: Callable[[str], str], payload: Optional[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-        attempts = self.retries + 1
-        last: Optional[Transient] = None
+        failures = throttles = 0
+        throttled_s = 0.0  # waited out on 429s, against throttle_budget_s
         last_base: Optional[str] = None
-        for attempt in range(attempts):
+        while True:
             with self.replicas.lease(avoid=last_base) as base:
                 url = url_for(base)
                 try:
@@ -267,23 +295,49 @@ class Transport:
                 except Transient as e:
                     last, last_base = e, base
                     self.replicas.failed(base)
-            if attempt + 1 < attempts:
-                self._on_retry()
-                await asyncio.sleep(self._delay(attempt, last.retry_after))
-        assert last is not None
+            if last.throttled:
+                delay = self._throttle_delay(last, throttles, throttled_s)
+                throttles += 1
+                throttled_s += delay
+            else:
+                failures += 1
+                if failures > self.retries:
+                    break
+                delay = self._delay(failures - 1, last.retry_after)
+            self._on_retry()
+            await asyncio.sleep(delay)
+        attempts = failures + throttles
         servers = f"{len(self.base_urls)} servers" if len(self.base_urls) > 1 else "1 server"
         raise BackendError(
             f"{last.url}: {last.what} ({attempts} attempts over {servers}); work already accepted is lost "
             f"unless checkpointing is enabled: re-run the same command to start again"
         )
 
-    def _delay(self, attempt: int, retry_after: Optional[float]) -> float:
+    def _delay(self, n: int, retry_after: Optional[float], most: float = 60.0) -> float:
         # Exponential backoff with jitter, so retries from many threads do not arrive together;
-        # a server's Retry-After is honoured up to a minute.
-        delay = min(30.0, self.backoff_s * 2**attempt) * _jitter.uniform(0.5, 1.5)
+        # a server's Retry-After is honoured up to `most`.
+        delay = min(30.0, self.backoff_s * 2 ** min(n, 30)) * _jitter.uniform(0.5, 1.5)
         if retry_after is not None and retry_after > 0:
-            delay = max(delay, min(retry_after, 60.0))
+            delay = max(delay, min(retry_after, most))
         return delay
+
+    def _throttle_delay(self, last: Transient, n: int, waited_s: float) -> float:
+        """How long to wait after the (n+1)-th 429 of a request; BackendError once the budget is spent."""
+        budget, left = self.throttle_budget_s, self.throttle_budget_s - waited_s
+        limit = f"the most this backend waits out throttling is {budget:g} s per request"
+        if last.retry_after is not None and last.retry_after > left:
+            raise BackendError(
+                f"{last.url}: {last.what} asks to wait {last.retry_after:.0f} s ({limit}, {waited_s:.0f} s "
+                f"spent already); try again later or raise the server's rate limit"
+            )
+        if left <= 0:
+            raise BackendError(
+                f"{last.url}: {last.what}: still throttled after {waited_s:.0f} s of waiting ({n + 1} answers "
+                f"of 429 to one request; {limit}); lower backend.concurrency or raise the server's rate limit"
+            )
+        # Backoff from at least 10 ms, so a backoff_s of 0 cannot turn throttling into a busy loop.
+        delay = min(30.0, max(self.backoff_s, 0.01) * 2 ** min(n, 30)) * _jitter.uniform(0.5, 1.5)
+        return min(left, max(delay, last.retry_after or 0.0))
 
     async def _exchange(self, url: str, payload: Optional[dict[str, Any]]) -> httpx.Response:
         headers = {"Accept": "application/json"}
@@ -303,13 +357,9 @@ class Transport:
             raise Transient(url, self._describe(e)) from None
         status, data = response.status_code, response.content
         if status in _TRANSIENT_STATUS or status >= 500:
-            retry_after = None
-            try:
-                retry_after = float(response.headers.get("Retry-After", ""))
-            except ValueError:
-                pass
             detail = self.clean(error_text(data))
-            raise Transient(url, f"HTTP {status}" + (f" ({detail})" if detail else ""), retry_after)
+            raise Transient(url, f"HTTP {status}" + (f" ({detail})" if detail else ""),
+                            retry_after_s(response.headers.get("Retry-After")), throttled=status == 429)
         if not 200 <= status < 300:
             raise Rejected(url, status, self.clean(error_text(data)))
         try:
