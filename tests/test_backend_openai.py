@@ -886,3 +886,48 @@ def test_ctrl_c_with_a_hung_server_closes_at_once_and_the_process_exits(raw_serv
     assert proc.returncode == 0 and not err, err  # no traceback, no "Task exception was never retrieved"
     closed_in = float(re.search(r"closed in ([\d.]+) s", out).group(1))
     assert closed_in < 1.5, out
+
+
+# --------------------------------------------------------------------------- failures no retry can change
+
+
+def test_501_fails_at_once_in_one_line(serve):
+    url, behavior = serve(statuses=[501], error_body='{"error": {"message": "batch prompts are not supported"}}')
+    backend = backend_for([url], echo=True, retries=3)
+    with pytest.raises(BackendError) as info:
+        backend.score(make_requests(2))
+    assert len(behavior.completions()) == 1 and backend.stats.retries == 0  # a 5xx, but not retried
+    message = info.value.message
+    assert message.startswith(f"{url}/completions: HTTP 501") and "batch prompts are not supported" in message
+    assert "\n" not in message
+
+
+def test_a_tls_certificate_that_does_not_verify_fails_at_once(raw_server, tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a self-signed certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    handshakes: list[int] = []
+
+    def handle(conn: socket.socket, stop: threading.Event) -> None:
+        handshakes.append(1)
+        with contextlib.suppress(OSError), context.wrap_socket(conn, server_side=True) as tls:
+            read_request_head(tls)  # never reached: the client refuses the self-signed certificate
+
+    url = raw_server(handle).replace("http://", "https://")
+    backend = OpenAIBackend([url], "fake-model", retries=3, backoff_s=0.2)
+    started = time.monotonic()
+    with pytest.raises(BackendError) as info:
+        backend.connect()
+    assert time.monotonic() - started < 1.0 and len(handshakes) == 1
+    message = info.value.message
+    assert message == f"{url}/models: TLS certificate verification failed (self-signed certificate)"
+    backend.close()

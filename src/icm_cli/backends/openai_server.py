@@ -123,7 +123,7 @@ class OpenAIBackend:
             self.stats.retries += 1
 
     def _rejection(self, e: Rejected, echo: bool) -> Exception:
-        """A 4xx answer as the error the user can act on."""
+        """A 4xx or 501 answer as the error the user can act on."""
         if _CONTEXT_RE.search(e.message):
             return InputError(
                 f"{e.url}: the prompt does not fit {self.model_name}'s context ({e.message}); lower core.max_tokens"
@@ -137,6 +137,8 @@ class OpenAIBackend:
             return BackendError(
                 f"{e.url}: HTTP 404 ({e.message}); check backend.base_urls (they end in /v1) and backend.model"
             )
+        if e.status == 501:
+            return BackendError(f"{e.url}: HTTP 501, not implemented by this server ({e.message})")
         if not echo and "logprob" in e.message.lower():
             return BackendError(f"{e.url}: HTTP {e.status} ({e.message}); lower backend.top_logprobs")
         return BackendError(f"{e.url}: HTTP {e.status} ({e.message})")

@@ -5,7 +5,8 @@ per attempt, spreading requests over the replicas and riding out their failures:
 a failed attempt (5xx, timeout, refused or dropped connection) is tried again on another
 replica after an exponential backoff with jitter, and the replica that failed rests for a
 moment. A 429 is retried the same way, after at least its Retry-After, but it is the server
-pacing us, not failing: it does not spend `retries` (see THROTTLE_BUDGET_S). httpx's own transport retries stay off: they would retry a dead replica in place
+pacing us, not failing: it does not spend `retries` (see THROTTLE_BUDGET_S). What no other
+attempt can change fails at once: a 4xx or 501 answer, a TLS certificate that does not verify. httpx's own transport retries stay off: they would retry a dead replica in place
 instead of moving on, double the connect timeout against an unreachable host, and go
 uncounted in the stats.
 
@@ -33,10 +34,11 @@ import itertools
 import json
 import math
 import random
+import ssl
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar, Union
 
 import httpx
 
@@ -79,7 +81,7 @@ class Cancelled(BackendError):
 
 
 class Rejected(Exception):
-    """The server answered 4xx: retrying the same request will not help."""
+    """The server answered 4xx or 501: retrying the same request will not help."""
 
     def __init__(self, url: str, status: int, message: str):
         super().__init__(message)
@@ -145,6 +147,19 @@ class _BlockingTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         self.inner.close()
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def _cause(error: BaseException, kind: type[E]) -> Optional[E]:
+    """The first exception of `kind` in the chain httpx raised (it wraps the OS or ssl error)."""
+    cause: Optional[BaseException] = error
+    while cause is not None:
+        if isinstance(cause, kind):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 class Replicas:
@@ -354,8 +369,14 @@ class Transport:
         except (asyncio.TimeoutError, httpx.TimeoutException):
             raise Transient(url, f"no response within {self.timeout_s:g} s") from None
         except httpx.RequestError as e:  # connect, read, write, protocol or decoding failures
+            refused = _cause(e, ssl.SSLCertVerificationError)
+            if refused is not None:  # the same certificate will not verify on the next attempt
+                reason = refused.verify_message or refused.reason or str(refused)
+                raise BackendError(f"{url}: TLS certificate verification failed ({self.clean(str(reason))})") from None
             raise Transient(url, self._describe(e)) from None
         status, data = response.status_code, response.content
+        if status == 501:  # Not Implemented: this server lacks the endpoint or the feature
+            raise Rejected(url, status, self.clean(error_text(data)) or "Not Implemented")
         if status in _TRANSIENT_STATUS or status >= 500:
             detail = self.clean(error_text(data))
             raise Transient(url, f"HTTP {status}" + (f" ({detail})" if detail else ""),
@@ -371,11 +392,8 @@ class Transport:
         return parsed
 
     def _describe(self, e: httpx.RequestError) -> str:
-        cause: Optional[BaseException] = e
-        while cause is not None:
-            if isinstance(cause, ConnectionRefusedError):
-                return "connection refused"
-            cause = cause.__cause__ or cause.__context__
+        if _cause(e, ConnectionRefusedError) is not None:
+            return "connection refused"
         return self.clean(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
 
     def clean(self, text: str) -> str:
