@@ -412,8 +412,34 @@ def test_timeouts_give_one_line_backend_error_naming_the_server(serve):
     assert time.monotonic() - started < 2.0
     message = info.value.message
     assert info.value.exit_code == EXIT_BACKEND and "\n" not in message
-    assert url in message and "no response within 0.15 s" in message and "2 attempts" in message
-    assert "re-run the same command to start again" in message
+    assert url in message and "no response within 0.15 s" in message and "2 attempts over 1 server" in message
+    assert "lost" not in message and "re-run" not in message  # how to go on is the CLI's to say
+
+
+def test_no_server_answering_at_start_up_is_server_unreachable_naming_the_urls():
+    from icm_cli.backends.openai_server import ServerUnreachable
+
+    urls = [dead_url(), dead_url()]
+    with pytest.raises(ServerUnreachable) as info:
+        backend_for(urls, retries=1)
+    message = info.value.message
+    assert message.startswith("no server answered at start-up (") and all(u in message for u in urls)
+    assert "connection refused (2 attempts over 2 servers)" in message
+    assert "lost" not in message and "\n" not in message
+    assert isinstance(info.value, BackendError) and info.value.exit_code == EXIT_BACKEND
+    with pytest.raises(ServerUnreachable, match=r"^no server answered at start-up: http://127.0.0.1:\d+/v1/models: "):
+        backend_for(urls[:1], retries=0)
+
+
+def test_a_server_failing_mid_run_is_not_server_unreachable(serve):
+    from icm_cli.backends.openai_server import ServerUnreachable
+
+    url, _ = serve(always_status=503)
+    backend = backend_for([url], echo=True, retries=1)  # /v1/models answers; completions do not
+    with pytest.raises(BackendError) as info:
+        backend.score(make_requests(1))
+    assert not isinstance(info.value, ServerUnreachable)
+    assert info.value.message == f"{url}/completions: HTTP 503 (internal error) (2 attempts over 1 server)"
 
 
 def test_all_servers_failing_names_the_last_one_tried(serve):

@@ -41,7 +41,7 @@ from ..errors import BackendError, InputError
 from .base import BackendStats, ScoreRequest
 from .openai_logprobs import Malformed, NoEcho, echo_logprob, parse_logprobs, topk_candidates, topk_logprob
 from .openai_tokenizer import ServerTokenizer
-from .openai_transport import Rejected, Secret, Transport
+from .openai_transport import Rejected, RetriesExhausted, Secret, ServerUnreachable, Transport
 
 if TYPE_CHECKING:
     import httpx
@@ -146,11 +146,21 @@ class OpenAIBackend:
     # ---- start-up --------------------------------------------------------------------------
 
     def connect(self) -> None:
-        """Check that a server answers, name the model if the config did not, read its context."""
+        """Check that a server answers, name the model if the config did not, read its context.
+
+        Raises ServerUnreachable when no server answers at all: no work has started, so unlike a
+        failure later in the run there is nothing to resume.
+        """
         try:
             url, data = self._http.request(lambda base: base + "/models", None)
         except Rejected:
             return  # not every server lists models; completions may still work
+        except RetriesExhausted as e:
+            if len(self.base_urls) == 1:  # the message names the one URL
+                raise ServerUnreachable(f"no server answered at start-up: {e.message}") from None
+            raise ServerUnreachable(
+                f"no server answered at start-up ({', '.join(self.base_urls)}); the last: {e.message}"
+            ) from None
         entries = data.get("data") if isinstance(data.get("data"), list) else []
         models = [m for m in entries if isinstance(m, dict) and isinstance(m.get("id"), str)]
         ids = [m["id"] for m in models]
@@ -398,5 +408,9 @@ def load_openai_backend(config: BackendConfig, log: Callable[[str], None] = lamb
         backoff_s=config.backoff_s, echo=config.echo, top_logprobs=config.top_logprobs,
         max_context=config.max_context, prompts_per_request=config.prompts_per_request, log=log,
     )
-    backend.connect()
+    try:
+        backend.connect()
+    except BaseException:
+        backend.close()
+        raise
     return backend

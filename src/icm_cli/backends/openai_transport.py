@@ -76,6 +76,14 @@ class Transient(Exception):
         self.url, self.what, self.retry_after, self.throttled = url, what, retry_after, throttled
 
 
+class RetriesExhausted(BackendError):
+    """Every attempt at one request failed (timeouts, 5xx, refused or dropped connections)."""
+
+
+class ServerUnreachable(BackendError):
+    """No server answered at start-up (connect()): nothing had been sent, so nothing is lost."""
+
+
 class Cancelled(BackendError):
     """The request was abandoned: the backend was closed, or the batch it belonged to failed."""
 
@@ -261,7 +269,7 @@ class Transport:
         """GET (no payload) or POST `url_for(replica)`, retried over replicas; (url, JSON object).
 
         Blocks the calling thread until the request's task on the loop is done. Raises Rejected
-        for a 4xx answer and BackendError once every attempt has failed.
+        for a 4xx or 501 answer and RetriesExhausted once every attempt has failed.
         """
         with self._lock:  # checked and registered together, so no request starts after close()
             if self._closed:
@@ -323,10 +331,8 @@ class Transport:
             await asyncio.sleep(delay)
         attempts = failures + throttles
         servers = f"{len(self.base_urls)} servers" if len(self.base_urls) > 1 else "1 server"
-        raise BackendError(
-            f"{last.url}: {last.what} ({attempts} attempts over {servers}); work already accepted is lost "
-            f"unless checkpointing is enabled: re-run the same command to start again"
-        )
+        # What the caller should do next (resume from a checkpoint, or start again) is the CLI's to say.
+        raise RetriesExhausted(f"{last.url}: {last.what} ({attempts} attempts over {servers})")
 
     def _delay(self, n: int, retry_after: Optional[float], most: float = 60.0) -> float:
         # Exponential backoff with jitter, so retries from many threads do not arrive together;
