@@ -957,3 +957,21 @@ def test_a_tls_certificate_that_does_not_verify_fails_at_once(raw_server, tmp_pa
     message = info.value.message
     assert message == f"{url}/models: TLS certificate verification failed (self-signed certificate)"
     backend.close()
+
+
+# --------------------------------------------------------------------------- the API key over plain http
+
+
+def test_an_api_key_over_plain_http_to_another_host_is_warned_about_without_the_key():
+    lines: list[str] = []
+    urls = ["http://10.1.2.3:8000/v1", "https://api.example.com/v1", "http://127.0.0.1:8000/v1", "http://gpu-box/v1"]
+    OpenAIBackend(urls, "fake-model", api_key=SECRET, log=lines.append).close()
+    assert len(lines) == 1 and SECRET not in lines[0]
+    assert "plain http://" in lines[0] and "10.1.2.3, gpu-box;" in lines[0]
+    assert "example.com" not in lines[0] and "127.0.0.1" not in lines[0]
+
+    loopback = ["http://localhost:8000/v1", "http://127.5.0.1/v1", "http://[::1]:8000/v1", "http://[::ffff:127.0.0.1]/v1"]
+    for urls, key in ((loopback, SECRET), (["https://10.1.2.3/v1"], SECRET), (["http://10.1.2.3/v1"], None)):
+        quiet: list[str] = []
+        OpenAIBackend(urls, "fake-model", api_key=key, log=quiet.append).close()
+        assert quiet == [], (urls, quiet)

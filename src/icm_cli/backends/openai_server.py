@@ -41,7 +41,7 @@ from ..errors import BackendError, InputError
 from .base import BackendStats, ScoreRequest
 from .openai_logprobs import Malformed, NoEcho, echo_logprob, parse_logprobs, topk_candidates, topk_logprob
 from .openai_tokenizer import ServerTokenizer
-from .openai_transport import Rejected, RetriesExhausted, Secret, ServerUnreachable, Transport
+from .openai_transport import Rejected, RetriesExhausted, Secret, ServerUnreachable, Transport, sent_in_clear
 
 if TYPE_CHECKING:
     import httpx
@@ -108,6 +108,10 @@ class OpenAIBackend:
             self.base_urls, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s, concurrency=concurrency,
             key=Secret(api_key) if api_key else None, on_retry=self._count_retry, transport=transport,
         )
+        exposed = sent_in_clear(self.base_urls) if api_key else []
+        if exposed:  # a warning, not an error: a private network may be trusted, which only the user knows
+            log(f"openai backend: warning: the API key goes unencrypted (plain http://) to {', '.join(exposed)}; "
+                f"use https:// for a server beyond this machine")
         self._tokens = ServerTokenizer(self._http, lambda: self.model_name, lambda e: self._rejection(e, echo=False), log)
         self.concurrency = concurrency
         self._pool: Optional[ThreadPoolExecutor] = None

@@ -30,6 +30,7 @@ import asyncio
 import concurrent.futures
 import datetime
 import email.utils
+import ipaddress
 import itertools
 import json
 import math
@@ -37,6 +38,7 @@ import random
 import ssl
 import threading
 import time
+import urllib.parse
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar, Union
 
@@ -66,6 +68,26 @@ class Secret:
         return "<secret>"
 
     __str__ = __repr__
+
+
+def sent_in_clear(urls: Sequence[str]) -> list[str]:
+    """The hosts of plain http:// URLs that are not this machine: a key sent there crosses a network
+    unencrypted. Loopback is 127.0.0.0/8, ::1 (also IPv4-mapped) and localhost."""
+    hosts = []
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        host = (parts.hostname or "").rstrip(".")
+        if parts.scheme != "http" or host == "localhost" or host.endswith(".localhost"):
+            continue
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            ip = None  # a name other than localhost: it may resolve anywhere
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if (ip is None or not ip.is_loopback) and host not in hosts:
+            hosts.append(host)
+    return hosts
 
 
 class Transient(Exception):
