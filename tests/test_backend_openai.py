@@ -362,7 +362,7 @@ def test_429_waits_for_retry_after_given_in_seconds_or_as_an_http_date(serve, fo
     def retry_after() -> str:  # an HTTP date has whole seconds: 2 s from now is 1 to 2 s away
         return "1.5" if form == "seconds" else email.utils.formatdate(time.time() + 2, usegmt=True)
 
-    url, behavior = serve(statuses=[429], retry_after=retry_after)
+    url, _ = serve(statuses=[429], retry_after=retry_after)
     backend = backend_for([url], echo=True, backoff_s=0.01)
     started = time.monotonic()
     check_echo(make_requests(1), backend.score(make_requests(1)))
@@ -788,7 +788,7 @@ def raw_server():
             while not stop.is_set():
                 try:
                     conn, _ = listener.accept()
-                except (socket.timeout, OSError):
+                except OSError:  # a timeout (to look at `stop`), or the listener closed
                     continue
                 threading.Thread(target=handle, args=(conn, stop), daemon=True).start()
 

@@ -6,9 +6,10 @@ a failed attempt (5xx, timeout, refused or dropped connection) is tried again on
 replica after an exponential backoff with jitter, and the replica that failed rests for a
 moment. A 429 is retried the same way, after at least its Retry-After, but it is the server
 pacing us, not failing: it does not spend `retries` (see THROTTLE_BUDGET_S). What no other
-attempt can change fails at once: a 4xx or 501 answer, a TLS certificate that does not verify. httpx's own transport retries stay off: they would retry a dead replica in place
-instead of moving on, double the connect timeout against an unreachable host, and go
-uncounted in the stats.
+attempt can change fails at once: a 4xx or 501 answer, a TLS certificate that does not verify.
+httpx's own transport retries stay off: they would retry a dead replica in place instead of
+moving on, double the connect timeout against an unreachable host, and go uncounted in the
+stats.
 
 The API key is held in a `Secret` and sent only as the Authorization header of each request;
 server text that goes into an error is scrubbed of it.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import datetime
 import email.utils
 import ipaddress
@@ -325,7 +327,7 @@ class Transport:
         # asyncio would log that unread exception, traceback and all, on stderr.
         try:
             return await self._request(url_for, payload), None
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - re-raised in the caller's thread by request()
             return None, e
 
     async def _request(self, url_for: Callable[[str], str], payload: Optional[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
@@ -437,12 +439,12 @@ class Transport:
                 return
             self._closed = True
         self.cancel()
-        try:
+        # A close that does not finish in a second must not hold the caller: the thread is a daemon.
+        with contextlib.suppress(concurrent.futures.TimeoutError, httpx.HTTPError, OSError, RuntimeError):
             asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=1.0)
-        except Exception:
-            pass  # a close that does not finish must not hold the caller; the thread is a daemon
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=1.0)
+        with contextlib.suppress(RuntimeError):  # the loop has stopped already
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=0.5)
 
     async def _shutdown(self) -> None:
         tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
