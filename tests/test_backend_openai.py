@@ -859,15 +859,18 @@ try:
     backend.score(requests)
 except KeyboardInterrupt:
     started = time.monotonic()
-    backend.close()
+    if sys.argv[2] == "close":
+        backend.close()
     print(f"closed in {time.monotonic() - started:.2f} s", flush=True)
 """
 
 
-@pytest.mark.parametrize("hangs", ["everything", "completions"])
-def test_ctrl_c_with_a_hung_server_closes_at_once_and_the_process_exits(raw_server, hangs):
+@pytest.mark.parametrize("hangs, close", [("everything", "close"), ("completions", "close"), ("completions", "no-close")])
+def test_ctrl_c_with_a_hung_server_closes_at_once_and_the_process_exits(raw_server, hangs, close):
     # "everything": the first request (the tokenizer probe) hangs in the main thread;
     # "completions": /tokenize answers 404, so the completions hang in the worker threads.
+    # "no-close": the caller (as the CLI does today) lets the interrupt end the process without
+    # close(): score() itself ends the requests it leaves behind.
     import os
     import signal
     import subprocess
@@ -897,7 +900,7 @@ def test_ctrl_c_with_a_hung_server_closes_at_once_and_the_process_exits(raw_serv
 
     url = raw_server(handle)
     env = {**os.environ, "PYTHONPATH": str(Path(icm_cli.__file__).parents[1])}
-    proc = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT, url], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT, url, close], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert hung.wait(30), "the script never sent a request"
