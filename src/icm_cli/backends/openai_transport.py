@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import datetime
 import email.utils
 import ipaddress
@@ -41,7 +40,7 @@ import ssl
 import threading
 import time
 import urllib.parse
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar, Union
 
 import httpx
@@ -440,9 +439,9 @@ class Transport:
             self._closed = True
         self.cancel()
         # A close that does not finish in a second must not hold the caller: the thread is a daemon.
-        with contextlib.suppress(concurrent.futures.TimeoutError, httpx.HTTPError, OSError, RuntimeError):
+        with suppress(concurrent.futures.TimeoutError, httpx.HTTPError, OSError, RuntimeError):
             asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=1.0)
-        with contextlib.suppress(RuntimeError):  # the loop has stopped already
+        with suppress(RuntimeError):  # the loop has stopped already
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=0.5)
 
