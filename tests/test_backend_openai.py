@@ -84,6 +84,7 @@ class Behavior:
     statuses: list[int] = field(default_factory=list)  # returned by the next /completions calls, then OK
     always_status: Optional[int] = None
     error_body: str = '{"error": {"message": "internal error"}}'
+    retry_after: Callable[[], str] = lambda: "0"  # the Retry-After header sent with error statuses
     delay_s: float = 0.0
     malformed: Optional[str] = None
     reject_echo: bool = False  # llama.cpp: "Only no echo is supported"
@@ -141,7 +142,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/tokenize":
             return self._tokenize(b, body)
         if status is not None or b.always_status is not None:
-            return self._send(status or b.always_status or 500, b.error_body, {"Retry-After": "0"})
+            return self._send(status or b.always_status or 500, b.error_body, {"Retry-After": b.retry_after()})
         with contextlib.ExitStack() as stack:
             for gauge in b.gauges:
                 stack.enter_context(gauge)
@@ -345,6 +346,63 @@ def test_429_is_retried_with_backoff_then_succeeds(serve):
     assert time.monotonic() - started >= 0.05 * 0.5 + 0.1 * 0.5  # two backoffs, jitter at its lowest
 
 
+def test_429s_do_not_spend_the_retry_budget(serve):
+    # Throttling slows a run; with retries=1, two failures end a request, six 429s do not.
+    url, behavior = serve(statuses=[429] * 6)
+    backend = backend_for([url], echo=True, retries=1, backoff_s=0.01)
+    requests = make_requests(2)
+    check_echo(requests, backend.score(requests))
+    assert backend.stats.retries == 6 and len(behavior.completions()) == 4 + 1 + 6
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_429_waits_for_retry_after_given_in_seconds_or_as_an_http_date(serve, form):
+    import email.utils
+
+    def retry_after() -> str:  # an HTTP date has whole seconds: 2 s from now is 1 to 2 s away
+        return "1.5" if form == "seconds" else email.utils.formatdate(time.time() + 2, usegmt=True)
+
+    url, _ = serve(statuses=[429], retry_after=retry_after)
+    backend = backend_for([url], echo=True, backoff_s=0.01)
+    started = time.monotonic()
+    check_echo(make_requests(1), backend.score(make_requests(1)))
+    assert time.monotonic() - started >= 0.95
+    assert backend.stats.retries == 1
+
+
+def test_retry_after_header_forms():
+    import email.utils
+
+    from icm_cli.backends.openai_transport import retry_after_s
+
+    assert retry_after_s("7") == 7.0 and retry_after_s(" 0.5 ") == 0.5 and retry_after_s("-3") == 0.0
+    assert 28 <= retry_after_s(email.utils.formatdate(time.time() + 30, usegmt=True)) <= 30
+    assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # past: no wait
+    assert all(retry_after_s(v) is None for v in (None, "", "soon", "nan", "inf", "Wed, 99 Foo 2015"))
+
+
+def test_endless_429s_fail_once_the_time_waiting_them_out_reaches_its_bound(serve):
+    url, _ = serve(always_status=429, error_body='{"error": {"message": "slow down"}}')
+    backend = backend_for([url], echo=True, retries=0, backoff_s=0.05)
+    backend._http.throttle_budget_s = 0.6
+    started = time.monotonic()
+    with pytest.raises(BackendError) as info:
+        backend.score(make_requests(1))
+    assert 0.6 <= time.monotonic() - started < 3.0
+    message = info.value.message
+    assert "HTTP 429 (slow down): still throttled after" in message and "0.6 s per request" in message
+    assert backend.stats.retries >= 3 and "\n" not in message
+
+
+def test_a_retry_after_past_the_429_bound_fails_at_once(serve):
+    url, _ = serve(always_status=429, retry_after=lambda: "3600")
+    backend = backend_for([url], echo=True, retries=0)
+    started = time.monotonic()
+    with pytest.raises(BackendError, match="asks to wait 3600 s .the most this backend waits out throttling is 600 s"):
+        backend.score(make_requests(1))
+    assert time.monotonic() - started < 2.0
+
+
 def test_timeouts_give_one_line_backend_error_naming_the_server(serve):
     url, _ = serve(delay_s=0.6)
     backend = backend_for([url], echo=True, timeout_s=0.15, retries=1)
@@ -354,8 +412,34 @@ def test_timeouts_give_one_line_backend_error_naming_the_server(serve):
     assert time.monotonic() - started < 2.0
     message = info.value.message
     assert info.value.exit_code == EXIT_BACKEND and "\n" not in message
-    assert url in message and "no response within 0.15 s" in message and "2 attempts" in message
-    assert "re-run the same command to start again" in message
+    assert url in message and "no response within 0.15 s" in message and "2 attempts over 1 server" in message
+    assert "lost" not in message and "re-run" not in message  # how to go on is the CLI's to say
+
+
+def test_no_server_answering_at_start_up_is_server_unreachable_naming_the_urls():
+    from icm_cli.backends.openai_server import ServerUnreachable
+
+    urls = [dead_url(), dead_url()]
+    with pytest.raises(ServerUnreachable) as info:
+        backend_for(urls, retries=1)
+    message = info.value.message
+    assert message.startswith("no server answered at start-up (") and all(u in message for u in urls)
+    assert "connection refused (2 attempts over 2 servers)" in message
+    assert "lost" not in message and "\n" not in message
+    assert isinstance(info.value, BackendError) and info.value.exit_code == EXIT_BACKEND
+    with pytest.raises(ServerUnreachable, match=r"^no server answered at start-up: http://127.0.0.1:\d+/v1/models: "):
+        backend_for(urls[:1], retries=0)
+
+
+def test_a_server_failing_mid_run_is_not_server_unreachable(serve):
+    from icm_cli.backends.openai_server import ServerUnreachable
+
+    url, _ = serve(always_status=503)
+    backend = backend_for([url], echo=True, retries=1)  # /v1/models answers; completions do not
+    with pytest.raises(BackendError) as info:
+        backend.score(make_requests(1))
+    assert not isinstance(info.value, ServerUnreachable)
+    assert info.value.message == f"{url}/completions: HTTP 503 (internal error) (2 attempts over 1 server)"
 
 
 def test_all_servers_failing_names_the_last_one_tried(serve):
@@ -684,3 +768,213 @@ def test_api_key_is_a_header_and_stays_out_of_logs(serve, monkeypatch, caplog):
     assert any("httpx" in r.name or "httpcore" in r.name for r in caplog.records)  # the logs were on
     assert SECRET not in caplog.text and not any(SECRET in line for line in lines)
     assert SECRET not in repr(backend._http) and SECRET not in str(vars(backend._http))
+
+
+# --------------------------------------------------------------------------- servers that misbehave below HTTP
+
+
+@pytest.fixture
+def raw_server():
+    """A TCP server whose every connection is handed to `handle(conn)` in a daemon thread."""
+    stop = threading.Event()
+    listeners: list[socket.socket] = []
+
+    def start(handle: Callable[[socket.socket, threading.Event], None]) -> str:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.settimeout(0.05)
+        listeners.append(listener)
+
+        def accept() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except OSError:  # a timeout (to look at `stop`), or the listener closed
+                    continue
+                threading.Thread(target=handle, args=(conn, stop), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        return f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+
+    yield start
+    stop.set()
+    for listener in listeners:
+        listener.close()
+
+
+def read_request_head(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def trickle(response: bytes, every_s: float = 0.2, for_s: float = 8.0) -> Callable[[socket.socket, threading.Event], None]:
+    """A server that sends `response` one byte every `every_s` seconds, for `for_s` seconds."""
+
+    def handle(conn: socket.socket, stop: threading.Event) -> None:
+        with conn:
+            read_request_head(conn)
+            end = time.monotonic() + for_s  # then hang up, so a client without a deadline ends too
+            try:
+                for byte in response:
+                    if stop.wait(every_s) or time.monotonic() > end:
+                        break
+                    conn.sendall(bytes([byte]))
+            except OSError:
+                pass  # the client gave up and closed: that is the test
+
+    return handle
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_a_trickling_server_cannot_hold_an_attempt_past_timeout_s(raw_server, where):
+    # A byte every 0.2 s keeps httpx's per-phase timeouts (connect, each read) from ever firing.
+    body = b'{"object": "list", "data": [{"id": "fake-model"}]}'.ljust(4000)
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n"
+    if where == "body":
+        url = raw_server(lambda conn, stop: (conn.sendall(head), trickle(body)(conn, stop)))
+    else:
+        url = raw_server(trickle(head + body))
+    backend = OpenAIBackend([url], "fake-model", timeout_s=1.0, retries=1, backoff_s=0.01)
+    started = time.monotonic()
+    with pytest.raises(BackendError) as info:
+        backend.connect()
+    elapsed = time.monotonic() - started
+    assert 2.0 <= elapsed < 3.5, elapsed  # two attempts of 1 s each, and not a moment longer
+    assert "no response within 1 s" in info.value.message and "2 attempts" in info.value.message
+    backend.close()
+
+
+CTRL_C_SCRIPT = """
+import sys, time
+from icm_cli.backends.base import ScoreRequest
+from icm_cli.backends.openai_server import OpenAIBackend
+
+backend = OpenAIBackend([sys.argv[1]], "fake-model", timeout_s=120, retries=4, concurrency=4, echo=False)
+requests = [ScoreRequest((f"Tweet: sample {i}\\nSentiment:",), (" positive", " negative")) for i in range(8)]
+try:
+    backend.score(requests)
+except KeyboardInterrupt:
+    started = time.monotonic()
+    if sys.argv[2] == "close":
+        backend.close()
+    print(f"closed in {time.monotonic() - started:.2f} s", flush=True)
+"""
+
+
+@pytest.mark.parametrize("hangs, close", [("everything", "close"), ("completions", "close"), ("completions", "no-close")])
+def test_ctrl_c_with_a_hung_server_closes_at_once_and_the_process_exits(raw_server, hangs, close):
+    # "everything": the first request (the tokenizer probe) hangs in the main thread;
+    # "completions": /tokenize answers 404, so the completions hang in the worker threads.
+    # "no-close": the caller (as the CLI does today) lets the interrupt end the process without
+    # close(): score() itself ends the requests it leaves behind.
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import icm_cli
+
+    hung = threading.Event()
+
+    def handle(conn: socket.socket, stop: threading.Event) -> None:
+        with conn:
+            while not stop.is_set():
+                head = read_request_head(conn)
+                if not head:
+                    return
+                if hangs == "everything" or b"/completions" in head.split(b"\r\n", 1)[0]:
+                    hung.set()
+                    stop.wait(300)  # accepted, read, never answered
+                    return
+                length = int(re.search(rb"content-length: *(\d+)", head, re.IGNORECASE).group(1))
+                body = head.split(b"\r\n\r\n", 1)[1]
+                while len(body) < length:
+                    body += conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 24\r\n\r\n" + b'{"detail": "Not Found"} ')
+
+    url = raw_server(handle)
+    env = {**os.environ, "PYTHONPATH": str(Path(icm_cli.__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT, url, close], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert hung.wait(30), "the script never sent a request"
+        time.sleep(0.5)  # let every worker reach the server
+        proc.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        out, err = proc.communicate(timeout=10)  # raises TimeoutExpired if the process hangs on
+        assert time.monotonic() - interrupted < 10
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0 and not err, err  # no traceback, no "Task exception was never retrieved"
+    closed_in = float(re.search(r"closed in ([\d.]+) s", out).group(1))
+    assert closed_in < 1.5, out
+
+
+# --------------------------------------------------------------------------- failures no retry can change
+
+
+def test_501_fails_at_once_in_one_line(serve):
+    url, behavior = serve(statuses=[501], error_body='{"error": {"message": "batch prompts are not supported"}}')
+    backend = backend_for([url], echo=True, retries=3)
+    with pytest.raises(BackendError) as info:
+        backend.score(make_requests(2))
+    assert len(behavior.completions()) == 1 and backend.stats.retries == 0  # a 5xx, but not retried
+    message = info.value.message
+    assert message.startswith(f"{url}/completions: HTTP 501") and "batch prompts are not supported" in message
+    assert "\n" not in message
+
+
+def test_a_tls_certificate_that_does_not_verify_fails_at_once(raw_server, tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a self-signed certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    handshakes: list[int] = []
+
+    def handle(conn: socket.socket, stop: threading.Event) -> None:
+        handshakes.append(1)
+        with contextlib.suppress(OSError), context.wrap_socket(conn, server_side=True) as tls:
+            read_request_head(tls)  # never reached: the client refuses the self-signed certificate
+
+    url = raw_server(handle).replace("http://", "https://")
+    backend = OpenAIBackend([url], "fake-model", retries=3, backoff_s=0.2)
+    started = time.monotonic()
+    with pytest.raises(BackendError) as info:
+        backend.connect()
+    assert time.monotonic() - started < 1.0 and len(handshakes) == 1
+    message = info.value.message
+    assert message == f"{url}/models: TLS certificate verification failed (self-signed certificate)"
+    backend.close()
+
+
+# --------------------------------------------------------------------------- the API key over plain http
+
+
+def test_an_api_key_over_plain_http_to_another_host_is_warned_about_without_the_key():
+    lines: list[str] = []
+    urls = ["http://10.1.2.3:8000/v1", "https://api.example.com/v1", "http://127.0.0.1:8000/v1", "http://gpu-box/v1"]
+    OpenAIBackend(urls, "fake-model", api_key=SECRET, log=lines.append).close()
+    assert len(lines) == 1 and SECRET not in lines[0]
+    assert "plain http://" in lines[0] and "10.1.2.3, gpu-box;" in lines[0]
+    assert "example.com" not in lines[0] and "127.0.0.1" not in lines[0]
+
+    loopback = ["http://localhost:8000/v1", "http://127.5.0.1/v1", "http://[::1]:8000/v1", "http://[::ffff:127.0.0.1]/v1"]
+    for urls, key in ((loopback, SECRET), (["https://10.1.2.3/v1"], SECRET), (["http://10.1.2.3/v1"], None)):
+        quiet: list[str] = []
+        OpenAIBackend(urls, "fake-model", api_key=key, log=quiet.append).close()
+        assert quiet == [], (urls, quiet)

@@ -41,7 +41,7 @@ from ..errors import BackendError, InputError
 from .base import BackendStats, ScoreRequest
 from .openai_logprobs import Malformed, NoEcho, echo_logprob, parse_logprobs, topk_candidates, topk_logprob
 from .openai_tokenizer import ServerTokenizer
-from .openai_transport import Rejected, Secret, Transport
+from .openai_transport import Rejected, RetriesExhausted, Secret, ServerUnreachable, Transport, sent_in_clear
 
 if TYPE_CHECKING:
     import httpx
@@ -108,6 +108,10 @@ class OpenAIBackend:
             self.base_urls, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s, concurrency=concurrency,
             key=Secret(api_key) if api_key else None, on_retry=self._count_retry, transport=transport,
         )
+        exposed = sent_in_clear(self.base_urls) if api_key else []
+        if exposed:  # a warning, not an error: a private network may be trusted, which only the user knows
+            log(f"openai backend: warning: the API key goes unencrypted (plain http://) to {', '.join(exposed)}; "
+                f"use https:// for a server beyond this machine")
         self._tokens = ServerTokenizer(self._http, lambda: self.model_name, lambda e: self._rejection(e, echo=False), log)
         self.concurrency = concurrency
         self._pool: Optional[ThreadPoolExecutor] = None
@@ -132,7 +136,7 @@ class OpenAIBackend:
             self.stats.retries += 1
 
     def _rejection(self, e: Rejected, echo: bool) -> Exception:
-        """A 4xx answer as the error the user can act on."""
+        """A 4xx or 501 answer as the error the user can act on."""
         if _CONTEXT_RE.search(e.message):
             return InputError(
                 f"{e.url}: the prompt does not fit {self.model_name}'s context ({e.message}); lower core.max_tokens"
@@ -146,6 +150,8 @@ class OpenAIBackend:
             return BackendError(
                 f"{e.url}: HTTP 404 ({e.message}); check backend.base_urls (they end in /v1) and backend.model"
             )
+        if e.status == 501:
+            return BackendError(f"{e.url}: HTTP 501, not implemented by this server ({e.message})")
         if not echo and "logprob" in e.message.lower():
             return BackendError(f"{e.url}: HTTP {e.status} ({e.message}); lower backend.top_logprobs")
         return BackendError(f"{e.url}: HTTP {e.status} ({e.message})")
@@ -153,11 +159,21 @@ class OpenAIBackend:
     # ---- start-up --------------------------------------------------------------------------
 
     def connect(self) -> None:
-        """Check that a server answers, name the model if the config did not, read its context."""
+        """Check that a server answers, name the model if the config did not, read its context.
+
+        Raises ServerUnreachable when no server answers at all: no work has started, so unlike a
+        failure later in the run there is nothing to resume.
+        """
         try:
             url, data = self._http.request(lambda base: base + "/models", None)
         except Rejected:
             return  # not every server lists models; completions may still work
+        except RetriesExhausted as e:
+            if len(self.base_urls) == 1:  # the message names the one URL
+                raise ServerUnreachable(f"no server answered at start-up: {e.message}") from None
+            raise ServerUnreachable(
+                f"no server answered at start-up ({', '.join(self.base_urls)}); the last: {e.message}"
+            ) from None
         entries = data.get("data") if isinstance(data.get("data"), list) else []
         models = [m for m in entries if isinstance(m, dict) and isinstance(m.get("id"), str)]
         ids = [m["id"] for m in models]
@@ -352,8 +368,10 @@ class OpenAIBackend:
     def _map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """fn over items, `concurrency` at a time (the transport spreads them over the replicas).
 
-        Results come in item order, whatever order they finish in. The first failure cancels
-        what has not started.
+        Results come in item order, whatever order they finish in. The first failure, or a
+        KeyboardInterrupt in the calling thread, cancels what has not started and ends what is in
+        flight: no worker goes on retrying a server for results nobody will read, and none is left
+        blocked (the pool's threads are not daemons: the interpreter joins them at exit).
         """
         if len(items) <= 1:
             return [fn(item) for item in items]
@@ -366,15 +384,21 @@ class OpenAIBackend:
                 if f.done() and not f.cancelled() and f.exception() is not None:
                     raise f.exception()  # type: ignore[misc]
             return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:  # first, so that no worker freed below takes up another item
+                f.cancel()
+            self._http.cancel()
+            raise
         finally:
             for f in futures:
                 f.cancel()
 
     def close(self) -> None:
+        """Returns within about a second, even with requests waiting on a server that never answers."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-        self._http.close()
+        self._http.close()  # ends the requests in flight, so the pool's threads finish now
 
 
 def load_openai_backend(config: BackendConfig, log: Callable[[str], None] = lambda _: None) -> OpenAIBackend:
@@ -397,5 +421,9 @@ def load_openai_backend(config: BackendConfig, log: Callable[[str], None] = lamb
         backoff_s=config.backoff_s, echo=config.echo, top_logprobs=config.top_logprobs,
         max_context=config.max_context, prompts_per_request=config.prompts_per_request, log=log,
     )
-    backend.connect()
+    try:
+        backend.connect()
+    except BaseException:
+        backend.close()
+        raise
     return backend

@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional, Union
 
 from ..errors import BackendError
 from .openai_logprobs import Malformed
-from .openai_transport import Rejected, Transport
+from .openai_transport import Cancelled, Rejected, Transport
 
 STYLES = ("vllm", "llamacpp", "llamacpp-python")
 Tokens = Union[list[int], int]  # the ids, or only their count when that is all the server gives
@@ -65,8 +65,8 @@ class ServerTokenizer:
                 result = self._tokenize(sample, style)
             except (Rejected, Malformed):
                 continue  # not this server's dialect (outages still raise: they are not "no endpoint")
-            except BackendError:
-                if style != "llamacpp-python":
+            except BackendError as e:
+                if style != "llamacpp-python" or isinstance(e, Cancelled):
                     raise
                 # The server answered the two probes before; one that chokes on this path is not
                 # llama-cpp-python's (an outage shows on the next request anyway).
