@@ -978,3 +978,20 @@ def test_an_api_key_over_plain_http_to_another_host_is_warned_about_without_the_
         quiet: list[str] = []
         OpenAIBackend(urls, "fake-model", api_key=key, log=quiet.append).close()
         assert quiet == [], (urls, quiet)
+
+
+def test_rows_are_not_sent_to_tokenize_one_by_one(serve):
+    """A transfer chunk shares its demonstrations: they are counted once; each row's own text
+    is estimated, never one /tokenize request per row (10M rows would be 10M extra requests)."""
+    url, behavior = serve(tokenize="llamacpp")
+    backend = backend_for([url], echo=False)
+    demos = ("Tweet: so good\nSentiment: positive\n\n", "Tweet: so bad\nSentiment: negative\n\n")
+    for start in (0, 100):
+        rows = [ScoreRequest(demos + (f"Tweet: row {k} here\nSentiment:",), (" positive", " negative"))
+                for k in range(start, start + 100)]
+        backend.score(rows)
+    tokenized = [body for path, _, body in behavior.records if path == "/tokenize"]
+    assert len(behavior.completions()) == 200
+    assert len(tokenized) < 12, [body for body in tokenized]  # probes, labels and the two demonstrations
+    # Only the first prompt's last piece, once, to learn how labels tokenize after it.
+    assert sum("row" in str(body) for body in tokenized) <= 3

@@ -63,6 +63,10 @@ class OpenAIStats(BackendStats):
     token_counts_estimated: bool = False  # no tokenize endpoint: counts are characters / 4
 
 
+def _estimate(text: str) -> int:
+    return max(1, round(len(text) / 4)) if text else 0
+
+
 class _EchoUnsupported(BackendError):
     pass
 
@@ -241,18 +245,24 @@ class OpenAIBackend:
         return out
 
     def _check_context(self, requests: Sequence[ScoreRequest]) -> list[int]:
-        texts = list(dict.fromkeys(t for r in requests for t in (*r.segments, *r.continuations)))
-        missing = [t for t in texts if t and not self._tokens.known(t)]
+        """Each request's prompt tokens, for the context check (and the stats, where the server
+        reports no usage). The shared pieces (demonstrations, labels) are counted by the server's
+        tokenizer once each; a row's own last piece is estimated at characters / 4 rather than
+        sent to /tokenize: one extra request per row would double a fleet's traffic."""
+        shared = list(dict.fromkeys(t for r in requests for t in (*r.segments[:-1], *r.continuations)))
+        missing = [t for t in shared if t and not self._tokens.known(t)]
         if missing:
             self.count_tokens(missing[0])  # finds the tokenizer once, before going parallel
             self._map(self.count_tokens, missing[1:])
         estimates = [
-            1 + sum(self.count_tokens(s) for s in r.segments) + max(self.count_tokens(c) for c in r.continuations)
+            1 + sum(self.count_tokens(s) for s in r.segments[:-1]) + _estimate(r.segments[-1] if r.segments else "")
+            + max(self.count_tokens(c) for c in r.continuations)
             for r in requests
         ]
         worst = max(estimates)
-        # Characters / 4 is only a guess: leave near misses to the server, which says exactly.
-        if worst > self.max_context * (1.25 if self.stats.token_counts_estimated else 1.0):
+        # Characters / 4 is only a guess (for a row's own text always, for everything without a
+        # tokenize endpoint): leave near misses to the server, which says exactly.
+        if worst > self.max_context * 1.25:
             raise InputError(
                 f"a prompt of about {worst:,} tokens exceeds the context window of {self.max_context:,} "
                 f"for {self.model_name} (backend.max_context); lower core.max_tokens"

@@ -8,6 +8,7 @@ Token counts keep prompts inside the context window, and label lengths decide ec
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import Any, Callable, Optional, Union
 
 from ..errors import BackendError
@@ -15,6 +16,9 @@ from .openai_logprobs import Malformed
 from .openai_transport import Cancelled, Rejected, Transport
 
 STYLES = ("vllm", "llamacpp", "llamacpp-python")
+# Texts whose counts are kept: the pieces requests share (a core's demonstrations, labels) and
+# what a run counts to plan (its core, a sample). Rows are not counted one by one.
+COUNT_CACHE = 100_000
 Tokens = Union[list[int], int]  # the ids, or only their count when that is all the server gives
 
 
@@ -29,7 +33,7 @@ class ServerTokenizer:
         self.style: Optional[str] = None  # one of STYLES or "none", found on first use
         self.estimated = False  # no tokenize endpoint: counts are characters / 4
         self._added: list[int] = []  # tokens the endpoint adds to every text (BOS)
-        self._counts: dict[str, int] = {}
+        self._counts: OrderedDict[str, int] = OrderedDict()
 
     def _url(self, base: str) -> str:
         return base.removesuffix("/v1") + "/tokenize"
@@ -107,9 +111,11 @@ class ServerTokenizer:
             return 0
         result = self.ids(text)
         n = max(1, round(len(text) / 4)) if result is None else (len(result) if isinstance(result, list) else result)
-        if len(self._counts) > 200_000:
-            self._counts.clear()
         self._counts[text] = n
+        if len(self._counts) > COUNT_CACHE:
+            self._counts.popitem(last=False)  # the oldest: the core's demonstrations stay in use
+        else:
+            self._counts.move_to_end(text)
         return n
 
     def label_lengths(self, context: str, labels: list[str]) -> Optional[list[int]]:
