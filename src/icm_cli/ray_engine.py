@@ -423,8 +423,10 @@ class RayRun:
                          f"{tally.rows / max(tally.seconds, 1e-9):,.1f} rows/s")
 
         start = time.monotonic()
-        run.search_end = run.search_end or start
-        tally = run_transfer(ray, self.data, shipped, self.run_input.index.fields, progress)
+        try:
+            tally = run_transfer(ray, self.data, shipped, self.run_input.index.fields, progress)
+        finally:
+            ray.shutdown()  # a local cluster ends with the run; a joined one is only left
         summary = run.finish()
         return self._complete(summary, tally, time.monotonic() - start)
 

@@ -107,7 +107,9 @@ class RunSummary:
     tokens_transfer: int = 0
     search_s: float = 0.0
     transfer_s: float = 0.0
+    check_s: float = 0.0  # the signal check
     wall_time_s: float = 0.0
+    signal: Optional[dict] = None  # the signal check's verdict and figures
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -225,6 +227,8 @@ class Run:
     over machines (ray_engine) runs the search and the calibration, then ships the rest."""
 
     core_labeller: Optional[CoreLabeller] = None
+    check_tokens = 0
+    calibration_sample: list[int] = []  # example ids whose transfer scores the calibration read
 
     def __init__(self, run_input: RunInput, config: Config, backend: Backend,
                  on_progress: Optional[Callable[[Progress], None]], monitor_field: Optional[str],
@@ -276,7 +280,19 @@ class Run:
         outcomes = self.search(resume)
         transfer, centres = self.calibrate(outcomes, resume)
         self._transfer(transfer, centres, resume, several=len(outcomes) > 1)
+        self.check(transfer, centres)
         return self.finish()
+
+    def check(self, transfer: Transfer, centres: Optional[list[list[float]]]) -> None:
+        """The gold-free signal check (signal_check.py), its time apart from the phases'."""
+        if not self.config.check.signal:
+            return
+        from .signal_check import measure
+
+        report = measure(self, transfer, centres, self.config.search.seed)
+        self.summary.signal = report.to_json()
+        self.summary.check_s = report.seconds
+        self.check_tokens = report.tokens
 
     def search(self, resume: RunState) -> list[CoreOutcome]:
         """Phase 1: label the cores (or take them from `resume`)."""
@@ -339,6 +355,7 @@ class Run:
             labelled = {i for i, y in self.core_labels.items() if y is not None}
             sample = seeded_sample(self.plan.examples, config.transfer.calibration_size, config.search.seed,
                                    labelled.__contains__)
+            self.calibration_sample = sample
             centres = transfer.centres(self._examples(sample))
         self.state = dataclasses.replace(
             self.state, centres=tuple(tuple(c) for c in centres) if centres is not None else None, calibrated=True
@@ -383,12 +400,12 @@ class Run:
         s.mean_agreement = round(sum(e.agreements) / len(e.agreements), 4) if e.agreements else None
         s.acceptance_rate = round(s.accepted / s.proposals, 4) if s.proposals else 0.0
         s.tokens_scored = self.backend.stats.tokens_computed - self.tokens_before
-        s.tokens_transfer = s.tokens_scored - s.tokens_search
+        s.tokens_transfer = s.tokens_scored - s.tokens_search - self.check_tokens
         s.tokens_requested = self.backend.stats.tokens_requested - self.requested_before
         if s.tokens_requested:
             s.prefix_reuse = round(1 - s.tokens_scored / s.tokens_requested, 4)
         now = time.monotonic()
-        s.transfer_s = round(now - (self.search_end or now), 2)
+        s.transfer_s = round(now - (self.search_end or now) - s.check_s, 2)
         s.wall_time_s = round(now - self.start, 2)
         return s
 

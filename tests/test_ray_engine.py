@@ -1,0 +1,89 @@
+"""`icm label --engine ray` on a local Ray cluster (the 2 CPUs of a test machine), with the real
+embedded model: the labels are exactly the local run's, and a run killed during its transfer is
+completed by running the same command again, which skips the shards already written.
+
+Under plain pytest without Ray installed these skip; under `make test` (ICM_REQUIRE_RAY=1) they fail.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+if importlib.util.find_spec("ray") is None:
+    reason = "ray is not installed (pip install 'icm-cli[ray]')"
+    if os.environ.get("ICM_REQUIRE_RAY") == "1":
+        pytest.fail(f"ICM_REQUIRE_RAY=1 but {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> Path:
+    """200 tweets none of the shipped configs was tuned on, and a small core so the test is quick."""
+    work = tmp_path_factory.mktemp("ray")
+    rows = (ROOT / "examples" / "tweets-1000.jsonl").read_text(encoding="utf-8").split("\n")[500:700]
+    (work / "t200.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    text = (ROOT / "configs" / "tweets-sentiment.yaml").read_text()
+    text = text.replace("iterations: 125", "iterations: 10").replace("max_tokens: 1024", "max_tokens: 256")
+    text += "transfer:\n  chunk_size: 64\nray:\n  actors: 1\n  batch_size: 24\n  cpus: 2\n  object_store_mib: 256\n"
+    (work / "c.yaml").write_text(text)
+    return work
+
+
+def icm(work: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "icm_cli.cli", "label", "t200.jsonl", "-c", "c.yaml", "-q", *args]
+
+
+def labels_in(paths: list[str]) -> dict[str, tuple]:
+    out = {}
+    for path in paths:
+        for line in Path(path).read_text(encoding="utf-8").split("\n"):
+            if line:
+                row = json.loads(line)
+                assert row["id"] not in out, f"{row['id']} written twice"
+                out[row["id"]] = (row["label"], row["confidence"], row["icm_source"])
+    return out
+
+
+def test_the_ray_engine_gives_the_local_labels_and_completes_a_killed_run(setup):
+    work = setup
+    subprocess.run(icm(work, "-o", "local.jsonl"), cwd=work, check=True, timeout=900)
+    local = labels_in([str(work / "local.jsonl")])
+
+    out = work / "shards"
+    proc = subprocess.Popen(icm(work, "-o", "shards", "--engine", "ray"), cwd=work, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    # Killed (as a preempted node is) once the actors have written a few shards, not all.
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(glob.glob(str(out / "part-*.jsonl"))) >= 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    written = labels_in(glob.glob(str(out / "part-*.jsonl")))
+    assert 0 < len(written) < 200 and not (out / "icm-summary.json").exists()
+
+    again = subprocess.run(icm(work, "-o", "shards", "--engine", "ray"), cwd=work, capture_output=True, timeout=900)
+    assert again.returncode == 0, again.stderr.decode()[-3000:]
+    assert "Traceback" not in again.stderr.decode()
+    shards = glob.glob(str(out / "part-*.jsonl"))
+    assert labels_in(shards) == local  # every row once, with the local run's label and confidence
+    summary = json.loads((out / "icm-summary.json").read_text())
+    assert summary["engine"] == "ray" and summary["rows"] == 200
+    assert summary["rows_this_run"] == 200 - len(written)  # the shards written before were skipped
+    assert sum(summary["label_counts"].values()) == 200
+    assert not (out / "icm-checkpoint").exists() and not list(out.glob(".*.tmp"))
