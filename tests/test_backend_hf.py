@@ -128,26 +128,26 @@ def test_no_store_budget_still_scores_exactly(prompts):
 def test_auto_dtype_picks_bf16_only_where_it_runs_fast(monkeypatch, fast_bf16, device, expected):
     import torch
 
-    from icm_cli.backends import loading
+    from icm_cli.backends import cpu_dtype
 
-    monkeypatch.setattr(loading, "cpu_has_fast_bf16", lambda: fast_bf16)
-    assert loading._dtype("auto", device) == getattr(torch, expected)
-    assert loading._dtype("float32", device) == torch.float32  # asked for: kept
+    monkeypatch.setattr(cpu_dtype, "cpu_has_fast_bf16", lambda: fast_bf16)
+    assert cpu_dtype.resolve_dtype("auto", device) == getattr(torch, expected)
+    assert cpu_dtype.resolve_dtype("float32", device) == torch.float32  # asked for: kept
 
 
 @pytest.mark.parametrize("flag, speedup, expected", [(False, 9.0, False), (True, 2.7, True), (True, 0.6, False)])
 def test_bf16_is_chosen_by_measured_speed_once_per_machine(monkeypatch, tmp_path, flag, speedup, expected):
     import torch
 
-    from icm_cli.backends import loading
+    from icm_cli.backends import cpu_dtype
 
     monkeypatch.setenv("ICM_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: flag)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     measured = []
-    monkeypatch.setattr(loading, "_bf16_speedup", lambda: measured.append(1) or speedup)
-    assert loading.cpu_has_fast_bf16() is expected
-    assert loading.cpu_has_fast_bf16() is expected  # the second answer comes from the record
+    monkeypatch.setattr(cpu_dtype, "_bf16_speedup", lambda: measured.append(1) or speedup)
+    assert cpu_dtype.cpu_has_fast_bf16() is expected
+    assert cpu_dtype.cpu_has_fast_bf16() is expected  # the second answer comes from the record
     assert len(measured) == (1 if flag else 0)
 
 

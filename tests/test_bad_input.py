@@ -321,7 +321,9 @@ def no_weights(monkeypatch):
         raise ModelLoadAttempted("test guard: weights were about to be loaded for a model that does not exist")
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
-    monkeypatch.setattr(loading, "embedded_model_dir", refuse)
+    from icm_cli.backends import hf
+
+    monkeypatch.setattr(hf, "embedded_model_dir", refuse)
 
 
 @pytest.mark.parametrize("mode", ["out", "dry-run"])

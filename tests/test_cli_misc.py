@@ -26,7 +26,9 @@ def test_dry_run_shows_core_transfer_estimates_and_the_exact_first_prompt(monkey
         raise AssertionError("--dry-run must not load a model")
 
     monkeypatch.setattr(loading, "load_backend", no_model)
-    monkeypatch.setattr(loading, "load_hf_backend", no_model)
+    from icm_cli.backends import hf
+
+    monkeypatch.setattr(hf, "load_hf_backend", no_model)
     result = runner.invoke(app, ["label", str(ROOT / "examples" / "tweets-16.jsonl"),
                                  "-c", str(ROOT / "configs" / "tweets-sentiment.yaml"), "--dry-run"])
     assert result.exit_code == 0, result.output

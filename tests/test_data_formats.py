@@ -520,7 +520,7 @@ def test_gguf_conversion_bar_only_when_asked(capfd):
     pytest.importorskip("transformers")
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
-    from icm_cli.backends.loading import _gguf_progress
+    from icm_cli.backends.embedded import gguf_progress as _gguf_progress
 
     original = gguf_utils.tqdm
     for show in (True, False):

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from icm_cli import cli
 from icm_cli.commands import label as label_command
 from icm_cli.errors import InputError
-from icm_cli.eval_command import SOURCE_FIELD, load_labels
+from icm_cli.labels_io import load_labels
+from icm_cli.tasks import SOURCE_FIELD
 
 runner = CliRunner()
 

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import pytest
 
-from icm_cli.config import Config, CoreConfig, SearchConfig, TaskConfig, TransferConfig
+from icm_cli.config import CheckConfig, Config, CoreConfig, SearchConfig, TaskConfig, TransferConfig
 from icm_cli.consistency import repair
 from icm_cli.cores import plan_run
 from icm_cli.row_index import Selection, build_index
@@ -48,8 +48,9 @@ def tweets(n: int) -> RunInput:
 
 def config(**changes: Any) -> Config:
     search = SearchConfig(initial_labels=2, iterations=30, seed=1)
+    # No signal check: these tests count the model's requests of the run itself.
     base = Config(task=TASK, search=search, core=CoreConfig(max_tokens=80),
-                  transfer=TransferConfig(chunk_size=7, calibration_size=11))
+                  transfer=TransferConfig(chunk_size=7, calibration_size=11), check=CheckConfig(signal=False))
     for section, values in changes.items():
         base = dataclasses.replace(base, **{section: dataclasses.replace(getattr(base, section), **values)})
     return base

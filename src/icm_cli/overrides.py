@@ -2,7 +2,8 @@
 
 Each override is checked on its own by the same code that reads the YAML (so a bad one is
 named as given on the command line), then merged into the file's settings, which are checked
-again as a whole (cross-field rules such as comparison needing pair_fields).
+again as a whole (cross-field rules such as comparison needing pair_fields). A backend's own
+option is `backend.openai.timeout_s`; the flat `backend.timeout_s` of earlier versions works too.
 """
 
 from __future__ import annotations
@@ -10,43 +11,41 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import yaml
 
+from .config import BACKEND_OPTIONS, FLAT_BACKEND_KEYS, Override, YamlLoader, section_types, setting_type
 from .errors import InputError
 
 
-@dataclass(frozen=True)
-class Override:
-    section: str
-    key: str
-    value: Any
-    given: str  # as typed, for messages: "--set search.alpha=3", "--model org/name"
-
-    @property
-    def path(self) -> str:
-        return f"{self.section}.{self.key}"
+def _keys(section: str) -> list[str]:
+    """The section's keys, for messages (hf, vllm and openai: the backends' own options)."""
+    return [f.name for f in dataclasses.fields(section_types()[section])]
 
 
-def _sections() -> dict[str, type]:
-    from .config import Config
-
-    return typing.get_type_hints(Config)
+def _known(section: str, key: str) -> bool:
+    if key in _keys(section) and not (section == "backend" and key in BACKEND_OPTIONS):
+        return True
+    if section != "backend":
+        return False
+    owner, dot, name = key.partition(".")
+    if dot:
+        return owner in BACKEND_OPTIONS and name in {f.name for f in dataclasses.fields(BACKEND_OPTIONS[owner])}
+    return key in FLAT_BACKEND_KEYS
 
 
 def _check_path(path: str, given: str) -> tuple[str, str]:
-    sections = _sections()
+    sections = section_types()
     section, dot, key = path.strip().partition(".")
-    if not dot or not key or "." in key:
+    nested = key.count(".") == 1 and section == "backend" and key.split(".")[0] in BACKEND_OPTIONS
+    if not dot or not key or ("." in key and not nested):
         raise InputError(f"{given}: expected section.key=value, e.g. search.iterations=500 "
                          f"(sections: {', '.join(sections)})")
     if section not in sections:
         raise InputError(f"{given}: unknown section '{section}'; sections are {', '.join(sections)}")
-    keys = [f.name for f in dataclasses.fields(sections[section])]
-    if key not in keys:
-        raise InputError(f"{given}: unknown key '{section}.{key}'; {section} has {', '.join(keys)}")
+    if not _known(section, key):
+        raise InputError(f"{given}: unknown key '{section}.{key}'; {section} has {', '.join(_keys(section))}")
     return section, key
 
 
@@ -64,16 +63,14 @@ def _as_text(hint: Any, value: Any, raw: str) -> Any:
 
 def parse_set(text: str) -> Override:
     """`section.key=value`, the value read as YAML (`[a, b]` is a list, `null` is none, `3` a number)."""
-    from .config import _Loader
-
     given = f"--set {text}"
     path, eq, raw = text.partition("=")
     if not eq:
         raise InputError(f"{given}: expected section.key=value, e.g. search.iterations=500")
     section, key = _check_path(path, given)
-    hint = typing.get_type_hints(_sections()[section])[key]
+    hint = setting_type(section, key)
     try:
-        value = yaml.load(raw, Loader=_Loader)
+        value = yaml.load(raw, Loader=YamlLoader)
     except yaml.YAMLError:
         value = raw  # e.g. a template with a lone quote: meant as text
     return Override(section, key, _as_text(hint, value, raw), given)
@@ -88,19 +85,3 @@ def cli_overrides(sets: Sequence[str] = (), model: Optional[str] = None,
     if iterations is not None:
         out.append(Override("search", "iterations", iterations, f"--iterations {iterations}"))
     return out
-
-
-def apply_overrides(raw: dict[str, Any], overrides: Sequence[Override]) -> dict[str, Any]:
-    """The file's settings with the overrides merged in; each checked as the YAML would be."""
-    from .config import _build
-
-    sections = _sections()
-    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
-    for o in overrides:
-        _build(sections[o.section], {o.key: o.value}, o.given, o.section)
-        section = merged.get(o.section)
-        if section is None:
-            merged[o.section] = section = {}
-        if isinstance(section, dict):
-            section[o.key] = o.value
-    return merged

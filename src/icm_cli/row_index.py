@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from .errors import InputError
+from .labels_io import row_id
 from .sources import Row, Source, new_digest
 
 
@@ -156,7 +157,7 @@ def build_index(source: Source, selection: Selection, check: RowCheck, id_field:
             value = fields.get(id_field)
             if value is None:
                 raise InputError(f"{source.at(row)}: field '{id_field}' (the id field) is missing")
-            ids.append(hash64(str(value)))
+            ids.append(hash64(row_id(value, source.at(row), id_field)))
         absent = [n for n in check.fields if n not in fields]
         if absent:
             for name in absent:
@@ -248,7 +249,7 @@ def _check_unique_ids(source: Source, selection: Selection, hashes: np.ndarray, 
     first: dict[str, int] = {}
     rows, _ = _selected(source, selection, new_digest())
     for row in rows:
-        value = str(row.fields[id_field])
+        value = row_id(row.fields[id_field], source.at(row), id_field)
         if hash64(value) not in suspects:
             continue
         if value in first:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Literal, Optional, Sequence
 
-from .errors import InputError
+from .errors import InputError, first_line
 
 # A single line past this is almost surely a broken file (a binary blob, a missing newline);
 # refusing it early keeps memory bounded and the message useful.
@@ -339,12 +339,6 @@ def _csv_header(path: Path) -> Optional[list[str]]:
     if not header or len(set(header)) != len(header):
         return None
     return header
-
-
-def first_line(e: BaseException) -> str:
-    """An exception's message cut to its first line, for one-line errors."""
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 @contextlib.contextmanager

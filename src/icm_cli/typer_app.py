@@ -10,13 +10,12 @@ the commands themselves declare parameters plainly.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Optional
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-DISTRIBUTION = "icm-cli"
+from .version import installed_version
 
 # Click's words for the common value types, which readers of CLI help know.
 _VALUE_WORDS = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "path": "PATH", "bool": "BOOLEAN"}
@@ -80,13 +79,6 @@ class IcmTyper(typer.Typer):
     def command(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("cls", IcmCommand)
         return super().command(*args, **kwargs)
-
-
-def installed_version() -> str:
-    try:
-        return version(DISTRIBUTION)
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown (not installed)"
 
 
 def print_version(value: bool) -> None:

@@ -15,9 +15,14 @@ bit-for-bit the scores of an uninterrupted one (tested).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
 
-from ..errors import BackendError, InputError
+from ..config import BackendConfig
+from ..errors import BackendError, InputError, first_line
+from .cpu_dtype import resolve_device, resolve_dtype
+from .embedded import EMBEDDED, EMBEDDED_NAME, embedded_model_dir
+from .models import model_identity, resolve_model
 from .base import BackendStats, ScoreRequest
 from .fixed_rows import use_fixed_row_blocks
 from .kv_store import KVStore
@@ -252,3 +257,43 @@ def _chunks(steps: list[Step], budget: int) -> list[list[Step]]:
     if current:
         out.append(current)
     return out
+
+
+def load_hf_backend(config: BackendConfig, log: Callable[[str], None] = lambda _: None,
+                    progress: bool = False) -> HFBackend:
+    """The hf backend for `config`: the embedded model, a local checkpoint or .gguf, or a hub name."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    # Our own progress report is the only thing on stderr (and --quiet means nothing at all).
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    ref = config.model
+    display = ref
+    try:
+        source, kwargs = resolve_model(ref)
+    except ValueError as e:
+        raise InputError(f"backend.model: {e}")
+    if ref == EMBEDDED:
+        source, display = str(embedded_model_dir(log, progress)), EMBEDDED_NAME
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    except OSError as e:
+        raise InputError(f"backend.model: cannot load '{ref}' ({first_line(e)})")
+    model.to(device)
+    torch.set_grad_enabled(False)
+    # "auto" resolves by hardware, and scores differ by dtype: the summary says which ran.
+    dtype_name = str(dtype).replace("torch.", "")
+    display = f"{display} [{dtype_name}]"
+    revision = getattr(model.config, "_commit_hash", None)
+    weights = str(Path(source) / kwargs["gguf_file"]) if "gguf_file" in kwargs else source
+    identity = model_identity(ref, weights, f"{dtype_name}, {device}", revision)
+    return HFBackend(
+        model, tokenizer, display, max_context=config.max_context,
+        reuse_prefixes=config.hf.reuse_prefixes, kv_cache_mib=config.hf.kv_cache_mib, identity=identity,
+    )

@@ -411,25 +411,26 @@ class OpenAIBackend:
         self._http.close()  # ends the requests in flight, so the pool's threads finish now
 
 
-def load_openai_backend(config: BackendConfig, log: Callable[[str], None] = lambda _: None) -> OpenAIBackend:
-    if not config.base_urls:
+def load_openai_backend(config: BackendConfig, log: Callable[[str], None] = lambda _: None,
+                        progress: bool = False) -> OpenAIBackend:
+    if not config.openai.base_urls:
         raise InputError('backend.base_urls: list at least one server, e.g. ["http://127.0.0.1:8000/v1"]')
-    for url in config.base_urls:
+    for url in config.openai.base_urls:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InputError(f"backend.base_urls: '{url}' is not an http(s) URL")
         if parts.username or parts.password:
             raise InputError("backend.base_urls: put credentials in the variable named by backend.api_key_env, not in the URL")
     key = None
-    if config.api_key_env:
-        key = os.environ.get(config.api_key_env)
+    if config.openai.api_key_env:
+        key = os.environ.get(config.openai.api_key_env)
         if not key:
-            raise InputError(f"backend.api_key_env: environment variable {config.api_key_env} is not set")
+            raise InputError(f"backend.api_key_env: environment variable {config.openai.api_key_env} is not set")
     backend = OpenAIBackend(
-        config.base_urls, config.model, api_key=key, api_key_env=config.api_key_env,
-        timeout_s=config.timeout_s, concurrency=config.concurrency, retries=config.retries,
-        backoff_s=config.backoff_s, echo=config.echo, top_logprobs=config.top_logprobs,
-        max_context=config.max_context, prompts_per_request=config.prompts_per_request, log=log,
+        config.openai.base_urls, config.model, api_key=key, api_key_env=config.openai.api_key_env,
+        timeout_s=config.openai.timeout_s, concurrency=config.openai.concurrency, retries=config.openai.retries,
+        backoff_s=config.openai.backoff_s, echo=config.openai.echo, top_logprobs=config.openai.top_logprobs,
+        max_context=config.max_context, prompts_per_request=config.openai.prompts_per_request, log=log,
     )
     try:
         backend.connect()

@@ -7,18 +7,18 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import BackendConfig
-from ..errors import InputError
+from ..errors import InputError, first_line
+from .embedded import EMBEDDED, embedded_tokenizer_source
+from .registry import backend_type
 
 
 def token_counter(config: BackendConfig) -> tuple[Callable[[str], int], str]:
     """A token counter for the configured model, and how it counts."""
-    if config.type != "hf":
+    if not backend_type(config.type).local_tokenizer:
         return (lambda text: max(1, len(text) // 4)), "estimate: 4 characters per token"
     from transformers import AutoTokenizer
 
-    if config.model == "embedded":
-        from .loading import embedded_tokenizer_source
-
+    if config.model == EMBEDDED:
         source, kwargs = embedded_tokenizer_source()
     else:
         p = Path(config.model).expanduser()
@@ -26,8 +26,7 @@ def token_counter(config: BackendConfig) -> tuple[Callable[[str], int], str]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except OSError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"backend.model: cannot load the tokenizer of '{config.model}' ({first})")
+        raise InputError(f"backend.model: cannot load the tokenizer of '{config.model}' ({first_line(e)})")
 
     @lru_cache(maxsize=100_000)
     def count(text: str) -> int:

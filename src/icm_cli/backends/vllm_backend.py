@@ -35,8 +35,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from ..config import BackendConfig
-from ..errors import BackendError, InputError
+from ..errors import BackendError, InputError, first_line
 from .base import BackendStats, ScoreRequest
+from .cpu_dtype import cpu_has_fast_bf16
+from .embedded import EMBEDDED, EMBEDDED_NAME, embedded_model_dir
+from .models import model_identity
 from .pieces import PieceTokenizer, continuation_ids
 
 MISSING_VLLM = ("vllm is not installed: pip install 'icm-cli[vllm]' on a CUDA GPU, or the CPU build "
@@ -241,8 +244,7 @@ class VLLMBackend:
         try:
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
         except (RuntimeError, ValueError) as e:  # CUDA faults, OOM, rejected prompts
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise BackendError(f"vllm: {self.model_name} failed while scoring ({first})") from None
+            raise BackendError(f"vllm: {self.model_name} failed while scoring ({first_line(e)})") from None
         out = collect(outputs, planned, requests)
         self._count(planned, outputs, len(requests))
         return out
@@ -283,13 +285,13 @@ def gguf_problem(config: BackendConfig, plugin_installed: bool) -> Optional[str]
     `vllm-gguf-plugin` restores it for a model path ending in .gguf, and reads the model's
     config from `tokenizer` (an HF repo or folder of the original model).
     """
-    is_gguf = str(config.model).endswith(".gguf") or (config.quantization or "").lower() == "gguf"
+    is_gguf = str(config.model).endswith(".gguf") or (config.vllm.quantization or "").lower() == "gguf"
     if not is_gguf:
         return None
     if not plugin_installed:
         return ("backend.model: vLLM 0.33 loads GGUF only through its plugin: "
                 "pip install vllm-gguf-plugin (or 'icm-cli[vllm]', which includes it)")
-    if not config.tokenizer:
+    if not config.vllm.tokenizer:
         return ("backend.tokenizer: a GGUF model in vLLM needs the original model's tokenizer and config, "
                 "e.g. tokenizer: meta-llama/Llama-3.1-8B")
     return None
@@ -322,7 +324,7 @@ def _on_cpu() -> bool:
 
 def load_vllm_backend(config: BackendConfig, log: Callable[[str], None] = lambda _: None,
                       progress: bool = False) -> VLLMBackend:
-    share = config.gpu_memory_utilization
+    share = config.vllm.gpu_memory_utilization
     if share is not None and share > 1:
         raise InputError(f"backend.gpu_memory_utilization is {share}, must be at most 1")
     problem = gguf_problem(config, importlib.util.find_spec("vllm_gguf_plugin") is not None)
@@ -331,22 +333,18 @@ def load_vllm_backend(config: BackendConfig, log: Callable[[str], None] = lambda
     vllm = _import_vllm()
     cpu = _on_cpu()
     model, display = config.model, config.model
-    if model == "embedded":
-        from .loading import EMBEDDED_NAME, embedded_model_dir
-
+    if model == EMBEDDED:
         # vLLM reads the converted safetensors copy (the GGUF would need its plugin).
         model, display = str(embedded_model_dir(log, progress)), EMBEDDED_NAME
     dtype = config.dtype
     if dtype == "auto":
-        from .loading import cpu_has_fast_bf16
-
         # As for hf: bfloat16 where it runs fast, float32 on CPUs that would emulate it.
         dtype = "float32" if cpu and not cpu_has_fast_bf16() else "bfloat16" if cpu else "auto"
     display = f"{display} [{dtype}{', CPU' if cpu else ''}]"
     kwargs: dict[str, Any] = {
         "model": model,
         "dtype": dtype,
-        "tensor_parallel_size": config.tensor_parallel_size,
+        "tensor_parallel_size": config.vllm.tensor_parallel_size,
         "enable_prefix_caching": True,
         # forced_token scoring reads the model's log-prob before the allow-list is applied.
         "logprobs_mode": "raw_logprobs",
@@ -358,25 +356,22 @@ def load_vllm_backend(config: BackendConfig, log: Callable[[str], None] = lambda
         # On CPU a RAM share is fragile: vLLM gives the KV cache the share minus the whole
         # process's RSS, so the same setting fails in a process that already holds other models
         # (measured: -0.95 GiB left at 0.35 of a 14.6 GiB node). A fixed size does not move.
-        kwargs["kv_cache_memory_bytes"] = config.kv_cache_mib * 2**20
+        kwargs["kv_cache_memory_bytes"] = config.vllm.kv_cache_mib * 2**20
     else:
         kwargs["gpu_memory_utilization"] = share if share is not None else 0.9
-    for key, value in (("max_model_len", config.max_context), ("quantization", config.quantization),
-                       ("tokenizer", config.tokenizer)):
+    for key, value in (("max_model_len", config.max_context), ("quantization", config.vllm.quantization),
+                       ("tokenizer", config.vllm.tokenizer)):
         if value is not None:
             kwargs[key] = value
     log(f"vllm: loading {display} (first start on a machine compiles kernels: about a minute)")
     try:
         llm = vllm.LLM(**kwargs)
     except Exception as e:  # noqa: BLE001 - vLLM reports bad configs, missing weights, CUDA trouble in many types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BackendError(f"vllm could not load '{config.model}' ({first})") from None
+        raise BackendError(f"vllm could not load '{config.model}' ({first_line(e)})") from None
     max_context = config.max_context
     try:
         max_context = int(llm.llm_engine.model_config.max_model_len)
     except (AttributeError, TypeError, ValueError):
         pass
-    from .loading import model_identity
-
-    return VLLMBackend(llm, vllm.SamplingParams, display, max_context or 4096, scoring=config.vllm_scoring,
+    return VLLMBackend(llm, vllm.SamplingParams, display, max_context or 4096, scoring=config.vllm.vllm_scoring,
                        identity=model_identity(config.model, model, dtype))

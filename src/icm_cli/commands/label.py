@@ -15,8 +15,8 @@ from ..config import Config
 from ..errors import BackendError, IcmError, InputError, Interrupted, OutputError, Stopped
 from ..row_index import KIND_FLOAT, KIND_NULL, KIND_STR, Selection
 from ..tasks import AGREEMENT_FIELD, SOURCE_FIELD, RowLabel
-from .common import (ConfigOpt, ForceOpt, IterationsOpt, ModelOpt, QuietOpt, SetOpt, bars_wanted, command_line,
-                     load_run_config, logger, stderr_console, stop_signals, warn_if_defaults)
+from .common import (ConfigOpt, ForceOpt, IterationsOpt, ModelOpt, OutOpt, QuietOpt, SetOpt, bars_wanted,
+                     command_line, load_run_config, logger, stderr_console, stop_signals, warn_if_defaults)
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,7 @@ def label_command(
     data: Annotated[str, typer.Argument(help="Input rows: a JSONL, CSV or Parquet path, - for JSONL on stdin, "
                                              "hf://org/name, or a dataset directory (save_to_disk or a repo layout).")],
     config: ConfigOpt = None,
-    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Output file, format by extension: .jsonl/.json, "
-                                                                    ".csv or .parquet; JSONL on stdout when absent.")] = None,
+    out: OutOpt = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Override search.seed.")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Split of an hf:// dataset or a dataset directory "
                                                                  "(default train; required for a saved DatasetDict).")] = None,
@@ -76,14 +75,15 @@ def label_command(
                                         "RAY_ADDRESS, else a local cluster); -o names a directory of shards, and "
                                         "the same command again skips the shards already written.")] = "local",
 ) -> None:
-    """Label DATA with the model's most coherent label set; rows out in input order."""
+    """Label DATA with the model's most coherent label set; rows out in input order.
+    -o OUT: format by extension (.jsonl/.json, .csv, .parquet); with --engine ray, a directory of shards."""
     warn_if_defaults(config, quiet)
     cfg = load_run_config(config, sets, model, iterations, seed)
     config_name = str(config) if config else "config"
     if engine not in ("local", "ray"):
         raise InputError(f"--engine is {engine!r}, must be local or ray")
     again = command_line(ctx, drop=("force", "resume"), add=() if engine == "ray" else ("--resume",))
-    run_label(LabelJob(data, cfg, out, config_name, split, Selection(limit, sample, cfg.search.seed), quiet, force,
+    run_label(LabelJob(data, cfg, Path(out) if out is not None else None, config_name, split, Selection(limit, sample, cfg.search.seed), quiet, force,
                        resume, dry_run, probe, label_field, confidence_field, "--model" if model else config_name,
                        again, engine))
 
@@ -182,7 +182,8 @@ class _RayLabelling:
 
 def _read_input(job: LabelJob, stack: contextlib.ExitStack) -> Any:
     """The input, checked row by row and indexed; then the model reference, still unloaded."""
-    from ..backends.loading import resolve_model
+    from ..backends.models import resolve_model
+    from ..backends.registry import backend_type
     from ..row_index import build_index
     from ..runner import RunInput
     from ..sources import open_source
@@ -196,7 +197,7 @@ def _read_input(job: LabelJob, stack: contextlib.ExitStack) -> Any:
                  for name in job.added_fields()]
     typed = job.out is not None and job.out.suffix.lower() not in (".jsonl", ".json", ".ndjson")
     index = build_index(source, job.selection, shape.check, cfg.task.id_field, protected, kinds=typed)
-    if cfg.backend.type in ("hf", "vllm"):
+    if backend_type(cfg.backend.type).needs_local_model:
         try:
             resolve_model(cfg.backend.model)
         except ValueError as e:

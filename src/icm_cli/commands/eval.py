@@ -1,5 +1,5 @@
-"""`icm eval`: score a labels file against a gold file. Loading, gating and printing only; the
-metrics live in `icm_cli.metrics`."""
+"""`icm eval`: score a labels file against a gold file. Gating and printing only; the files are
+read by `labels_io`, the metrics live in `metrics`."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from icm_cli.data import load_rows, probability
-from icm_cli.errors import EXIT_BELOW_THRESHOLD, InputError, where
-from icm_cli.metrics import (
+from ..errors import EXIT_BELOW_THRESHOLD, InputError
+from ..labels_io import LabelFile, load_labels
+from ..metrics import (
     Agreement,
     ConfidenceRow,
     LabelSets,
@@ -27,7 +27,7 @@ from icm_cli.metrics import (
     compute_agreement,
     normalize_label,
 )
-from icm_cli.tasks import SOURCE_FIELD
+from ..tasks import SOURCE_FIELD
 
 
 # Fixed, round thresholds rather than deciles of the observed confidences: the table is read to
@@ -36,82 +36,6 @@ from icm_cli.tasks import SOURCE_FIELD
 # keeps every row. The label's probability is at least 1/k for k labels, so 0.5 is the first cut
 # that removes anything on a binary task.
 DEFAULT_THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
-
-
-@dataclass(frozen=True)
-class LabelFile:
-    """One side of the comparison: normalized labels by id (in file order), plus the optional
-    per-row confidence and source group read from the predictions."""
-
-    source: str
-    labels: dict[str, str]
-    confidence: Optional[dict[str, float]] = None
-    groups: Optional[dict[str, str]] = None
-
-
-def load_labels(
-    path: str,
-    id_field: str,
-    label_field: str,
-    *,
-    confidence_field: Optional[str] = None,
-    group_field: Optional[str] = None,
-) -> LabelFile:
-    """Read a JSONL (or `-`), CSV or Parquet file with the loader `icm label` uses.
-
-    The optional fields are read only when some row has them; then every row must.
-    """
-    dataset = load_rows(path)
-    source = dataset.source
-
-    def present(field: Optional[str]) -> bool:
-        return field is not None and any(field in row.fields for row in dataset.rows)
-
-    confidence: Optional[dict[str, float]] = {} if present(confidence_field) else None
-    groups: Optional[dict[str, str]] = {} if present(group_field) else None
-    labels: dict[str, str] = {}
-    first_line: dict[str, int] = {}
-    for row in dataset.rows:
-        for field in (id_field, label_field):
-            if field not in row.fields:
-                raise InputError(f"{where(source, row.line, field)} is missing")
-        item_id = _item_id(row.fields[id_field], source, row.line, id_field)
-        if item_id in labels:
-            raise InputError(f"{where(source, row.line)}: duplicate id '{item_id}' (first on line {first_line[item_id]})")
-        try:
-            labels[item_id] = normalize_label(row.fields[label_field])
-        except ValueError as exc:
-            raise InputError(f"{where(source, row.line, label_field)}: {exc}") from None
-        first_line[item_id] = row.line
-        if confidence is not None:
-            confidence[item_id] = _confidence(row.fields, source, row.line, confidence_field)
-        if groups is not None:
-            groups[item_id] = _group(row.fields, source, row.line, group_field)
-    return LabelFile(source, labels, confidence, groups)
-
-
-def _item_id(raw: object, source: str, line: int, field: str) -> str:
-    # bool is an int subclass, but True as an id is almost certainly a wrong --id-field.
-    if isinstance(raw, float) and raw.is_integer():
-        raw = int(raw)  # a CSV id column with a blank cell is read as floats
-    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-        raise InputError(f"{where(source, line, field)} must be a string or integer, not {_json_type(raw)}")
-    return str(raw)
-
-
-def _confidence(fields: Mapping[str, Any], source: str, line: int, field: str) -> float:
-    if field not in fields:
-        raise InputError(f"{where(source, line, field)} is missing (other rows have it)")
-    return probability(fields[field], where(source, line, field))
-
-
-def _group(fields: Mapping[str, Any], source: str, line: int, field: str) -> str:
-    if field not in fields:
-        raise InputError(f"{where(source, line, field)} is missing (other rows have it)")
-    value = fields[field]
-    if not isinstance(value, str) or not value.strip():
-        raise InputError(f"{where(source, line, field)} must be a non-empty string, not {_json_type(value)}")
-    return value.strip()
 
 
 def parse_label_map(specs: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -356,8 +280,3 @@ def _names(labels: Sequence[str]) -> str:
 
 def _counted(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{label!r} ({n} row{'s' if n != 1 else ''})" for label, n in counts.items())
-
-
-def _json_type(value: object) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)

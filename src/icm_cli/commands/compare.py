@@ -1,0 +1,103 @@
+"""`icm compare`: "is ICM better than just asking the model?", on a labelled sample. A thin Typer
+command over `run_comparison`; the methods themselves are in icm_cli/compare.py."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..config import Config
+from ..errors import InputError
+from .common import (ConfigOpt, IterationsOpt, ModelOpt, QuietOpt, SetOpt, bars_wanted, load_run_config, logger,
+                     stderr_console, warn_if_defaults)
+
+METHODS = ("zero_shot", "random_few_shot", "bootstrap", "icm", "golden")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    model: str
+    rows: int
+    results: list[Any]  # compare.MethodResult
+
+
+def compare_command(
+    data: Annotated[str, typer.Argument(metavar="DATA", help="A labelled sample: JSONL, CSV or Parquet (gold is "
+                                                             "read from --gold only).")],
+    gold: Annotated[Path, typer.Option("--gold", help="Gold labels: rows with the id field and a label field.")],
+    config: ConfigOpt = None,
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated: zero_shot, random_few_shot, "
+                                                           "bootstrap, icm, golden.")] = ",".join(METHODS),
+    gold_field: Annotated[str, typer.Option("--gold-field", help="Field holding the gold label.")] = "label",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    quiet: QuietOpt = False,
+    sets: SetOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    model: ModelOpt = None,
+    iterations: IterationsOpt = None,
+) -> None:
+    """Run zero-shot, random few-shot, bootstrap, ICM and golden many-shot side by side on a
+    labelled sample: accuracy with its 95% interval, tokens and wall time for each."""
+    warn_if_defaults(config, quiet)
+    cfg = load_run_config(config, sets, model, iterations)
+    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+    comparison = run_comparison(data, gold, cfg, chosen, gold_field, quiet)
+    print_comparison(comparison, as_json, quiet)
+
+
+def run_comparison(data: str, gold: Path, cfg: Config, methods: tuple[str, ...], gold_field: str = "label",
+                   quiet: bool = True) -> Comparison:
+    """Every method on `data`, scored against the gold file."""
+    from ..backends import loading
+    from ..compare import compare
+    from ..labels_io import load_labels
+    from ..row_index import Selection, build_index
+    from ..runner import RunInput
+    from ..sources import open_source
+    from ..tasks import TaskShape
+
+    shape = TaskShape(cfg.task)
+    with open_source(data, progress=bars_wanted(quiet)) as source:
+        run_input = RunInput(build_index(source, Selection(), shape.check, cfg.task.id_field), shape)
+        if cfg.task.id_field is None:
+            raise InputError("icm compare joins the sample and the gold by id: set task.id_field")
+        truth = load_labels(str(gold), cfg.task.id_field, gold_field).labels
+        log = logger(stderr_console(), quiet)
+        backend = loading.load_backend(cfg.backend, log, progress=bars_wanted(quiet))
+        try:
+            results = compare(run_input, cfg, backend, truth, methods, on_method=lambda m: log(f"running {m}"))
+        finally:
+            backend.close()
+        return Comparison(backend.model_name, run_input.index.count, results)
+
+
+def print_comparison(comparison: Comparison, as_json: bool, quiet: bool) -> None:
+    from ..compare import format_gap, gap_note, gap_recovered
+
+    results = comparison.results
+    gaps = gap_recovered(results)
+    note = gap_note(results)
+    if as_json:
+        typer.echo(json.dumps({"model": comparison.model, "rows": comparison.rows,
+                               "methods": [{**r.to_json(), "gap_recovered": gaps[r.method]} for r in results],
+                               "gap_note": note}))
+        return
+    table = Table(title=f"icm compare: {comparison.rows:,} rows, {comparison.model}")
+    for name in ("method", "accuracy", "95% CI", "gap recovered", "tokens", "wall s", "core / transfer rows"):
+        table.add_column(name, justify="left" if name == "method" else "right")
+    for r in results:
+        table.add_row(r.method, f"{r.accuracy:.4f}", f"{r.ci95[0]:.3f}-{r.ci95[1]:.3f}", format_gap(gaps[r.method]),
+                      f"{r.tokens:,}", f"{r.seconds:.1f}", f"{r.core_rows:,} / {r.transfer_rows:,}")
+    out_console = Console()
+    if not out_console.is_terminal:
+        out_console = Console(width=120)  # a log or a pipe: do not squeeze the table to 80 columns
+    out_console.print(table)
+    if note is not None and not quiet:
+        # stderr, so stdout stays the table alone; print, not rich, so it stays one line
+        print(f"icm: gap recovered: -, {note}", file=sys.stderr)
