@@ -26,7 +26,7 @@ from typing import Any, Literal, Optional, Sequence
 from .config import TaskConfig
 from .data import Dataset, Row, probability, text_field
 from .errors import InputError
-from .metrics import normalize_label
+from .labels_io import label_position
 from .output import check_replaceable, replace_refusal
 from .prompts import template_fields
 from .tasks import SOURCE_FIELD
@@ -135,17 +135,13 @@ def _check_options(task: TaskConfig, opts: ExportOptions, config_name: str) -> N
 
 def _label_positions(dataset: Dataset, task: TaskConfig, label_field: str) -> list[int]:
     """Each row's label as its index in task.labels (True/"true"/1 match a "True" label word)."""
-    words = {normalize_label(w): k for k, w in enumerate(task.labels)}
     out = []
     for row in dataset.rows:
         if label_field not in row.fields:
             raise InputError(f"{dataset.source}:{row.line}: field '{label_field}' (the label) is missing; "
                              f"pass --label-field if icm label wrote another name")
         value = row.fields[label_field]
-        try:
-            position = words.get(normalize_label(value))
-        except ValueError:
-            position = None
+        position = label_position(value, task.labels)
         if position is None:
             raise InputError(f"{dataset.source}:{row.line}: field '{label_field}' is {value!r}, "
                              f"not one of the config's labels ({', '.join(task.labels)})")

@@ -9,7 +9,7 @@ surely the wrong --id-field. A label is compared after trimming and lower-casing
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -79,6 +79,19 @@ def row_id(raw: object, at: str, field: str) -> str:
     if isinstance(raw, bool) or not isinstance(raw, (str, int)):
         raise InputError(f"{at}: field '{field}' must be a string or integer, not {_json_type(raw)}")
     return str(raw)
+
+
+def label_position(value: Any, words: Sequence[str]) -> Optional[int]:
+    """Which of `words` the label `value` is, compared as every command compares labels; None
+    for none of them (or a value that is no label at all)."""
+    try:
+        wanted = normalize_label(value)
+    except ValueError:
+        return None
+    for k, word in enumerate(words):
+        if normalize_label(word) == wanted:
+            return k
+    return None
 
 
 def _confidence(fields: Mapping[str, Any], source: str, line: int, field: str) -> float:
