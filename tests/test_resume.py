@@ -6,6 +6,7 @@ import json
 import os
 import random
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -142,3 +143,33 @@ def test_resume_refuses_changed_config_or_data(tmp_path):
         Checkpoint(path, changed, "abc").load()
     with pytest.raises(InputError, match="input data changed"):
         Checkpoint(path, Config(), "xyz").load()
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("when", ["search", "transfer"])
+def test_sigterm_keeps_the_checkpoint_and_the_resumed_run_gives_the_uninterrupted_labels(tmp_path, config, baseline,
+                                                                                          when):
+    """What Slurm or Kubernetes sends before a kill: the run stops within moments, exit 143, no
+    temporary file, and one line naming the command that continues it."""
+    reference, _ = baseline
+    out = tmp_path / "out.jsonl"
+    state = checkpoint_path(out) / ("state.json" if when == "search" else "chunks.jsonl")
+    proc = subprocess.Popen(label_cmd(config, out), cwd=ROOT, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None and not (state.exists() and state.stat().st_size):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    lines = err.decode().splitlines()
+    assert proc.returncode == 143, err.decode()
+    assert len(lines) == 1 and lines[0].startswith("icm: stopped by SIGTERM; the checkpoint keeps the finished work: "
+                                                   "continue with: icm label "), lines
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+    again = shlex.split(lines[0].split("continue with: ", 1)[1])[2:]  # the command, as the line gives it
+    assert again[-1] == "--resume"
+    proc = subprocess.run([sys.executable, "-m", "icm_cli.cli", "label", *again], cwd=ROOT, capture_output=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert rows(out) == rows(reference)
+    assert not checkpoint_path(out).exists() and not list(tmp_path.glob(".*.tmp"))

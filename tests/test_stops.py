@@ -293,3 +293,59 @@ def test_a_torn_or_stale_chunk_log_is_cut_where_the_run_goes_on(tmp_path):
     resumed.save_chunk(2, chunks[3])
     lines = (path / "chunks.jsonl").read_text().splitlines()
     assert [json.loads(line)["examples"] for line in lines] == [[0], [1], [3]]
+
+
+# ---- Ctrl-C while a server hangs
+
+_HUNG_SERVER = r"""
+import json, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def _send(self, body):
+        data = json.dumps(body).encode()
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
+    def do_GET(self):
+        self._send({"data": [{"id": "m", "max_model_len": 4096}]})
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path == "/tokenize":
+            return self._send({"tokens": list(range(len(body.get("content", "").split())))})
+        print("completions", flush=True)  # accepted: now never answered
+        time.sleep(3600)
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+server.daemon_threads = True
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+def test_ctrl_c_with_a_server_that_never_answers_returns_within_10_seconds(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    server = subprocess.Popen([sys.executable, "-c", _HUNG_SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        (tmp_path / "c.yaml").write_text(CONFIG + f"backend:\n  type: openai\n  model: m\n  echo: false\n"
+                                                  f"  base_urls: [http://127.0.0.1:{port}/v1]\n  timeout_s: 120\n")
+        rows = [{"id": k, "text": f"tweet {k}"} for k in range(40)]
+        (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        proc = subprocess.Popen([sys.executable, "-m", "icm_cli.cli", "label", "d.jsonl", "-c", "c.yaml",
+                                 "-o", "out.jsonl", "-q"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+        assert server.stdout.readline().strip() == "completions"  # a request is in flight, and hangs
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - start < 10, err
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err and err.strip() == "icm: interrupted", err
+        assert leftovers(tmp_path) == []
+    finally:
+        server.kill()

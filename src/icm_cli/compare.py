@@ -41,6 +41,7 @@ class MethodResult:
     seconds: float
     core_rows: int
     transfer_rows: int
+    verdict: Optional[str] = None  # the run's gold-free signal verdict (signal_check), beside its accuracy
 
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "ci95": list(self.ci95)}
@@ -119,7 +120,7 @@ def compare(run_input: RunInput, config: Config, backend: Backend, gold: dict[st
         results.append(MethodResult(
             method, round(agreement.accuracy, 4), (round(agreement.ci95[0], 4), round(agreement.ci95[1], 4)),
             agreement.n, backend.stats.tokens_computed - before, round(seconds, 1), summary.core_rows,
-            summary.transfer_rows,
+            summary.transfer_rows, (summary.signal or {}).get("verdict"),
         ))
     return results
 

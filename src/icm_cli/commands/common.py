@@ -28,6 +28,9 @@ IterationsOpt = Annotated[Optional[int], typer.Option("--iterations", help="Over
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary on stderr.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing OUT (only a file or directory "
                                                        "icm wrote).")]
+RequireSignalOpt = Annotated[bool, typer.Option("--require-signal", help="Exit 1 when the gold-free signal "
+                                                "check's verdict is none (labels are still written): a pipeline "
+                                                "can refuse to train on noise.")]
 OutOpt = Annotated[Optional[str], typer.Option("-o", "--out", metavar="PATH", help="Where to write (the command's "
                                                "help says which formats); stdout when absent.")]
 

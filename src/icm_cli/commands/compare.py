@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ..config import Config
-from ..errors import InputError
-from .common import (ConfigOpt, IterationsOpt, ModelOpt, QuietOpt, SetOpt, bars_wanted, load_run_config, logger,
-                     stderr_console, warn_if_defaults)
+from ..errors import EXIT_BELOW_THRESHOLD, InputError
+from .common import (ConfigOpt, IterationsOpt, ModelOpt, QuietOpt, RequireSignalOpt, SetOpt, bars_wanted,
+                     load_run_config, logger, stderr_console, warn_if_defaults)
 
 METHODS = ("zero_shot", "random_few_shot", "bootstrap", "icm", "golden")
 
@@ -41,14 +41,21 @@ def compare_command(
     sets: SetOpt = [],  # noqa: B006 - typer reads the default, never mutates it
     model: ModelOpt = None,
     iterations: IterationsOpt = None,
+    require_signal: RequireSignalOpt = False,
 ) -> None:
     """Run zero-shot, random few-shot, bootstrap, ICM and golden many-shot side by side on a
-    labelled sample: accuracy with its 95% interval, tokens and wall time for each."""
+    labelled sample: accuracy with its 95% interval, the gold-free signal verdict, tokens and wall
+    time for each."""
     warn_if_defaults(config, quiet)
     cfg = load_run_config(config, sets, model, iterations)
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
     comparison = run_comparison(data, gold, cfg, chosen, gold_field, quiet)
     print_comparison(comparison, as_json, quiet)
+    if require_signal:
+        mine = [r for r in comparison.results if r.method == cfg.search.method]
+        if mine and mine[0].verdict == "none":
+            print(f"icm: no signal: the {cfg.search.method} labels' verdict is none (--require-signal)", file=sys.stderr)
+            raise typer.Exit(EXIT_BELOW_THRESHOLD)
 
 
 def run_comparison(data: str, gold: Path, cfg: Config, methods: tuple[str, ...], gold_field: str = "label",
@@ -89,11 +96,11 @@ def print_comparison(comparison: Comparison, as_json: bool, quiet: bool) -> None
                                "gap_note": note}))
         return
     table = Table(title=f"icm compare: {comparison.rows:,} rows, {comparison.model}")
-    for name in ("method", "accuracy", "95% CI", "gap recovered", "tokens", "wall s", "core / transfer rows"):
-        table.add_column(name, justify="left" if name == "method" else "right")
+    for name in ("method", "accuracy", "95% CI", "gap recovered", "signal", "tokens", "wall s", "core / transfer rows"):
+        table.add_column(name, justify="left" if name in ("method", "signal") else "right")
     for r in results:
         table.add_row(r.method, f"{r.accuracy:.4f}", f"{r.ci95[0]:.3f}-{r.ci95[1]:.3f}", format_gap(gaps[r.method]),
-                      f"{r.tokens:,}", f"{r.seconds:.1f}", f"{r.core_rows:,} / {r.transfer_rows:,}")
+                      r.verdict or "-", f"{r.tokens:,}", f"{r.seconds:.1f}", f"{r.core_rows:,} / {r.transfer_rows:,}")
     out_console = Console()
     if not out_console.is_terminal:
         out_console = Console(width=120)  # a log or a pipe: do not squeeze the table to 80 columns

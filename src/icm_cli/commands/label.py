@@ -4,7 +4,9 @@ notebook can call with a `LabelJob`."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
@@ -12,11 +14,12 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from ..config import Config
-from ..errors import BackendError, IcmError, InputError, Interrupted, OutputError, Stopped
+from ..errors import EXIT_BELOW_THRESHOLD, BackendError, IcmError, InputError, Interrupted, OutputError, Stopped
 from ..row_index import KIND_FLOAT, KIND_NULL, KIND_STR, Selection
 from ..tasks import AGREEMENT_FIELD, SOURCE_FIELD, RowLabel
-from .common import (ConfigOpt, ForceOpt, IterationsOpt, ModelOpt, OutOpt, QuietOpt, SetOpt, bars_wanted,
-                     command_line, load_run_config, logger, stderr_console, stop_signals, warn_if_defaults)
+from .common import (ConfigOpt, ForceOpt, IterationsOpt, ModelOpt, OutOpt, QuietOpt, RequireSignalOpt, SetOpt,
+                     bars_wanted, command_line, load_run_config, logger, stderr_console, stop_signals,
+                     warn_if_defaults)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ def label_command(
     label_field: Annotated[str, typer.Option("--label-field", help="Output field for the label.")] = "label",
     confidence_field: Annotated[str, typer.Option("--confidence-field", help="Output field for the "
                                                                              "confidence.")] = "confidence",
+    no_check: Annotated[bool, typer.Option("--no-check", help="Skip the gold-free signal check at the end "
+                                                             "(check.signal: false).")] = False,
+    require_signal: RequireSignalOpt = False,
     engine: Annotated[str, typer.Option("--engine", metavar="ENGINE", help="local (this process) or ray: the search "
                                         "here, the transfer as a Ray Data pipeline over a pool of actors (joins "
                                         "RAY_ADDRESS, else a local cluster); -o names a directory of shards, and "
@@ -82,10 +88,19 @@ def label_command(
     config_name = str(config) if config else "config"
     if engine not in ("local", "ray"):
         raise InputError(f"--engine is {engine!r}, must be local or ray")
+    if no_check:
+        cfg = dataclasses.replace(cfg, check=dataclasses.replace(cfg.check, signal=False))
+    if require_signal and not cfg.check.signal:
+        raise InputError("--require-signal needs the signal check: drop --no-check (or set check.signal: true)")
     again = command_line(ctx, drop=("force", "resume"), add=() if engine == "ray" else ("--resume",))
-    run_label(LabelJob(data, cfg, Path(out) if out is not None else None, config_name, split, Selection(limit, sample, cfg.search.seed), quiet, force,
+    summary = run_label(LabelJob(data, cfg, Path(out) if out is not None else None, config_name, split, Selection(limit, sample, cfg.search.seed), quiet, force,
                        resume, dry_run, probe, label_field, confidence_field, "--model" if model else config_name,
                        again, engine))
+    verdict = (summary.signal or {}).get("verdict") if summary is not None else None
+    if require_signal and verdict == "none":
+        print("icm: no signal: the check's verdict is none, so these labels are noise to this model "
+              "(--require-signal); they are written all the same", file=sys.stderr)
+        raise typer.Exit(EXIT_BELOW_THRESHOLD)
 
 
 def run_label(job: LabelJob) -> Any:

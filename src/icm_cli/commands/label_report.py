@@ -76,6 +76,15 @@ def print_summary(console: Console, summary: Any, out: Optional[Path]) -> None:
     table.add_row("tokens scored", f"{s.tokens_scored:,} (of {s.tokens_requested:,} in prompts; {s.prefix_reuse:.1%} reused)")
     table.add_row("wall time", f"{s.wall_time_s:.1f} s (search {s.search_s:.1f} s, {s.tokens_search:,} tokens; "
                                f"transfer {s.transfer_s:.1f} s, {s.tokens_transfer:,} tokens)")
+    signal = s.signal
+    if signal is not None:
+        table.add_row("signal check", f"[bold]{signal['verdict']}[/bold]: {signal['reason']} "
+                                      f"({signal['rows']} rows, {signal['seconds']:.1f} s)")
+        for f in signal["figures"]:
+            interval = f" ({f['interval'][0]:.2f} to {f['interval'][1]:.2f})" if f.get("interval") else ""
+            table.add_row(f"  {f['name']}", f"{f['value']:.3f}{interval}: {f['meaning']}")
+        for warning in signal["warnings"]:
+            table.add_row("  warning", warning)
     if out is not None and out.is_dir():
         table.add_row("written", f"{out}/part-*.jsonl and {out}/icm-summary.json")
     elif out is not None:
