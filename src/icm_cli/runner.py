@@ -228,6 +228,8 @@ class Run:
 
     core_labeller: Optional[CoreLabeller] = None
     check_tokens = 0
+    check_sample: list[int] = []
+    outcomes: list[CoreOutcome] = []
     calibration_sample: list[int] = []  # example ids whose transfer scores the calibration read
 
     def __init__(self, run_input: RunInput, config: Config, backend: Backend,
@@ -262,12 +264,15 @@ class Run:
         ids = seeded_sample(self.plan.examples, ESTIMATE_SAMPLE, self.config.search.seed, in_core.__contains__)
         if not ids:
             return 1
-        examples = self._examples(ids)
+        examples = self.examples_of(ids)
         cost = demo_cost(self.shape, self.backend.count_tokens)
         mean = sum(cost(ex) for _, ex in examples) / len(examples)
         return max(1, int(mean * self.to_transfer * max(1, len(self.plan.cores))))
 
-    def _examples(self, ids: list[int]) -> list[tuple[int, Example]]:
+    def core_prompts(self, c: int) -> PromptSet:
+        return core_setup(self.shape, self.config, self.plan.cores[c], c)[0]
+
+    def examples_of(self, ids: list[int]) -> list[tuple[int, Example]]:
         """The examples with these ids (ascending), read from their rows."""
         per_row = self.shape.per_row
         rows = sorted({i // per_row for i in ids})
@@ -279,6 +284,12 @@ class Run:
     def run(self, resume: RunState) -> RunSummary:
         outcomes = self.search(resume)
         transfer, centres = self.calibrate(outcomes, resume)
+        if self.config.check.signal:
+            from .signal_check import sample_ids
+
+            # The check reads these rows again: the transfer keeps their scores as it goes.
+            self.check_sample = sample_ids(self, centres, self.config.search.seed)
+            transfer.keep = set(self.check_sample)
         self._transfer(transfer, centres, resume, several=len(outcomes) > 1)
         self.check(transfer, centres)
         return self.finish()
@@ -298,6 +309,7 @@ class Run:
         """Phase 1: label the cores (or take them from `resume`)."""
         self.state = RunState(done=resume.done, search=resume.search)
         outcomes = [self._core(c, resume) for c in range(len(self.plan.cores))]
+        self.outcomes = outcomes
         self.search_end = time.monotonic()
         self.summary.tokens_search = self.backend.stats.tokens_computed - self.tokens_before
         self.summary.search_s = round(self.search_end - self.start, 2)
@@ -356,7 +368,7 @@ class Run:
             sample = seeded_sample(self.plan.examples, config.transfer.calibration_size, config.search.seed,
                                    labelled.__contains__)
             self.calibration_sample = sample
-            centres = transfer.centres(self._examples(sample))
+            centres = transfer.centres(self.examples_of(sample))
         self.state = dataclasses.replace(
             self.state, centres=tuple(tuple(c) for c in centres) if centres is not None else None, calibrated=True
         )

@@ -1,22 +1,31 @@
 """Does the model know? A gold-free check of a run's labels: signal, weak or none.
 
 A run's summary looks the same whether its labels track the asked-for concept or are noise the
-search made self-consistent. This check reads a seeded sample of the rows a second and third
-way, with nothing but the model, and compares:
+search made self-consistent. This check reads a seeded sample of the labelled rows two more ways,
+with nothing but the model, and compares:
 
+- content: how far the run's reading of each row spreads (its label log-odds, in the run's own
+  context: after the cores' demonstrations, centred as the run centres them) against the same
+  reading of the same row with the letters of its fields shuffled (spaces, digits and
+  punctuation kept: the text's shape without its words). Readings that follow what the words say
+  spread more on the rows than on their scrambles; readings of text whose words say nothing
+  (random letters) spread alike.
 - zero-shot agreement: the run's labels against the model's calibrated zero-shot labels (no
-  demonstrations at all), as Cohen's kappa with a bootstrap interval. Two annotators that share
-  no context agree beyond chance only if the rows themselves carry what they label.
-- content: how far the run's reading of each row (its calibrated log-odds, after the cores'
-  demonstrations) spreads, against the same reading of the same row with the characters of its
-  fields shuffled (same letters, same length, no words). Labels that follow meaning spread more
-  on the rows than on their scrambles; labels of text that carries none (random letters) do not.
-- balance: the share of the commonest label, in the run and zero-shot.
+  demonstrations at all), as Cohen's kappa with a bootstrap interval. The search and the
+  demonstrations may move labels; they should not turn them away from what the model reads in
+  the rows themselves.
+- balance: the share of the commonest label, in the run and zero-shot; one label taking nearly
+  everything, or the two disagreeing about the balance, is a warning.
 
-It costs about three reads of the sample (a few hundred short prompts, most after a prefix the
-backend has already computed). It rules out noise, not error: a model that reads a salient
-feature which is not the asked-for concept passes it; `icm compare` on a little gold measures
-accuracy.
+Verdict: `none` when the words make no measurable difference to the readings (the content ratio's
+interval reaches 1.1) or one label takes nearly every row; `signal` when they clearly do (its
+interval above 1.5) and the labels agree with zero-shot well beyond chance (kappa's interval
+above 0.4); `weak` otherwise. Measured on the embedded model (README, "Is there signal?").
+
+It rules out noise, not error: a model that reads a salient feature which is not the asked-for
+concept passes it; `icm compare` on a little gold is how to measure accuracy. Where a run has
+fewer than 32 rows outside its core, the check reads the core itself, each example with the
+others as context (the search's leave-one-out prompts).
 """
 
 from __future__ import annotations
@@ -26,16 +35,21 @@ import random
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from .agreement import bootstrap_interval, kappa_with_interval
 from .backends.base import ScoreRequest
 from .row_index import seeded_sample
-from .scoring import log_softmax
+from .scoring import layout, log_softmax
 from .search import argmax
 from .tasks import Example
 
 SAMPLE = 256  # rows read again; the kappa's interval is about +-0.1 at this size
+MIN_ROWS = 16  # fewer than this: no verdict (an interval over a handful of rows says nothing)
+NO_CONTENT = 1.1  # content ratio: words that make a difference spread the readings more than this
+CONTENT = 1.5
+AGREEMENT = 0.4  # zero-shot kappa, lower end of its interval, for `signal`
+ONE_LABEL = 0.95  # majority share past which the labels say nothing about the rows
 
 
 @dataclass(frozen=True)
@@ -61,104 +75,162 @@ class SignalReport:
 
 
 def scramble(text: str, seed: int) -> str:
-    """The same characters in a seeded random order: length and letters kept, words gone."""
-    chars = list(text)
-    random.Random(seed).shuffle(chars)
-    return "".join(chars)
+    """The text's letters in a seeded random order, every other character (spaces, digits,
+    punctuation, emoji) left where it was: the shape of the text kept, its words gone."""
+    letters = [c for c in text if c.isalpha()]
+    random.Random(seed).shuffle(letters)
+    mixed = iter(letters)
+    return "".join(next(mixed) if c.isalpha() else c for c in text)
 
 
-class SignalCheck:
-    """Reads a sample of the run's examples three ways: with the run's context, zero-shot, and
-    scrambled with the run's context."""
+@dataclass
+class Readings:
+    """One sample, read three ways: label log-probs per example."""
 
-    def __init__(self, run: Any, transfer: Any, centres: Optional[list[list[float]]], seed: int):
-        self.run, self.transfer, self.centres, self.seed = run, transfer, centres, seed
-        self.shape = run.shape
-        self.continuations = transfer.continuations
+    labels: list[int]  # the run's labels
+    mine: list[list[float]]  # the run's own reading (its context)
+    scrambled: list[list[float]]  # the same, the rows' letters shuffled
+    zero_shot: list[list[float]]  # no context, calibrated as the run calibrates
 
-    def sample(self) -> list[tuple[int, Example]]:
-        """Examples the run transferred: part of its calibration sample where it read one (their
-        scores in the run's context are kept, so reading them again costs nothing)."""
-        pool = self.run.calibration_sample
-        if self.centres is not None and len(pool) >= SAMPLE:
-            ids = sorted(random.Random(self.seed + 7919).sample(pool, SAMPLE))
-        else:
-            labelled = {i for i, y in self.run.core_labels.items() if y is not None}
-            ids = seeded_sample(self.run.plan.examples, SAMPLE, self.seed + 7919, labelled.__contains__)
-        return self.run._examples(ids) if ids else []
 
-    def in_context(self, examples: Sequence[tuple[int, Example]]) -> list[list[float]]:
-        """The run's own reading: after every core's demonstrations, centred as the transfer is."""
+def measure(run: Any, transfer: Any, centres: Optional[list[list[float]]], seed: int) -> SignalReport:
+    start, before = time.monotonic(), run.backend.stats.tokens_computed
+    readings = _transferred(run, transfer, centres, seed) or _core(run, seed)
+    if readings is None or len(readings.labels) < MIN_ROWS:
+        return SignalReport("unchecked", f"fewer than {MIN_ROWS} labelled rows to read again: too few to check",
+                            seconds=round(time.monotonic() - start, 2))
+    report = judge(readings, len(run.shape.label_words), seed)
+    report.seconds = round(time.monotonic() - start, 2)
+    report.tokens = run.backend.stats.tokens_computed - before
+    return report
+
+
+def judge(r: Readings, labels: int, seed: int) -> SignalReport:
+    """The figures of one sample's readings, and the verdict they give."""
+    zs_labels = [argmax(s) for s in r.zero_shot]
+    kappa, kappa_ci = kappa_with_interval(r.labels, zs_labels, seed)
+    spread, spread_mixed = [_logodds(s) for s in r.mine], [_logodds(s) for s in r.scrambled]
+    ratio = _spread_ratio(spread, spread_mixed)
+    ratio_ci = bootstrap_interval(lambda idx: _spread_ratio([spread[i] for i in idx], [spread_mixed[i] for i in idx]),
+                                  len(spread), seed)
+    major = max(r.labels.count(y) for y in range(labels)) / len(r.labels)
+    zs_major = max(zs_labels.count(y) for y in range(labels)) / len(zs_labels)
+    figures = [
+        Figure("content_ratio", round(ratio, 3), (round(ratio_ci[0], 3), round(ratio_ci[1], 3)),
+               "how much more the run's readings vary on the rows than on their letters shuffled (1: the words add nothing)"),
+        Figure("zero_shot_kappa", round(kappa, 3), (round(kappa_ci[0], 3), round(kappa_ci[1], 3)),
+               "agreement of the run's labels with the model's zero-shot labels beyond chance (0: none, 1: all)"),
+        Figure("majority_share", round(major, 3), None, "the share of rows the commonest label takes"),
+        Figure("zero_shot_majority_share", round(zs_major, 3), None, "the same, for the zero-shot labels"),
+    ]
+    warnings = []
+    if major >= ONE_LABEL:
+        warnings.append(f"one label takes {major:.0%} of the rows: the labels say little about any row")
+    if abs(major - zs_major) > 0.2:
+        warnings.append(f"the run and zero-shot disagree about the balance: the commonest label takes {major:.0%} of "
+                        f"the run's labels and {zs_major:.0%} of zero-shot's")
+    verdict, reason = _verdict(ratio_ci, kappa_ci, major)
+    return SignalReport(verdict, reason, figures, warnings, rows=len(r.labels))
+
+
+def _verdict(ratio_ci: tuple[float, float], kappa_ci: tuple[float, float], major: float) -> tuple[str, str]:
+    if major >= ONE_LABEL:
+        return "none", "one label takes nearly every row"
+    if ratio_ci[0] <= NO_CONTENT:
+        return "none", "the readings vary as much on the rows' shuffled letters as on their words"
+    if ratio_ci[0] > CONTENT and kappa_ci[0] > AGREEMENT:
+        return "signal", "the readings follow the words, and the labels agree with the model's zero-shot reading"
+    if ratio_ci[0] > CONTENT:
+        return "weak", "the readings follow the words, but the labels depart from the model's zero-shot reading"
+    return "weak", "the words make only a small difference to the readings"
+
+
+# ---- reading a sample three ways
+
+
+def sample_ids(run: Any, centres: Optional[list[list[float]]], seed: int) -> list[int]:
+    """The transferred examples the check reads again: a quarter of them, at most SAMPLE (two
+    more reads of a quarter keep the check's cost well under the transfer's own), taken from the
+    calibration sample where there is one (already read in the run's context)."""
+    transferred = run.plan.examples - sum(y is not None for y in run.core_labels.values())
+    size = min(SAMPLE, max(2 * MIN_ROWS, transferred // 4))
+    pool = run.calibration_sample
+    if centres is not None and len(pool) >= size:
+        return sorted(random.Random(seed + 7919).sample(pool, size))
+    labelled = {i for i, y in run.core_labels.items() if y is not None}
+    return seeded_sample(run.plan.examples, size, seed + 7919, labelled.__contains__)
+
+
+def _transferred(run: Any, transfer: Any, centres: Optional[list[list[float]]], seed: int) -> Optional[Readings]:
+    """A sample of the rows the run transferred (their scores in the run's context were kept as
+    the transfer read them, so the run's own reading costs nothing more)."""
+    ids = run.check_sample or sample_ids(run, centres, seed)
+    if len(ids) < 2 * MIN_ROWS:
+        return None
+    examples = run.examples_of(ids)
+
+    def in_context(items: Sequence[tuple[int, Example]]) -> list[list[float]]:
         out = []
-        for scores in self.transfer.raw(list(examples)):
-            per_context = [log_softmax([v - m for v, m in zip(s, self.centres[c])] if self.centres else s)
+        for scores in transfer.raw(list(items)):
+            per_context = [log_softmax([v - m for v, m in zip(s, centres[c])] if centres else s)
                            for c, s in enumerate(scores)]
             out.append(log_softmax([sum(col) / len(col) for col in zip(*per_context)]))
         return out
 
-    def zero_shot(self, examples: Sequence[tuple[int, Example]]) -> list[list[float]]:
-        raw = self.run.backend.score([ScoreRequest((ex.query,), self.continuations) for _, ex in examples])
-        return _centred(raw) if self.shape.calibrate else [log_softmax(r) for r in raw]
+    mine = in_context(examples)
+    mixed = in_context([(-1 - i, ex) for i, ex in _scrambled(run, examples, seed)])
+    return Readings([argmax(s) for s in mine], mine, mixed, _zero_shot(run, examples, transfer.continuations))
 
-    def scrambled(self, examples: Sequence[tuple[int, Example]], fields: dict[int, dict[str, Any]]) -> list[list[float]]:
-        """The run's reading of each example with its row's text fields scrambled."""
-        shuffled = []
-        for i, ex in examples:
-            r = i // self.shape.per_row
-            mixed = {k: scramble(v, self.seed * 1_000_003 + r) if isinstance(v, str) else v
-                     for k, v in fields[r].items()}
-            shuffled.append((-1 - i, self.shape.examples(r, mixed)[i % self.shape.per_row]))
-        return self.in_context(shuffled)
+
+def _core(run: Any, seed: int) -> Optional[Readings]:
+    """The first core, each example read with the others as context (the search's own
+    leave-one-out prompts): for runs that are (nearly) all core."""
+    if not run.plan.cores or not run.outcomes:
+        return None
+    core, outcome = run.plan.cores[0], run.outcomes[0]
+    labels = outcome.row_labels()
+    local = [k for k, y in enumerate(labels) if y is not None]
+    if len(local) < MIN_ROWS:
+        return None
+    prompts = run.core_prompts(0)
+    contexts, _ = layout([k for k in outcome.order if outcome.labels[k] is not None])
+    examples = [(core.ids[k], core.examples[k]) for k in local]
+    mixed_queries = [ex.query for _, ex in _scrambled(run, examples, seed)]
+    conts = prompts.continuations()
+
+    def read(queries: Sequence[str]) -> list[list[float]]:
+        requests = [ScoreRequest(tuple(prompts.demo(j, outcome.labels[j]) for j in contexts.get(k, ())) + (q,), conts)
+                    for k, q in zip(local, queries)]
+        raw = run.backend.score(requests)
+        return _centred(raw) if prompts.calibrate else [log_softmax(v) for v in raw]
+
+    mine = read([core.examples[k].query for k in local])
+    return Readings([labels[k] for k in local], mine, read(mixed_queries),
+                    _zero_shot(run, examples, conts))
+
+
+def _scrambled(run: Any, examples: Sequence[tuple[int, Example]], seed: int) -> list[tuple[int, Example]]:
+    """Each example as its row would read with the letters of its template's fields shuffled."""
+    shape = run.shape
+    rows = sorted({i // shape.per_row for i, _ in examples})
+    fields = {r: row.fields for r, row in zip(rows, run.index.read(rows))}
+    out = []
+    for i, _ in examples:
+        r = i // shape.per_row
+        mixed = {k: scramble(v, seed * 1_000_003 + r) if isinstance(v, str) and k in shape.needed else v
+                 for k, v in fields[r].items()}
+        out.append((i, shape.examples(r, mixed)[i % shape.per_row]))
+    return out
+
+
+def _zero_shot(run: Any, examples: Sequence[tuple[int, Example]], continuations: tuple[str, ...]) -> list[list[float]]:
+    raw = run.backend.score([ScoreRequest((ex.query,), continuations) for _, ex in examples])
+    return _centred(raw) if run.shape.calibrate else [log_softmax(r) for r in raw]
 
 
 def _centred(raw: Sequence[Sequence[float]]) -> list[list[float]]:
     mean = [sum(col) / len(col) for col in zip(*raw)]
     return [log_softmax([v - m for v, m in zip(r, mean)]) for r in raw]
-
-
-def margin(scores: Sequence[float]) -> float:
-    """How decided a reading is: the top label's log-prob over the next one's."""
-    top = sorted(scores, reverse=True)
-    return top[0] - top[1]
-
-
-def measure(run: Any, transfer: Any, centres: Optional[list[list[float]]], seed: int) -> SignalReport:
-    start, before = time.monotonic(), run.backend.stats.tokens_computed
-    check = SignalCheck(run, transfer, centres, seed)
-    examples = check.sample()
-    if len(examples) < 32:
-        return SignalReport("unchecked", "fewer than 32 rows outside the core: too few to check",
-                            rows=len(examples), seconds=round(time.monotonic() - start, 2))
-    rows = sorted({i // run.shape.per_row for i, _ in examples})
-    fields = {r: row.fields for r, row in zip(rows, run.index.read(rows))}
-    mine = check.in_context(examples)
-    zs = check.zero_shot(examples)
-    mixed = check.scrambled(examples, fields)
-    labels = [argmax(s) for s in mine]
-    zs_labels = [argmax(s) for s in zs]
-    kappa, kappa_ci = kappa_with_interval(labels, zs_labels, seed)
-    spread = [_logodds(s) for s in mine]
-    spread_mixed = [_logodds(s) for s in mixed]
-    ratio = _spread_ratio(spread, spread_mixed)
-    ratio_ci = bootstrap_interval(lambda idx: _spread_ratio([spread[i] for i in idx], [spread_mixed[i] for i in idx]),
-                                  len(spread), seed)
-    k = len(run.shape.label_words)
-    major = max(labels.count(y) for y in range(k)) / len(labels)
-    zs_major = max(zs_labels.count(y) for y in range(k)) / len(zs_labels)
-    figures = [
-        Figure("zero_shot_kappa", round(kappa, 3), (round(kappa_ci[0], 3), round(kappa_ci[1], 3)),
-               "agreement of the run's labels with the model's zero-shot labels, beyond chance (0: none, 1: all)"),
-        Figure("content_ratio", round(ratio, 3), (round(ratio_ci[0], 3), round(ratio_ci[1], 3)),
-               "spread of the run's readings on the rows over the spread on their scrambles (1: text meaning adds nothing)"),
-        Figure("majority_share", round(major, 3), None, "share of the sample the commonest label takes"),
-        Figure("zero_shot_majority_share", round(zs_major, 3), None, "the same, for the zero-shot labels"),
-        Figure("mean_margin", round(statistics.fmean(margin(s) for s in mine), 3), None,
-               "mean log-prob lead of each row's label over the next label"),
-    ]
-    report = SignalReport("unchecked", "", figures, rows=len(examples))
-    report.seconds = round(time.monotonic() - start, 2)
-    report.tokens = run.backend.stats.tokens_computed - before
-    return report
 
 
 def _logodds(scores: Sequence[float]) -> float:
@@ -167,8 +239,11 @@ def _logodds(scores: Sequence[float]) -> float:
 
 def _spread_ratio(a: Sequence[float], b: Sequence[float]) -> float:
     sa, sb = _sd(a), _sd(b)
-    return sa / sb if sb > 0 else math.inf
+    return sa / sb if sb > 0 else (math.inf if sa > 0 else 1.0)
 
 
 def _sd(values: Sequence[float]) -> float:
     return statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
+Reader = Callable[[Sequence[str]], list[list[float]]]

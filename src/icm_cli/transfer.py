@@ -108,6 +108,7 @@ class Transfer:
         self.calibrate = shape.calibrate
         self.continuations = tuple(label_prefix + w for w in shape.label_words)
         self._raw: dict[int, list[list[float]]] = {}  # example id -> per context; the calibration sample's
+        self.keep: set[int] = set()  # ids whose scores are kept when a chunk reads them (the signal check's)
 
     def raw(self, examples: Sequence[tuple[int, Example]], keep: bool = False) -> list[list[list[float]]]:
         """Per example, per context, the label log-probabilities after that context."""
@@ -121,6 +122,8 @@ class Transfer:
         fresh = {i: values[n * k:(n + 1) * k] for n, (i, _) in enumerate(missing)}
         if keep:
             self._raw.update(fresh)
+        elif self.keep:
+            self._raw.update((i, v) for i, v in fresh.items() if i in self.keep)
         return [self._raw[i] if i in self._raw else fresh[i] for i, _ in examples]
 
     def centres(self, sample: Sequence[tuple[int, Example]]) -> Optional[list[list[float]]]:
