@@ -28,6 +28,7 @@ from typing import Any, Iterator, Optional
 
 from .config import Config
 from .errors import InputError
+from .labels_io import row_id
 from .row_index import hash64
 from .sources import parse_line
 from .tasks import AGREEMENT_FIELD, SOURCE_FIELD
@@ -129,7 +130,7 @@ def finished_ids(out: Path, id_field: str) -> Any:
         with open(shard, "rb") as f:
             for line in f:
                 if line.strip():
-                    hashes.append(hash64(str(json.loads(line)[id_field])))
+                    hashes.append(hash64(row_id(json.loads(line)[id_field], shard.name, id_field)))
     return np.sort(np.array(hashes, dtype=np.int64))
 
 
@@ -233,7 +234,7 @@ class ShardLabeller:
 
         rows = self._rows(batch)
         id_field = self.shipped.config.task.id_field
-        ids = [str(fields[id_field]) for fields in rows]
+        ids = [row_id(fields[id_field], "input", id_field) for fields in rows]
         hashes = np.array([hash64(i) for i in ids], dtype=np.int64)
         skip = self.shipped.skip
         keep = ~np.isin(hashes, skip) if len(skip) else np.ones(len(rows), dtype=bool)
@@ -264,9 +265,9 @@ class ShardLabeller:
         chunk = ChunkRows()
         core_labels: dict[int, Optional[int]] = {}
         core_scores: dict[int, tuple[float, ...]] = {}
-        for r, (fields, row_id) in enumerate(zip(rows, ids)):
+        for r, (fields, name) in enumerate(zip(rows, ids)):
             chunk.rows.append((r, fields))
-            fixed = shipped.fixed.get(row_id, {})
+            fixed = shipped.fixed.get(name, {})
             for k, ex in enumerate(shape.examples(r, fields)):
                 i = r * shape.per_row + k
                 if k in fixed:
@@ -441,13 +442,13 @@ class RayRun:
         for core in run.plan.cores:
             for r, fields in zip(core.rows, core.fields):
                 ids = range(r * shape.per_row, (r + 1) * shape.per_row)
-                row_id = str(fields[id_field])
+                name = row_id(fields[id_field], "core", id_field)
                 if all(run.core_labels.get(i) is not None for i in ids):
                     label = label_row(shape, r, fields, {}, run.core_labels, run.core_scores, several)
                     rows.append(output_row(fields, label, self.label_field, self.confidence_field, several))
-                    hashes.append(hash64(row_id))
+                    hashes.append(hash64(name))
                 else:
-                    fixed[row_id] = {i - r * shape.per_row: (run.core_labels[i], run.core_scores[i])
+                    fixed[name] = {i - r * shape.per_row: (run.core_labels[i], run.core_scores[i])
                                      for i in ids if run.core_labels.get(i) is not None}
         if rows:
             write_shard(self.out / CORE_SHARD, rows)
