@@ -304,10 +304,13 @@ def test_resume_after_a_kill_during_transfer_redoes_no_finished_chunk(stop_after
     recorder.stop_after_chunks = None
     resumed, _ = run(data, cfg, resume=recorder.resume_state(), recorder=recorder, backend=backend)
     assert resumed == full
-    # The resumed run scored only the chunks that were not finished (and the calibration sample).
+    # The resumed run scored only the chunks that were not finished (and the calibration sample),
+    # each row after the core and alone (transfer.zero_shot), and read the core's rows alone.
     transferred_rows = sum(r.source == "transfer" for r in full)
+    core_rows = len(full) - transferred_rows
     done_rows = sum(len(c.examples) for c in recorder.chunks[:stop_after])
-    assert backend.requests <= transferred_rows - done_rows + cfg.transfer.calibration_size
+    reads = 2 if cfg.transfer.zero_shot else 1
+    assert backend.requests <= reads * (transferred_rows - done_rows + cfg.transfer.calibration_size) + core_rows
 
 
 def test_bootstrap_and_zero_shot_label_every_row():
@@ -332,3 +335,22 @@ def test_several_cores_write_agreement_on_transferred_rows():
     assert all(r.agreement is None for r in rows if r.source == "core")
     assert all(r.agreement in (0.5, 1.0) for r in rows if r.source == "transfer")
     assert summary.mean_agreement is not None
+
+
+def test_zero_shot_reading_is_averaged_into_every_label():
+    """transfer.zero_shot: each transferred row is also read alone and the two readings averaged;
+    core rows average the search's leave-one-out reading with theirs. Off: the many-shot reading alone."""
+    data = tweets(45)
+    with_zs, summary = run(data, config())
+    alone, summary_alone = run(data, config(transfer={"zero_shot": False}))
+    assert summary.zero_shot_averaged and not summary_alone.zero_shot_averaged
+    assert [r.source for r in with_zs] == [r.source for r in alone]
+    # Averaging changes confidences (and may change labels); both runs label every row.
+    assert [r.confidence for r in with_zs] != [r.confidence for r in alone]
+    backend = SentimentBackend()
+    run(data, config(), backend=backend)
+    zs_requests = backend.requests
+    backend = SentimentBackend()
+    run(data, config(transfer={"zero_shot": False}), backend=backend)
+    transferred = sum(r.source == "transfer" for r in alone)
+    assert zs_requests - backend.requests >= transferred  # one more read per transferred row

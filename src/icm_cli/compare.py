@@ -5,7 +5,9 @@ gold with the same metrics as `icm eval`:
 - zero_shot: every row read alone (batch-calibrated for classification);
 - random_few_shot: the core's examples with random labels as demonstrations;
 - bootstrap: zero-shot labels, then rounds of relabelling the core with the others as context;
-- icm: the configured search;
+- icm: the configured search, as `icm label` runs it (every label averaged with its zero-shot
+  reading, transfer.zero_shot);
+- icm_alone: the same search, its labels the many-shot reading alone (the paper's);
 - golden: the core's examples with their gold labels as demonstrations: the ceiling, which
   needs gold; it is the only method here that reads gold (random_few_shot reads nothing).
 Each method starts with no attention state kept, so its tokens and time are its own.
@@ -28,7 +30,7 @@ from .metrics import compute_agreement, normalize_label
 from .runner import RunInput, label_dataset
 from .search import Labels, Problem
 
-METHODS = ("zero_shot", "random_few_shot", "bootstrap", "icm", "golden")
+METHODS = ("zero_shot", "random_few_shot", "bootstrap", "icm", "icm_alone", "golden")
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,9 @@ def compare(run_input: RunInput, config: Config, backend: Backend, gold: dict[st
         labeller = None
         run_method = method if method in ("zero_shot", "bootstrap", "icm") else "icm"
         run_config = dataclasses.replace(config, search=dataclasses.replace(config.search, method=run_method))
-        if run_method != method:
+        if method == "icm_alone":
+            run_config = dataclasses.replace(run_config, transfer=dataclasses.replace(run_config.transfer, zero_shot=False))
+        if method in ("random_few_shot", "golden"):
             labeller = _given(method, per_example, config.search.seed)
         backend.forget()
         before = backend.stats.tokens_computed

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from .backends.base import Backend
 from .config import SearchConfig
@@ -49,14 +49,28 @@ class CoreOutcome:
         )
 
 
-def zero_shot_labels(problem: Problem, prompts: PromptSet, backend: Backend) -> Labels:
+def zero_shot_scores(problem: Problem, prompts: PromptSet, backend: Backend) -> list[list[float]]:
     """Each example read alone; for classification centred on the core (batch calibration)."""
     evaluation = CoherenceScorer(prompts, backend).evaluate(tuple(None for _ in range(problem.n)))
     scores = [list(s) for s in evaluation.scores]
     if prompts.calibrate and scores:
         mean = [sum(col) / len(col) for col in zip(*scores)]
         scores = [log_softmax([v - m for v, m in zip(s, mean)]) for s in scores]
-    return tuple(repair(scores, problem.consistency))
+    return scores
+
+
+def zero_shot_labels(problem: Problem, prompts: PromptSet, backend: Backend) -> Labels:
+    return tuple(repair(zero_shot_scores(problem, prompts, backend), problem.consistency))
+
+
+def with_zero_shot(outcome: CoreOutcome, zero_shot: Sequence[Sequence[float]],
+                   problem: Problem) -> tuple[Labels, tuple[tuple[float, ...], ...]]:
+    """The core's final row labels: each labelled example's leave-one-out reading (the search's
+    last evaluation) averaged with its zero-shot reading, consistency repaired. Examples the
+    search left unlabelled stay so (the transfer labels them)."""
+    combined = [tuple(log_softmax([(a + b) / 2 for a, b in zip(s, z)])) for s, z in zip(outcome.scores, zero_shot)]
+    labels = repair(combined, problem.consistency)
+    return tuple(y if x is not None else None for x, y in zip(outcome.labels, labels)), tuple(combined)
 
 
 def label_core(

@@ -43,7 +43,8 @@ class Shipped:
     """What every actor needs to label rows as the driver would: small, sent once."""
 
     config: Config
-    contexts: list[tuple[str, ...]]
+    contexts: list[tuple[str, ...]]  # the cores' demonstrations
+    zero_shot: bool  # each row's zero-shot reading averaged in (transfer.zero_shot)
     centres: Optional[list[list[float]]]
     skip: Any  # numpy int64, sorted: hashes of the ids that are labelled already (core rows, finished shards)
     fixed: dict[str, dict[int, tuple[int, tuple[float, ...]]]]  # row id -> example k -> a core label and scores
@@ -226,7 +227,7 @@ class ShardLabeller:
             raise RuntimeError(f"this actor loaded {self.backend.identity}, the driver {shipped.identity}")
         self.shape = TaskShape(config.task)
         self.transfer = Transfer(self.shape, shipped.contexts, self.backend, config.task.label_prefix,
-                                 config.task.separator)
+                                 config.task.separator, shipped.zero_shot)
         self.out = Path(shipped.out_dir)
 
     def __call__(self, batch: Any) -> dict[str, list[Any]]:
@@ -410,7 +411,8 @@ class RayRun:
         skip = np.unique(np.concatenate([skip, np.array(core_hashes, dtype=np.int64)]))
         identity, threads, config = backend.identity, _torch_threads(), _resolved(self.config, backend)
         backend.close()  # the actors build their own; the driver's is not needed any more
-        shipped = Shipped(config, transfer.contexts, centres, skip, fixed, self.label_field,
+        shipped = Shipped(config, transfer.contexts[:transfer.cores], len(transfer.contexts) > transfer.cores,
+                          centres, skip, fixed, self.label_field,
                           self.confidence_field, str(self.out.resolve()), self.kind, identity, threads)
         ray = start_ray(self.config, self.quiet)
         self.log(f"ray: labelling the rows outside the core on {self.config.ray.actors} actor(s) "

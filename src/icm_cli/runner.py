@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
 from .backends.base import Backend
 from .config import Config, SearchConfig
-from .core_labels import CoreOutcome, label_core
+from .core_labels import CoreOutcome, label_core, with_zero_shot, zero_shot_scores
 from .cores import Core, RunPlan, demo_cost, plan_run
 from .row_index import RowIndex, seeded_sample
 from .scoring import PromptSet
@@ -98,6 +98,8 @@ class RunSummary:
     final_utility: list[float] = field(default_factory=list)
     inconsistencies_left: int = 0
     converged_cores: int = 0
+    zero_shot_averaged: bool = False  # every row's label averages in its zero-shot reading (transfer.zero_shot)
+    core_labels_changed: int = 0  # core rows whose label that average changed from the search's
     label_counts: dict[str, int] = field(default_factory=dict)
     mean_agreement: Optional[float] = None  # transfer rows, several cores only
     tokens_scored: int = 0
@@ -250,6 +252,7 @@ class Run:
             config.digest(), self.index.digest, backend.model_name, backend.name, config.search.method,
             config.search.seed, self.index.count, self.plan.examples, len(self.plan.cores),
         )
+        self.summary.zero_shot_averaged = bool(self.plan.cores) and config.transfer.zero_shot
         self.state = RunState()
         self.core_labels: dict[int, Optional[int]] = {}  # core example id -> label (None: transfer it)
         self.core_scores: dict[int, tuple[float, ...]] = {}
@@ -346,10 +349,15 @@ class Run:
         s.final_utility.append(round(outcome.utility, 4))
         s.inconsistencies_left += outcome.inconsistent
         s.converged_cores += int(outcome.converged)
-        for local, (i, y) in enumerate(zip(core.ids, outcome.row_labels())):
+        labels, scores = outcome.row_labels(), outcome.scores
+        if self.config.transfer.zero_shot and self.core_labeller is None:
+            prompts, _ = core_setup(self.shape, self.config, core, c)
+            labels, scores = with_zero_shot(outcome, zero_shot_scores(core.problem, prompts, self.backend), core.problem)
+            s.core_labels_changed += sum(a != b for a, b in zip(labels, outcome.labels) if a is not None)
+        for local, (i, y) in enumerate(zip(core.ids, labels)):
             self.core_labels[i] = y
             if y is not None:
-                self.core_scores[i] = outcome.scores[local]
+                self.core_scores[i] = scores[local]
         return outcome
 
     def calibrate(self, outcomes: list[CoreOutcome], resume: RunState) -> tuple[Transfer, Optional[list[list[float]]]]:
@@ -360,7 +368,8 @@ class Run:
             prompts, _ = core_setup(self.shape, config, core, c)
             contexts.append(demonstrations(prompts, outcome.labels, outcome.order))
         self.to_transfer = self.plan.examples - sum(y is not None for y in self.core_labels.values())
-        transfer = Transfer(self.shape, contexts, self.backend, config.task.label_prefix, config.task.separator)
+        transfer = Transfer(self.shape, contexts, self.backend, config.task.label_prefix, config.task.separator,
+                            config.transfer.zero_shot and self.core_labeller is None)
         if resume.calibrated:
             centres = [list(c) for c in resume.centres] if resume.centres is not None else None
         else:

@@ -101,9 +101,13 @@ class Transfer:
     """Scores and labels target examples after each core's demonstrations."""
 
     def __init__(self, shape: TaskShape, contexts: Sequence[tuple[str, ...]], backend: Backend,
-                 label_prefix: str, separator: str):
+                 label_prefix: str, separator: str, zero_shot: bool = False):
         self.shape = shape
-        self.contexts = list(contexts) or [()]
+        self.cores = len(contexts)  # the first contexts; agreement counts these
+        # With zero_shot, each row is also read alone, and that reading is averaged in with the
+        # cores' (transfer.zero_shot: a small model's many-shot reading can drift from what it
+        # reads in the row itself; averaged, the labels measured no worse than either alone).
+        self.contexts = list(contexts) + [()] if contexts and zero_shot else list(contexts) or [()]
         self.backend = backend
         self.calibrate = shape.calibrate
         self.continuations = tuple(label_prefix + w for w in shape.label_words)
@@ -146,8 +150,9 @@ class Transfer:
             ])
         combined = [log_softmax([sum(col) / len(col) for col in zip(*ctx)]) for ctx in per_context]
         labels = self._consistent(chunk, combined)
+        cores = max(1, self.cores)
         agreement = tuple(
-            round(sum(argmax(s) == y for s in ctx) / len(ctx), 4) for ctx, y in zip(per_context, labels)
+            round(sum(argmax(s) == y for s in ctx[:cores]) / cores, 4) for ctx, y in zip(per_context, labels)
         )
         return TransferChunk(chunk.ids(), tuple(labels), tuple(tuple(s) for s in combined), agreement)
 

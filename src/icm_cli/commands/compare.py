@@ -18,7 +18,7 @@ from ..errors import EXIT_BELOW_THRESHOLD, InputError
 from .common import (ConfigOpt, IterationsOpt, ModelOpt, QuietOpt, RequireSignalOpt, SetOpt, bars_wanted,
                      load_run_config, logger, stderr_console, warn_if_defaults)
 
-METHODS = ("zero_shot", "random_few_shot", "bootstrap", "icm", "golden")
+METHODS = ("zero_shot", "random_few_shot", "bootstrap", "icm", "icm_alone", "golden")
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,8 @@ def compare_command(
     gold: Annotated[Path, typer.Option("--gold", help="Gold labels: rows with the id field and a label field.")],
     config: ConfigOpt = None,
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated: zero_shot, random_few_shot, "
-                                                           "bootstrap, icm, golden.")] = ",".join(METHODS),
+                                                           "bootstrap, icm (as icm label runs it), icm_alone (the "
+                                                           "many-shot reading alone), golden.")] = ",".join(METHODS),
     gold_field: Annotated[str, typer.Option("--gold-field", help="Field holding the gold label.")] = "label",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
     quiet: QuietOpt = False,
