@@ -349,3 +349,19 @@ def test_ctrl_c_with_a_server_that_never_answers_returns_within_10_seconds(tmp_p
         assert leftovers(tmp_path) == []
     finally:
         server.kill()
+
+
+def test_no_server_at_start_up_says_so_and_mentions_no_loss(workdir):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (workdir / "c.yaml").write_text(CONFIG + f"backend:\n  type: openai\n  model: m\n"
+                                             f"  openai:\n    base_urls: [http://127.0.0.1:{port}/v1]\n    retries: 0\n")
+    result = label()
+    assert result.exit_code == 3
+    line = one_line(result)
+    assert line.startswith(f"icm: error: no server answered at start-up") and f"127.0.0.1:{port}" in line, line
+    assert "lost" not in line and "resume" not in line and "--force" not in line
+    assert leftovers(workdir) == [] and not checkpoint_path(workdir / "out.jsonl").exists()
