@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 ICM    := $(VENV)/bin/icm
 DEMO   := runs/demo
 
-.PHONY: install install-test demo test test-server bench clean
+.PHONY: install install-test demo test test-server bench bench-scale clean
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
@@ -55,6 +55,11 @@ test-server: install-test
 bench: install-test
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -u benchmarks/bench_scoring.py --out bench-results
+
+# icm's own overhead at scale: 1M and 10M synthetic rows through a stand-in scorer (no model
+# work), rows/s and peak RSS per size, beside the real model's transfer rows/s (~20 min on 2 cores).
+bench-scale: install
+	$(PY) -u benchmarks/bench_scale.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -98,18 +98,3 @@ def field_list(names: Iterable[str], most: int = 12) -> str:
         return "no fields"
     shown = ", ".join(f"'{n}'" for n in names[:most])
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
-
-
-def present_fields(dataset: Dataset) -> list[str]:
-    """Every field some row has, in order of first appearance."""
-    seen: dict[str, None] = {}
-    for row in dataset.rows:
-        seen.update(dict.fromkeys(row.fields))
-    return list(seen)
-
-
-def fields_everywhere_missing(dataset: Dataset, names: Iterable[str]) -> list[str]:
-    present: set[str] = set()
-    for row in dataset.rows:
-        present.update(row.fields)
-    return [n for n in names if n not in present]

@@ -35,7 +35,7 @@ import random
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from .agreement import bootstrap_interval, kappa_with_interval
 from .backends.base import ScoreRequest
@@ -245,5 +245,3 @@ def _spread_ratio(a: Sequence[float], b: Sequence[float]) -> float:
 def _sd(values: Sequence[float]) -> float:
     return statistics.pstdev(values) if len(values) > 1 else 0.0
 
-
-Reader = Callable[[Sequence[str]], list[list[float]]]

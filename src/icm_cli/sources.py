@@ -413,10 +413,6 @@ def _load_hub(source: str, name: str, split: str) -> Any:
         raise InputError(f"{source}: cannot load the dataset ({type(e).__name__}: {first_line(e)})")
 
 
-def digest_of(h: Any) -> str:
-    return h.hexdigest()[:16]
-
-
 def new_digest() -> Any:
     return hashlib.sha256()
 
