@@ -87,8 +87,8 @@ def scramble(text: str, seed: int) -> str:
 class Readings:
     """One sample, read three ways: label log-probs per example."""
 
-    labels: list[int]  # the run's labels
-    mine: list[list[float]]  # the run's own reading (its context)
+    labels: list[int]  # the run's labels (with transfer.zero_shot, the zero-shot reading averaged in)
+    mine: list[list[float]]  # the run's many-shot reading: after the cores' demonstrations
     scrambled: list[list[float]]  # the same, the rows' letters shuffled
     zero_shot: list[list[float]]  # no context, calibrated as the run calibrates
 
@@ -108,7 +108,9 @@ def measure(run: Any, transfer: Any, centres: Optional[list[list[float]]], seed:
 def judge(r: Readings, labels: int, seed: int) -> SignalReport:
     """The figures of one sample's readings, and the verdict they give."""
     zs_labels = [argmax(s) for s in r.zero_shot]
-    kappa, kappa_ci = kappa_with_interval(r.labels, zs_labels, seed)
+    # The many-shot reading's labels, not the run's: with transfer.zero_shot the run's labels
+    # already hold the zero-shot reading, and would agree with it by construction.
+    kappa, kappa_ci = kappa_with_interval([argmax(s) for s in r.mine], zs_labels, seed)
     spread, spread_mixed = [_logodds(s) for s in r.mine], [_logodds(s) for s in r.scrambled]
     ratio = _spread_ratio(spread, spread_mixed)
     ratio_ci = bootstrap_interval(lambda idx: _spread_ratio([spread[i] for i in idx], [spread_mixed[i] for i in idx]),
@@ -119,7 +121,8 @@ def judge(r: Readings, labels: int, seed: int) -> SignalReport:
         Figure("content_ratio", round(ratio, 3), (round(ratio_ci[0], 3), round(ratio_ci[1], 3)),
                "how much more the run's readings vary on the rows than on their letters shuffled (1: the words add nothing)"),
         Figure("zero_shot_kappa", round(kappa, 3), (round(kappa_ci[0], 3), round(kappa_ci[1], 3)),
-               "agreement of the run's labels with the model's zero-shot labels beyond chance (0: none, 1: all)"),
+               "agreement of the many-shot reading's labels with the model's zero-shot labels beyond chance "
+               "(0: none, 1: all)"),
         Figure("majority_share", round(major, 3), None, "the share of rows the commonest label takes"),
         Figure("zero_shot_majority_share", round(zs_major, 3), None, "the same, for the zero-shot labels"),
     ]
@@ -169,17 +172,21 @@ def _transferred(run: Any, transfer: Any, centres: Optional[list[list[float]]], 
         return None
     examples = run.examples_of(ids)
 
-    def in_context(items: Sequence[tuple[int, Example]]) -> list[list[float]]:
-        out = []
+    cores = max(1, transfer.cores)
+
+    def in_context(items: Sequence[tuple[int, Example]]) -> tuple[list[list[float]], list[int]]:
+        """The many-shot reading (the cores' contexts) and the run's labels (every context)."""
+        many, labels = [], []
         for scores in transfer.raw(list(items)):
             per_context = [log_softmax([v - m for v, m in zip(s, centres[c])] if centres else s)
                            for c, s in enumerate(scores)]
-            out.append(log_softmax([sum(col) / len(col) for col in zip(*per_context)]))
-        return out
+            many.append(_mean(per_context[:cores]))
+            labels.append(argmax(_mean(per_context)))
+        return many, labels
 
-    mine = in_context(examples)
-    mixed = in_context([(-1 - i, ex) for i, ex in _scrambled(run, examples, seed)])
-    return Readings([argmax(s) for s in mine], mine, mixed, _zero_shot(run, examples, transfer.continuations))
+    mine, labels = in_context(examples)
+    mixed, _ = in_context([(-1 - i, ex) for i, ex in _scrambled(run, examples, seed)])
+    return Readings(labels, mine, mixed, _zero_shot(run, examples, transfer.continuations))
 
 
 def _core(run: Any, seed: int) -> Optional[Readings]:
@@ -205,8 +212,8 @@ def _core(run: Any, seed: int) -> Optional[Readings]:
         return _centred(raw) if prompts.calibrate else [log_softmax(v) for v in raw]
 
     mine = read([core.examples[k].query for k in local])
-    return Readings([labels[k] for k in local], mine, read(mixed_queries),
-                    _zero_shot(run, examples, conts))
+    final = [run.core_labels[core.ids[k]] for k in local]
+    return Readings(final, mine, read(mixed_queries), _zero_shot(run, examples, conts))
 
 
 def _scrambled(run: Any, examples: Sequence[tuple[int, Example]], seed: int) -> list[tuple[int, Example]]:
@@ -226,6 +233,10 @@ def _scrambled(run: Any, examples: Sequence[tuple[int, Example]], seed: int) -> 
 def _zero_shot(run: Any, examples: Sequence[tuple[int, Example]], continuations: tuple[str, ...]) -> list[list[float]]:
     raw = run.backend.score([ScoreRequest((ex.query,), continuations) for _, ex in examples])
     return _centred(raw) if run.shape.calibrate else [log_softmax(r) for r in raw]
+
+
+def _mean(readings: Sequence[Sequence[float]]) -> list[float]:
+    return log_softmax([sum(col) / len(col) for col in zip(*readings)])
 
 
 def _centred(raw: Sequence[Sequence[float]]) -> list[list[float]]:
