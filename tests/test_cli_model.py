@@ -131,3 +131,32 @@ def test_more_rows_than_a_core_are_transferred(tmp_path, small_config):
     summary = json.loads(out.with_name(out.name + ".summary.json").read_text())
     assert summary["core_rows"] + summary["transfer_rows"] == 16
     assert summary["tokens_transfer"] > 0 and summary["transfer_s"] >= 0
+
+
+def test_the_summary_gives_the_signal_verdict_and_what_it_rests_on(labelled):
+    out, result = labelled
+    signal = json.loads(out.with_name(out.name + ".summary.json").read_text())["signal"]
+    assert signal["verdict"] in ("signal", "weak", "none") and signal["reason"]
+    names = {f["name"] for f in signal["figures"]}
+    assert {"content_ratio", "zero_shot_kappa", "majority_share"} <= names
+    assert all(f["meaning"] for f in signal["figures"])
+    assert "signal check" in result.stderr.decode()
+
+
+def test_random_letters_have_no_signal_and_require_signal_exits_1_after_writing(tmp_path, small_config):
+    import random
+    import string
+
+    rng = random.Random(5)
+    rows = jsonl((ROOT / "examples" / "tweets-64.jsonl").read_text(encoding="utf-8"))
+    noise = tmp_path / "letters.jsonl"
+    noise.write_text("".join(json.dumps({"id": r["id"], "text": "".join(rng.choice(string.ascii_lowercase)
+                                                                           for _ in r["text"])}) + "\n"
+                             for r in rows))
+    out = tmp_path / "labels.jsonl"
+    result = icm("label", str(noise), "-c", str(small_config), "-o", str(out), "--iterations", "10",
+                 "--require-signal", "-q")
+    assert result.returncode == 1, result.stderr.decode()
+    assert result.stderr.decode().startswith("icm: no signal: the check's verdict is none")
+    assert len(jsonl(out.read_text())) == 64  # written all the same
+    assert json.loads(out.with_name(out.name + ".summary.json").read_text())["signal"]["verdict"] == "none"

@@ -1,0 +1,90 @@
+"""The signal check's parts that need no model: the scramble, kappa and its interval, and the
+verdict the figures give (signal_check.judge). The check on real runs is in test_cli_model.py."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from icm_cli.agreement import bootstrap_interval, cohen_kappa
+from icm_cli.signal_check import Readings, judge, scramble
+
+
+def test_scramble_keeps_the_texts_shape_and_letters_and_is_seeded():
+    text = "Loved it!! 10/10, would go again :) @bob"
+    mixed = scramble(text, 3)
+    assert mixed != text and len(mixed) == len(text)
+    assert sorted(mixed) == sorted(text)
+    assert [c for c in mixed if not c.isalpha()] == [c for c in text if not c.isalpha()]
+    assert all(a.isalpha() == b.isalpha() for a, b in zip(text, mixed))
+    assert scramble(text, 3) == mixed and scramble(text, 4) != mixed
+
+
+def test_kappa_is_one_for_agreement_zero_for_chance_and_zero_for_one_label():
+    assert cohen_kappa([0, 1, 0, 1], [0, 1, 0, 1]) == 1.0
+    assert cohen_kappa([0, 1, 0, 1], [1, 0, 1, 0]) == -1.0
+    assert cohen_kappa([0, 0, 0, 0], [0, 0, 0, 0]) == 0.0
+    rng = random.Random(0)
+    a = [rng.randrange(2) for _ in range(4000)]
+    b = [rng.randrange(2) for _ in range(4000)]
+    assert abs(cohen_kappa(a, b)) < 0.05
+
+
+def test_bootstrap_interval_holds_the_value_and_narrows_with_more_items():
+    rng = random.Random(1)
+    values = [rng.gauss(0, 1) for _ in range(400)]
+    low, high = bootstrap_interval(lambda idx: sum(values[i] for i in idx) / len(idx), len(values), seed=2)
+    mean = sum(values) / len(values)
+    assert low < mean < high and high - low < 0.3
+    low2, high2 = bootstrap_interval(lambda idx: sum(values[i] for i in idx) / len(idx), 40, seed=2)
+    assert high2 - low2 > high - low
+
+
+def lp(logodds: float) -> list[float]:
+    return [-math.log1p(math.exp(-logodds)), -math.log1p(math.exp(logodds))]
+
+
+def readings(n: int, *, meaning: float, noise: float, zero_shot_follows: float, balance: float = 0.5,
+             seed: int = 0) -> Readings:
+    """Synthetic readings: `meaning` is how much of a row's reading its words carry (gone when
+    scrambled), `noise` the part its letters alone carry (kept when scrambled)."""
+    rng = random.Random(seed)
+    mine, mixed, zs = [], [], []
+    for _ in range(n):
+        concept = rng.gauss(0, 1) + math.log(balance / (1 - balance))
+        letters = rng.gauss(0, 1)
+        mine.append(lp(meaning * concept + noise * letters))
+        mixed.append(lp(noise * rng.gauss(0, 1)))
+        zs.append(lp(zero_shot_follows * concept + rng.gauss(0, 0.5)))
+    labels = [0 if s[0] > s[1] else 1 for s in mine]
+    return Readings(labels, mine, mixed, zs)
+
+
+def test_readings_that_follow_the_words_and_agree_with_zero_shot_are_signal():
+    report = judge(readings(256, meaning=2.0, noise=0.3, zero_shot_follows=1.5), 2, seed=0)
+    assert report.verdict == "signal", report
+    assert {f.name for f in report.figures} >= {"content_ratio", "zero_shot_kappa", "majority_share"}
+
+
+def test_readings_that_vary_as_much_on_shuffled_letters_are_none():
+    report = judge(readings(256, meaning=0.0, noise=1.0, zero_shot_follows=0.0), 2, seed=0)
+    assert report.verdict == "none", report
+    assert "shuffled letters" in report.reason
+
+
+def test_readings_that_follow_the_words_but_not_zero_shot_are_weak():
+    report = judge(readings(256, meaning=2.0, noise=0.3, zero_shot_follows=0.0), 2, seed=0)
+    assert report.verdict == "weak", report
+
+
+def test_one_label_for_nearly_every_row_is_none_with_a_warning():
+    report = judge(readings(256, meaning=2.0, noise=0.3, zero_shot_follows=1.5, balance=0.999), 2, seed=0)
+    assert report.verdict == "none"
+    assert any("one label takes" in w for w in report.warnings)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_verdict_on_noise_is_stable_across_samples(seed):
+    assert judge(readings(256, meaning=0.0, noise=1.0, zero_shot_follows=0.0, seed=seed), 2, seed).verdict == "none"
