@@ -403,6 +403,7 @@ class RayRun:
         resume = state or RunState()
         outcomes = run.search(resume)
         transfer, centres = run.calibrate(outcomes, resume)
+        run.check(transfer, centres)  # the signal check reads its sample here, on the driver
         several = len(outcomes) > 1
         fixed, core_hashes = self._core_rows(run, several)
         skip = finished_ids(self.out, self.config.task.id_field)
@@ -476,7 +477,7 @@ class RayRun:
         summary.label_counts = counts
         summary.core_rows, summary.transfer_rows = core, len(seen) - core
         summary.transfer_s = round(seconds, 2)
-        summary.wall_time_s = round(summary.search_s + seconds, 2)
+        summary.wall_time_s = round(summary.search_s + summary.check_s + seconds, 2)
         from .output import atomic_write_text
 
         doc = {**summary.to_json(), "engine": "ray", "shards": len(list(self.out.glob("part-*.jsonl"))),

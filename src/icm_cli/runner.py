@@ -229,10 +229,6 @@ class Run:
     over machines (ray_engine) runs the search and the calibration, then ships the rest."""
 
     core_labeller: Optional[CoreLabeller] = None
-    check_tokens = 0
-    check_sample: list[int] = []
-    outcomes: list[CoreOutcome] = []
-    calibration_sample: list[int] = []  # example ids whose transfer scores the calibration read
 
     def __init__(self, run_input: RunInput, config: Config, backend: Backend,
                  on_progress: Optional[Callable[[Progress], None]], monitor_field: Optional[str],
@@ -259,6 +255,10 @@ class Run:
         self.transferred = 0
         self.to_transfer = self.plan.examples - self.plan.core_examples()
         self.search_end: Optional[float] = None
+        self.outcomes: list[CoreOutcome] = []
+        self.calibration_sample: list[int] = []  # example ids whose transfer scores the calibration read
+        self.check_sample: list[int] = []  # example ids the signal check reads again
+        self.check_tokens = 0
         self.transfer_tokens = self._transfer_estimate()
 
     def _transfer_estimate(self) -> int:
