@@ -48,9 +48,10 @@ def tweets(n: int) -> RunInput:
 
 def config(**changes: Any) -> Config:
     search = SearchConfig(initial_labels=2, iterations=30, seed=1)
-    # No signal check: these tests count the model's requests of the run itself.
+    # No signal check and no zero-shot rule: these tests count the model's requests of the run itself.
     base = Config(task=TASK, search=search, core=CoreConfig(max_tokens=80),
-                  transfer=TransferConfig(chunk_size=7, calibration_size=11), check=CheckConfig(signal=False))
+                  transfer=TransferConfig(chunk_size=7, calibration_size=11, zero_shot="off"),
+                  check=CheckConfig(signal=False))
     for section, values in changes.items():
         base = dataclasses.replace(base, **{section: dataclasses.replace(getattr(base, section), **values)})
     return base
@@ -304,13 +305,10 @@ def test_resume_after_a_kill_during_transfer_redoes_no_finished_chunk(stop_after
     recorder.stop_after_chunks = None
     resumed, _ = run(data, cfg, resume=recorder.resume_state(), recorder=recorder, backend=backend)
     assert resumed == full
-    # The resumed run scored only the chunks that were not finished (and the calibration sample),
-    # each row after the core and alone (transfer.zero_shot), and read the core's rows alone.
+    # The resumed run scored only the chunks that were not finished (and the calibration sample).
     transferred_rows = sum(r.source == "transfer" for r in full)
-    core_rows = len(full) - transferred_rows
     done_rows = sum(len(c.examples) for c in recorder.chunks[:stop_after])
-    reads = 2 if cfg.transfer.zero_shot else 1
-    assert backend.requests <= reads * (transferred_rows - done_rows + cfg.transfer.calibration_size) + core_rows
+    assert backend.requests <= transferred_rows - done_rows + cfg.transfer.calibration_size
 
 
 def test_bootstrap_and_zero_shot_label_every_row():
@@ -337,20 +335,37 @@ def test_several_cores_write_agreement_on_transferred_rows():
     assert summary.mean_agreement is not None
 
 
-def test_zero_shot_reading_is_averaged_into_every_label():
-    """transfer.zero_shot: each transferred row is also read alone and the two readings averaged;
-    core rows average the search's leave-one-out reading with theirs. Off: the many-shot reading alone."""
+def test_zero_shot_reading_is_averaged_in_when_on_and_never_when_off():
     data = tweets(45)
-    with_zs, summary = run(data, config())
-    alone, summary_alone = run(data, config(transfer={"zero_shot": False}))
-    assert summary.zero_shot_averaged and not summary_alone.zero_shot_averaged
-    assert [r.source for r in with_zs] == [r.source for r in alone]
-    # Averaging changes confidences (and may change labels); both runs label every row.
-    assert [r.confidence for r in with_zs] != [r.confidence for r in alone]
-    backend = SentimentBackend()
-    run(data, config(), backend=backend)
-    zs_requests = backend.requests
-    backend = SentimentBackend()
-    run(data, config(transfer={"zero_shot": False}), backend=backend)
-    transferred = sum(r.source == "transfer" for r in alone)
-    assert zs_requests - backend.requests >= transferred  # one more read per transferred row
+    on, summary_on = run(data, config(transfer={"zero_shot": "on"}))
+    off, summary_off = run(data, config(transfer={"zero_shot": "off"}))
+    assert summary_on.zero_shot_averaged and not summary_off.zero_shot_averaged
+    assert "transfer.zero_shot: on" in summary_on.zero_shot_rule and summary_off.zero_shot_rule is None
+    assert [r.source for r in on] == [r.source for r in off]
+    assert [r.confidence for r in on] != [r.confidence for r in off]  # every label holds both readings
+    counted = []
+    for mode in ("on", "off"):
+        backend = SentimentBackend()
+        run(data, config(transfer={"zero_shot": mode}), backend=backend)
+        counted.append(backend.requests)
+    transferred = sum(r.source == "transfer" for r in off)
+    assert counted[0] - counted[1] >= transferred  # one more (short) read per transferred row
+
+
+class Drifting(SentimentBackend):
+    """A model whose reading after demonstrations is the opposite of its reading alone: the
+    many-shot reading departs from zero-shot, as a drifted core makes it."""
+
+    def score(self, requests):
+        out = super().score(requests)
+        return [list(reversed(s)) if len(r.segments) > 1 else s for r, s in zip(requests, out)]
+
+
+def test_auto_averages_only_where_the_many_shot_reading_departs_from_zero_shot():
+    data = tweets(60)
+    _, agrees = run(data, config(transfer={"zero_shot": "auto"}))
+    assert not agrees.zero_shot_averaged and agrees.zero_shot_kappa >= 0.7
+    assert "agrees with zero-shot" in agrees.zero_shot_rule
+    _, departs = run(data, config(transfer={"zero_shot": "auto"}), backend=Drifting())
+    assert departs.zero_shot_averaged and departs.zero_shot_kappa < 0.7
+    assert "departs from zero-shot" in departs.zero_shot_rule

@@ -106,7 +106,7 @@ def compare(run_input: RunInput, config: Config, backend: Backend, gold: dict[st
         run_method = method if method in ("zero_shot", "bootstrap", "icm") else "icm"
         run_config = dataclasses.replace(config, search=dataclasses.replace(config.search, method=run_method))
         if method == "icm_alone":
-            run_config = dataclasses.replace(run_config, transfer=dataclasses.replace(run_config.transfer, zero_shot=False))
+            run_config = dataclasses.replace(run_config, transfer=dataclasses.replace(run_config.transfer, zero_shot="off"))
         if method in ("random_few_shot", "golden"):
             labeller = _given(method, per_example, config.search.seed)
         backend.forget()

@@ -100,11 +100,11 @@ class TransferConfig:
     # Batch calibration centres on the rows being transferred: the mean label scores of a seeded
     # sample of this many of them (all of them when fewer).
     calibration_size: int = 512
-    # Each row's label averages its many-shot reading (after the cores' demonstrations; for core
-    # rows, the search's leave-one-out one) with its zero-shot reading. Measured on held-out
-    # tweets (README), the average did no worse than either alone, where the many-shot reading
-    # alone fell below zero-shot on some seeds. false: the paper's many-shot reading alone.
-    zero_shot: bool = True
+    # Whether each row's label averages its many-shot reading (after the cores' demonstrations;
+    # for core rows, the search's leave-one-out one) with its zero-shot reading: auto where the
+    # many-shot reading departs from zero-shot on a sample (zero_shot_rule.py; measured on held-out
+    # tweets, README), on always, off never (the paper's many-shot reading alone).
+    zero_shot: Literal["auto", "on", "off"] = "auto"
 
 
 @dataclass(frozen=True)

@@ -403,6 +403,7 @@ class RayRun:
         resume = state or RunState()
         outcomes = run.search(resume)
         transfer, centres = run.calibrate(outcomes, resume)
+        centres = run.choose_reading(transfer, centres)
         run.check(transfer, centres)  # the signal check reads its sample here, on the driver
         several = len(outcomes) > 1
         fixed, core_hashes = self._core_rows(run, several)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
 from .backends.base import Backend
 from .config import Config, SearchConfig
-from .core_labels import CoreOutcome, label_core, with_zero_shot, zero_shot_scores
+from .core_labels import CoreOutcome, label_core
 from .cores import Core, RunPlan, demo_cost, plan_run
 from .row_index import RowIndex, seeded_sample
 from .scoring import PromptSet
@@ -98,8 +98,9 @@ class RunSummary:
     final_utility: list[float] = field(default_factory=list)
     inconsistencies_left: int = 0
     converged_cores: int = 0
-    zero_shot_averaged: bool = False  # every row's label averages in its zero-shot reading (transfer.zero_shot)
-    core_labels_changed: int = 0  # core rows whose label that average changed from the search's
+    zero_shot_averaged: bool = False  # every row's label averages in its zero-shot reading (zero_shot_rule)
+    zero_shot_kappa: Optional[float] = None  # the many-shot reading's agreement with zero-shot, on a sample
+    zero_shot_rule: Optional[str] = None  # what the rule chose, and why
     label_counts: dict[str, int] = field(default_factory=dict)
     mean_agreement: Optional[float] = None  # transfer rows, several cores only
     tokens_scored: int = 0
@@ -248,7 +249,6 @@ class Run:
             config.digest(), self.index.digest, backend.model_name, backend.name, config.search.method,
             config.search.seed, self.index.count, self.plan.examples, len(self.plan.cores),
         )
-        self.summary.zero_shot_averaged = bool(self.plan.cores) and config.transfer.zero_shot
         self.state = RunState()
         self.core_labels: dict[int, Optional[int]] = {}  # core example id -> label (None: transfer it)
         self.core_scores: dict[int, tuple[float, ...]] = {}
@@ -258,6 +258,7 @@ class Run:
         self.outcomes: list[CoreOutcome] = []
         self.calibration_sample: list[int] = []  # example ids whose transfer scores the calibration read
         self.check_sample: list[int] = []  # example ids the signal check reads again
+        self.zero_shot_readings: dict[int, list[float]] = {}  # the sample's, read by zero_shot_rule
         self.check_tokens = 0
         self.transfer_tokens = self._transfer_estimate()
 
@@ -287,15 +288,29 @@ class Run:
     def run(self, resume: RunState) -> RunSummary:
         outcomes = self.search(resume)
         transfer, centres = self.calibrate(outcomes, resume)
-        if self.config.check.signal:
-            from .signal_check import sample_ids
-
-            # The check reads these rows again: the transfer keeps their scores as it goes.
-            self.check_sample = sample_ids(self, centres, self.config.search.seed)
-            transfer.keep = set(self.check_sample)
+        centres = self.choose_reading(transfer, centres)
         self._transfer(transfer, centres, resume, several=len(outcomes) > 1)
         self.check(transfer, centres)
         return self.finish()
+
+    def choose_reading(self, transfer: Transfer, centres: Optional[list[list[float]]]) -> Optional[list[list[float]]]:
+        """Whether labels average in the zero-shot reading (zero_shot_rule.py), decided on the
+        signal check's sample, whose scores the transfer then keeps as it reads them. Returns the
+        centres the transfer uses (one more, for the zero-shot reading, when it is averaged in)."""
+        from .signal_check import sample_ids
+        from .zero_shot_rule import choose
+
+        mode = self.config.transfer.zero_shot
+        searched = bool(self.plan.cores) and self.core_labeller is None
+        if not (self.config.check.signal or (searched and mode != "off")):
+            return centres
+        self.check_sample = sample_ids(self, centres, self.config.search.seed)
+        transfer.keep = set(self.check_sample)
+        if searched and mode != "off" and self.check_sample:
+            choice, centres = choose(self, transfer, centres, self.check_sample, mode)
+            s = self.summary
+            s.zero_shot_averaged, s.zero_shot_kappa, s.zero_shot_rule = choice.averaged, choice.kappa, choice.reason
+        return centres
 
     def check(self, transfer: Transfer, centres: Optional[list[list[float]]]) -> None:
         """The gold-free signal check (signal_check.py), its time apart from the phases'."""
@@ -350,10 +365,6 @@ class Run:
         s.inconsistencies_left += outcome.inconsistent
         s.converged_cores += int(outcome.converged)
         labels, scores = outcome.row_labels(), outcome.scores
-        if self.config.transfer.zero_shot and self.core_labeller is None:
-            prompts, _ = core_setup(self.shape, self.config, core, c)
-            labels, scores = with_zero_shot(outcome, zero_shot_scores(core.problem, prompts, self.backend), core.problem)
-            s.core_labels_changed += sum(a != b for a, b in zip(labels, outcome.labels) if a is not None)
         for local, (i, y) in enumerate(zip(core.ids, labels)):
             self.core_labels[i] = y
             if y is not None:
@@ -368,8 +379,7 @@ class Run:
             prompts, _ = core_setup(self.shape, config, core, c)
             contexts.append(demonstrations(prompts, outcome.labels, outcome.order))
         self.to_transfer = self.plan.examples - sum(y is not None for y in self.core_labels.values())
-        transfer = Transfer(self.shape, contexts, self.backend, config.task.label_prefix, config.task.separator,
-                            config.transfer.zero_shot and self.core_labeller is None)
+        transfer = Transfer(self.shape, contexts, self.backend, config.task.label_prefix, config.task.separator)
         if resume.calibrated:
             centres = [list(c) for c in resume.centres] if resume.centres is not None else None
         else:

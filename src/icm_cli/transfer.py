@@ -104,9 +104,8 @@ class Transfer:
                  label_prefix: str, separator: str, zero_shot: bool = False):
         self.shape = shape
         self.cores = len(contexts)  # the first contexts; agreement counts these
-        # With zero_shot, each row is also read alone, and that reading is averaged in with the
-        # cores' (transfer.zero_shot: a small model's many-shot reading can drift from what it
-        # reads in the row itself; averaged, the labels measured no worse than either alone).
+        # With zero_shot, each row is also read alone and that reading averaged in with the cores'
+        # (zero_shot_rule.py decides when).
         self.contexts = list(contexts) + [()] if contexts and zero_shot else list(contexts) or [()]
         self.backend = backend
         self.calibrate = shape.calibrate

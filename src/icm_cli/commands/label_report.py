@@ -71,9 +71,8 @@ def print_summary(console: Console, summary: Any, out: Optional[Path]) -> None:
         table.add_row("final U", ", ".join(f"{u:.3f}" for u in s.final_utility))
         table.add_row("inconsistencies left", str(s.inconsistencies_left))
     table.add_row("labels", ", ".join(f"{k}: {v}" for k, v in sorted(s.label_counts.items())))
-    if s.zero_shot_averaged:
-        table.add_row("zero-shot reading", f"averaged into every label (transfer.zero_shot); it changed "
-                                           f"{s.core_labels_changed} of the search's core labels")
+    if s.zero_shot_rule:
+        table.add_row("zero-shot reading", s.zero_shot_rule)
     if s.mean_agreement is not None:
         table.add_row("core agreement (transfer)", f"{s.mean_agreement:.3f}")
     table.add_row("tokens scored", f"{s.tokens_scored:,} (of {s.tokens_requested:,} in prompts; {s.prefix_reuse:.1%} reused)")
