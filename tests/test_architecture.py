@@ -18,7 +18,8 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "data": ("sources", "row_index", "data", "labels_io", "output", "run_lock"),
     "backends": ("backends.*",),
     "icm": ("search", "consistency", "scoring", "tasks", "cores", "core_labels", "transfer"),
-    "run": ("runner", "checkpoint", "signal_check", "dry_run", "compare", "export", "starter", "ray_engine"),
+    "run": ("runner", "checkpoint", "signal_check", "zero_shot_rule", "dry_run", "compare", "export", "starter",
+            "ray_engine"),
     "commands": ("commands.*", "cli", "typer_app", "stdout_pipe"),
 }
 

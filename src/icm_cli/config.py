@@ -158,8 +158,10 @@ for _owner, _options in BACKEND_OPTIONS.items():
         FLAT_BACKEND_KEYS[_f.name] += (_owner,)
 
 
-@dataclass(frozen=True, init=False)
-class BackendConfig:
+@dataclass(frozen=True)
+class BackendCommon:
+    """The settings every backend type shares."""
+
     # hf | vllm | openai, or any type backends/registry.py lists (it checks the name)
     type: str = "hf"
     # hf/vllm: the checkpoint; openai: the served model name ("embedded": the server's first model).
@@ -168,6 +170,10 @@ class BackendConfig:
     device: str = "auto"
     # openai: defaults to what the server reports, else 4096; vllm: passed as max_model_len.
     max_context: Optional[int] = None
+
+
+@dataclass(frozen=True, init=False)
+class BackendConfig(BackendCommon):
     hf: HFOptions = field(default_factory=HFOptions)
     vllm: VLLMOptions = field(default_factory=VLLMOptions)
     openai: OpenAIOptions = field(default_factory=OpenAIOptions)
@@ -431,18 +437,7 @@ def _build_backend(values: dict[str, Any], source: str) -> BackendConfig:
         built = build_section(cls, flat, source, "backend")  # messages name the flat key as given
         nested_built = build_section(cls, nested, source, f"backend.{owner}")
         options[owner] = dataclasses.replace(built, **{k: getattr(nested_built, k) for k in nested})
-    return BackendConfig(**build_section(_Common, common, source, "backend").__dict__, **options)
-
-
-@dataclass(frozen=True)
-class _Common:
-    """The settings every backend type shares, as BackendConfig holds them."""
-
-    type: str = "hf"
-    model: str = "embedded"
-    dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
-    device: str = "auto"
-    max_context: Optional[int] = None
+    return BackendConfig(**build_section(BackendCommon, common, source, "backend").__dict__, **options)
 
 
 def build_section(cls: type, values: dict[str, Any], source: str, section: str) -> Any:
