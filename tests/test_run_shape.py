@@ -364,8 +364,8 @@ class Drifting(SentimentBackend):
 def test_auto_averages_only_where_the_many_shot_reading_departs_from_zero_shot():
     data = tweets(60)
     _, agrees = run(data, config(transfer={"zero_shot": "auto"}))
-    assert not agrees.zero_shot_averaged and agrees.zero_shot_kappa >= 0.7
+    assert not agrees.zero_shot_averaged and agrees.zero_shot_kappa >= 0.8
     assert "agrees with zero-shot" in agrees.zero_shot_rule
     _, departs = run(data, config(transfer={"zero_shot": "auto"}), backend=Drifting())
-    assert departs.zero_shot_averaged and departs.zero_shot_kappa < 0.7
+    assert departs.zero_shot_averaged and departs.zero_shot_kappa < 0.8
     assert "departs from zero-shot" in departs.zero_shot_rule
