@@ -517,3 +517,30 @@ def test_init_writes_its_config_with_the_umask(tmp_path):
         os.umask(old)
     assert result.exit_code == 0, result.output
     assert stat.S_IMODE((tmp_path / "icm.yaml").stat().st_mode) == 0o644
+
+
+# --------------------------------------------------------------------------- backend options, nested and flat
+
+
+def test_each_backend_reads_its_own_options_nested_or_by_the_flat_name(tmp_path):
+    nested = load_config(write(tmp_path, "backend:\n  openai: {timeout_s: 7, base_urls: ['http://a/v1']}\n"))
+    flat = load_config(write(tmp_path, "backend:\n  timeout_s: 7\n  base_urls: ['http://a/v1']\n", "flat.yaml"))
+    assert nested.backend.openai.timeout_s == flat.backend.openai.timeout_s == 7
+    assert nested.backend.timeout_s == 7  # the flat name still reads
+    assert nested.backend.openai.base_urls == flat.backend.openai.base_urls == ("http://a/v1",)
+
+
+def test_a_flat_override_wins_over_the_files_nested_option(tmp_path):
+    # The shipped openai config names its servers under backend.openai; `--set backend.base_urls`
+    # once went silently unused beside it.
+    path = write(tmp_path, "backend:\n  type: openai\n  model: m\n  openai: {base_urls: ['http://file/v1']}\n")
+    assert _with(path, "backend.base_urls=[http://cli/v1]").backend.openai.base_urls == ("http://cli/v1",)
+    later = _with(path, "backend.base_urls=[http://one/v1]", "backend.openai.base_urls=[http://two/v1]")
+    assert later.backend.openai.base_urls == ("http://two/v1",)
+
+
+def test_a_flat_and_a_nested_key_that_disagree_in_one_file_are_refused(tmp_path):
+    message = error_for(tmp_path, "backend:\n  timeout_s: 5\n  openai: {timeout_s: 9}\n")
+    assert "backend.timeout_s and backend.openai.timeout_s disagree" in message
+    same = load_config(write(tmp_path, "backend:\n  timeout_s: 9\n  openai: {timeout_s: 9}\n", "same.yaml"))
+    assert same.backend.openai.timeout_s == 9

@@ -68,7 +68,7 @@ def write_config(path: Path, urls: list[str], iterations: int = 20, final_quench
     assert config["backend"]["model"] == SERVED_MODEL
     config["search"].update(iterations=iterations, final_quench=final_quench)
     config["core"]["max_tokens"] = BATCH_TOKENS
-    config["backend"].update(base_urls=list(urls), concurrency=2, **backend)
+    config["backend"]["openai"].update(base_urls=list(urls), concurrency=2, **backend)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 

@@ -366,12 +366,18 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[Override]) -> dict[
             merged[o.section] = section = {}
         if not isinstance(section, dict):
             continue
-        if dot:
-            inner = section.get(owner)
-            section[owner] = inner = dict(inner) if isinstance(inner, dict) else {}
-            inner[name] = o.value
-        else:
+        # A flat backend key stands for the option of that name in each backend that has it, so
+        # it lands there: beside a file's nested `openai: {base_urls}` it must win, not be shadowed.
+        targets = [(owner, name)] if dot else [(b, o.key) for b in FLAT_BACKEND_KEYS.get(o.key, ())] \
+            if o.section == "backend" else []
+        for inner_owner, inner_name in targets:
+            inner = section.get(inner_owner)
+            section[inner_owner] = inner = dict(inner) if isinstance(inner, dict) else {}
+            inner[inner_name] = o.value
+        if not targets:
             section[o.key] = o.value
+        elif not dot:
+            section.pop(o.key, None)
     return merged
 
 
@@ -436,6 +442,10 @@ def _build_backend(values: dict[str, Any], source: str) -> BackendConfig:
             raise InputError(f"{source}: 'backend.{owner}' must be a mapping")
         built = build_section(cls, flat, source, "backend")  # messages name the flat key as given
         nested_built = build_section(cls, nested, source, f"backend.{owner}")
+        for key in flat.keys() & nested.keys():
+            if getattr(built, key) != getattr(nested_built, key):
+                raise InputError(f"{source}: backend.{key} and backend.{owner}.{key} disagree; keep one "
+                                 f"(backend.{owner}.{key} is the current name)")
         options[owner] = dataclasses.replace(built, **{k: getattr(nested_built, k) for k in nested})
     return BackendConfig(**build_section(BackendCommon, common, source, "backend").__dict__, **options)
 
