@@ -342,7 +342,9 @@ def test_zero_shot_reading_is_averaged_in_when_on_and_never_when_off():
     assert summary_on.zero_shot_averaged and not summary_off.zero_shot_averaged
     assert "transfer.zero_shot: on" in summary_on.zero_shot_rule and summary_off.zero_shot_rule is None
     assert [r.source for r in on] == [r.source for r in off]
-    assert [r.confidence for r in on] != [r.confidence for r in off]  # every label holds both readings
+    # Every transferred label holds both readings, the calibration sample's rows (whose scores
+    # were read before the choice) included: they once kept the many-shot reading alone.
+    assert all(a.confidence != b.confidence for a, b in zip(on, off) if a.source == "transfer")
     counted = []
     for mode in ("on", "off"):
         backend = SentimentBackend()
@@ -369,3 +371,21 @@ def test_auto_averages_only_where_the_many_shot_reading_departs_from_zero_shot()
     _, departs = run(data, config(transfer={"zero_shot": "auto"}), backend=Drifting())
     assert departs.zero_shot_averaged and departs.zero_shot_kappa < 0.8
     assert "departs from zero-shot" in departs.zero_shot_rule
+
+
+@pytest.mark.parametrize("backend_type", [SentimentBackend, Drifting])
+def test_a_resumed_run_makes_the_zero_shot_choice_the_uninterrupted_one_made(backend_type):
+    # The choice is made on a sample of the calibration's rows; a resumed run once skipped drawing
+    # that sample (its centres come from the checkpoint), chose on other rows, and could average
+    # where the uninterrupted run did not.
+    data, cfg = tweets(60), config(transfer={"zero_shot": "auto"})
+    full, full_summary = run(data, cfg, backend=backend_type())
+    recorder = Recorder(stop_after_chunks=1)
+    with pytest.raises(KeyboardInterrupt):
+        run(data, cfg, recorder=recorder, backend=backend_type())
+    recorder.stop_after_chunks = None
+    resumed, summary = run(data, cfg, resume=recorder.resume_state(), recorder=recorder, backend=backend_type())
+    assert (summary.zero_shot_kappa, summary.zero_shot_averaged) == (full_summary.zero_shot_kappa,
+                                                                     full_summary.zero_shot_averaged)
+    assert summary.signal == full_summary.signal
+    assert resumed == full

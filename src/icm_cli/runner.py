@@ -380,13 +380,15 @@ class Run:
             contexts.append(demonstrations(prompts, outcome.labels, outcome.order))
         self.to_transfer = self.plan.examples - sum(y is not None for y in self.core_labels.values())
         transfer = Transfer(self.shape, contexts, self.backend, config.task.label_prefix, config.task.separator)
+        labelled = {i for i, y in self.core_labels.items() if y is not None}
+        # Drawn on resume too (no model work): the zero-shot rule and the signal check sample from
+        # it, and a resumed run must choose as the uninterrupted one did.
+        sample = seeded_sample(self.plan.examples, config.transfer.calibration_size, config.search.seed,
+                               labelled.__contains__)
+        self.calibration_sample = sample
         if resume.calibrated:
             centres = [list(c) for c in resume.centres] if resume.centres is not None else None
         else:
-            labelled = {i for i, y in self.core_labels.items() if y is not None}
-            sample = seeded_sample(self.plan.examples, config.transfer.calibration_size, config.search.seed,
-                                   labelled.__contains__)
-            self.calibration_sample = sample
             centres = transfer.centres(self.examples_of(sample))
         self.state = dataclasses.replace(
             self.state, centres=tuple(tuple(c) for c in centres) if centres is not None else None, calibrated=True

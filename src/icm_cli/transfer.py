@@ -129,6 +129,17 @@ class Transfer:
             self._raw.update((i, v) for i, v in fresh.items() if i in self.keep)
         return [self._raw[i] if i in self._raw else fresh[i] for i, _ in examples]
 
+    def add_zero_shot(self, readings: Mapping[int, list[float]]) -> None:
+        """Average each row's zero-shot reading in from here on. `readings` are raw zero-shot
+        scores already read; a kept row without one is dropped, to be read again whole: a kept row
+        must hold every context, or its label would miss the zero-shot reading."""
+        self.contexts.append(())
+        for i in list(self._raw):
+            if i in readings and len(self._raw[i]) == len(self.contexts) - 1:
+                self._raw[i] = self._raw[i] + [list(readings[i])]
+            else:
+                del self._raw[i]
+
     def centres(self, sample: Sequence[tuple[int, Example]]) -> Optional[list[list[float]]]:
         """Per context, each label's mean raw score over `sample`; None when not calibrating."""
         if not self.calibrate or not sample:

@@ -56,7 +56,7 @@ def choose(run: Any, transfer: Any, centres: Optional[list[list[float]]], ids: S
         if kappa >= AGREES:
             return ZeroShotChoice(False, kappa, f"the many-shot reading agrees with zero-shot on {len(ids)} rows "
                                                 f"(kappa {kappa} >= {AGREES}): labels from it alone"), centres
-    transfer.contexts.append(())
+    transfer.add_zero_shot(dict(zip(ids, raw)))
     if centres is not None:
         centres = centres + [[sum(col) / len(col) for col in zip(*raw)]]
     changed = _average_core_rows(run)
