@@ -649,11 +649,16 @@ PLANTED = "sk-planted-secret-123"
 
 
 def _backend_fields() -> set[str]:
-    return {f.name for f in dataclasses.fields(BackendConfig)}
+    """The backend section's keys, the flat names of each backend's own options included."""
+    from icm_cli.config import FLAT_BACKEND_KEYS
+
+    return {f.name for f in dataclasses.fields(BackendConfig)} | set(FLAT_BACKEND_KEYS)
 
 
 def _backend_types() -> tuple:
-    return typing.get_args(typing.get_type_hints(BackendConfig)["type"])
+    from icm_cli.backends.registry import TYPES
+
+    return tuple(TYPES)
 
 
 class _EchoingAuthServer:
