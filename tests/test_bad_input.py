@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import typing
 from pathlib import Path
 
 import pytest
