@@ -63,6 +63,13 @@ def test_dry_run_of_more_rows_than_a_core_states_the_transfer(monkeypatch):
     assert core + transfer == 64 and 16 < core < 64
     tokens = int(re.search(r"transfer phase: about ([\d,]+) tokens", result.stdout).group(1).replace(",", ""))
     assert tokens > 20 * transfer  # every transferred tweet costs its own tokens
+    # The zero-shot reading (transfer.zero_shot: auto, the shipped default) is stated apart.
+    alone = re.search(r"\+ about ([\d,]+) tokens for each row's zero-shot reading \(transfer.zero_shot: auto",
+                      result.stdout)
+    assert alone and int(alone.group(1).replace(",", "")) == tokens
+    off = runner.invoke(app, ["label", str(ROOT / "examples" / "tweets-64.jsonl"), "-c",
+                              str(ROOT / "configs" / "tweets-sentiment.yaml"), "--dry-run", "--set", "transfer.zero_shot=off"])
+    assert off.exit_code == 0 and "zero-shot reading" not in off.stdout
 
 
 def test_init_writes_a_config_that_loads_for_every_task_type(tmp_path):

@@ -39,6 +39,12 @@ def print_dry_run(run_input: Any, cfg: Config, probe: bool) -> None:
     console.print(f"search phase: about {report.search_tokens():,} tokens{when(report.search_tokens())} "
                   f"(at most {report.search_tokens_bound():,})")
     console.print(f"transfer phase: about {report.transfer_tokens:,} tokens{when(report.transfer_tokens)}")
+    if report.cores and report.transfer_examples and cfg.transfer.zero_shot != "off":
+        # The zero-shot reading is each row alone: about its own tokens once more (zero_shot_rule.py).
+        alone = report.transfer_tokens // len(report.cores)
+        how_often = "always" if cfg.transfer.zero_shot == "on" else "if a sample shows the readings disagree"
+        console.print(f"  + about {alone:,} tokens{when(alone)} for each row's zero-shot reading "
+                      f"(transfer.zero_shot: {cfg.transfer.zero_shot}: {how_often})")
     if not probe:
         console.print("time: pass --probe to load the model and measure its speed on these prompts")
     for k, (prompt, conts) in enumerate(report.first_prompts):
