@@ -368,8 +368,12 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[Override]) -> dict[
             continue
         # A flat backend key stands for the option of that name in each backend that has it, so
         # it lands there: beside a file's nested `openai: {base_urls}` it must win, not be shadowed.
-        targets = [(owner, name)] if dot else [(b, o.key) for b in FLAT_BACKEND_KEYS.get(o.key, ())] \
-            if o.section == "backend" else []
+        if dot:
+            targets = [(owner, name)]
+        elif o.section == "backend":
+            targets = [(b, o.key) for b in FLAT_BACKEND_KEYS.get(o.key, ())]
+        else:
+            targets = []
         for inner_owner, inner_name in targets:
             inner = section.get(inner_owner)
             section[inner_owner] = inner = dict(inner) if isinstance(inner, dict) else {}
