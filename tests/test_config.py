@@ -544,3 +544,17 @@ def test_a_flat_and_a_nested_key_that_disagree_in_one_file_are_refused(tmp_path)
     assert "backend.timeout_s and backend.openai.timeout_s disagree" in message
     same = load_config(write(tmp_path, "backend:\n  timeout_s: 9\n  openai: {timeout_s: 9}\n", "same.yaml"))
     assert same.backend.openai.timeout_s == 9
+
+
+def test_an_override_of_one_backends_option_keeps_the_files_flat_value_for_the_others(tmp_path):
+    # A file's flat key holds for every backend that has the option; naming one backend on the
+    # command line changes that one, and is not refused as a contradiction of the file.
+    path = write(tmp_path, "backend:\n  type: openai\n  model: m\n  timeout_s: 5\n  kv_cache_mib: 512\n")
+    assert _with(path, "backend.openai.timeout_s=9").backend.openai.timeout_s == 9
+    config = _with(path, "backend.vllm.kv_cache_mib=1024")
+    assert (config.backend.vllm.kv_cache_mib, config.backend.hf.kv_cache_mib) == (1024, 512)
+    assert _with(path, "backend.kv_cache_mib=256").backend.hf.kv_cache_mib == 256
+    # The file contradicting itself is still refused, whatever the command line adds.
+    both = write(tmp_path, "backend:\n  kv_cache_mib: 512\n  vllm: {kv_cache_mib: 1024}\n", "both.yaml")
+    with pytest.raises(InputError, match="disagree"):
+        _with(both, "backend.hf.kv_cache_mib=64")

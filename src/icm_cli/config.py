@@ -366,23 +366,36 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[Override]) -> dict[
             merged[o.section] = section = {}
         if not isinstance(section, dict):
             continue
-        # A flat backend key stands for the option of that name in each backend that has it, so
-        # it lands there: beside a file's nested `openai: {base_urls}` it must win, not be shadowed.
-        if dot:
-            targets = [(owner, name)]
-        elif o.section == "backend":
-            targets = [(b, o.key) for b in FLAT_BACKEND_KEYS.get(o.key, ())]
-        else:
-            targets = []
-        for inner_owner, inner_name in targets:
-            inner = section.get(inner_owner)
-            section[inner_owner] = inner = dict(inner) if isinstance(inner, dict) else {}
-            inner[inner_name] = o.value
-        if not targets:
+        if o.section != "backend" or (not dot and o.key not in FLAT_BACKEND_KEYS):
             section[o.key] = o.value
-        elif not dot:
-            section.pop(o.key, None)
+            continue
+        # A backend's option lives in its own section. The file's flat key of that name stands
+        # for it in every backend that has it; spread out first, it keeps holding for the others
+        # when the override names one backend, and cannot shadow or contradict the override.
+        option = name if dot else o.key
+        _spread_flat(section, option)
+        if not dot:
+            section.pop(option, None)  # the override replaces the file's flat value everywhere
+        for target in ([owner] if dot else FLAT_BACKEND_KEYS[option]):
+            inner = section.get(target)
+            section[target] = inner = dict(inner) if isinstance(inner, dict) else {}
+            inner[option] = o.value
     return merged
+
+
+def _spread_flat(section: dict[str, Any], option: str) -> None:
+    """Move a flat backend key into each backend's own options that do not set it. Left in place
+    where a backend sets it otherwise: that is the file's own contradiction, which _build_backend
+    reports."""
+    if option not in section:
+        return
+    value = section[option]
+    nested = {b: section.get(b) if isinstance(section.get(b), dict) else {} for b in FLAT_BACKEND_KEYS[option]}
+    if any(option in inner and inner[option] != value for inner in nested.values()):
+        return
+    del section[option]
+    for b, inner in nested.items():
+        section[b] = {**inner, option: inner.get(option, value)}
 
 
 def _read(path: Path) -> Any:
