@@ -10,17 +10,13 @@ import signal
 import pytest
 
 
-def pytest_configure(config):
-    # Started in the background without job control (`cmd &` in a script, nohup), the suite
-    # inherits SIGINT ignored, and so would every icm it starts: the Ctrl-C tests would then fail
-    # for a reason that is not icm's. Python's own handler here is reset to the default in each
-    # child at exec, so the children get Ctrl-C as a user's terminal gives it.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
 @pytest.fixture(autouse=True)
 def _ctrl_c_reaches_the_tests():
-    # A library started by an earlier test (an engine, a cluster) may leave SIGINT ignored.
+    # Started in the background without job control (`cmd &` in a script, nohup), the suite
+    # inherits SIGINT ignored, and so would every icm it starts: the Ctrl-C tests would then fail
+    # for a reason that is not icm's (a library an earlier test started may also leave it so).
+    # Python's own handler is reset to the default in each child at exec, so the children get
+    # Ctrl-C as a user's terminal gives it.
     if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
         signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
