@@ -113,7 +113,12 @@ class HFOptions:
 
     reuse_prefixes: bool = True  # false: score every prompt from scratch (the reference path)
     # Attention state kept across evaluations, in MiB (0: none); least recently used goes first.
-    kv_cache_mib: int = 1024
+    # Unset: 1024 on a CPU, a quarter of the GPU's free memory on a GPU.
+    kv_cache_mib: Optional[int] = None
+    # How a packed call attends: pieces (per prompt piece; the CPU's fastest, bit-for-bit batch-
+    # invariant), tree (the whole prompt trie through one FlexAttention kernel per layer; the
+    # GPU's), auto (pieces on a CPU, tree on a GPU).
+    attention: Literal["auto", "pieces", "tree"] = "auto"
 
 
 @dataclass(frozen=True)

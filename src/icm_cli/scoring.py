@@ -87,6 +87,9 @@ class CoherenceScorer:
         self.prompts = prompts
         self.backend = backend
         self.memo_size = memo_size
+        # Evaluations worth handing the backend at once (search.read_ahead): more than one where
+        # a wide call costs about what a narrow one does (the hf backend on a GPU).
+        self.lookahead = max(1, int(getattr(backend, "lookahead", 1)))
         self._memo: OrderedDict[tuple, Evaluation] = OrderedDict()
         self.memo_hits = 0
         self.evaluations = 0  # computed, not served from the memo
@@ -119,26 +122,45 @@ class CoherenceScorer:
                 examples.append(i)
         return requests, examples
 
-    def evaluate(self, labels: Labels, order: Optional[Sequence[int]] = None) -> Evaluation:
+    @staticmethod
+    def _key(labels: Labels, order: Optional[Sequence[int]]) -> tuple:
         # The default order is index order: key it as such so both spellings share one entry.
-        key = (labels, tuple(order) if order is not None else _labelled(labels))
-        cached = self._memo.get(key)
-        if cached is not None:
-            self._memo.move_to_end(key)
+        return (labels, tuple(order) if order is not None else _labelled(labels))
+
+    def cached(self, labels: Labels, order: Optional[Sequence[int]] = None) -> bool:
+        return self._key(labels, order) in self._memo
+
+    def evaluate(self, labels: Labels, order: Optional[Sequence[int]] = None) -> Evaluation:
+        key = self._key(labels, order)
+        if key in self._memo:
             self.memo_hits += 1
-            return cached
-        requests, examples = self.requests(labels, order)
-        self.evaluations += 1
-        raw: list[list[float]] = [[] for _ in labels]
-        for i, values in zip(examples, self.backend.score(requests) if requests else []):
-            raw[i] = values
-        if self.prompts.calibrate:
-            raw = _batch_calibrated(raw, labels)
-        evaluation = Evaluation(tuple(tuple(log_softmax(v)) for v in raw))
-        self._memo[key] = evaluation
-        if len(self._memo) > self.memo_size:
-            self._memo.popitem(last=False)
-        return evaluation
+        else:
+            self.prefetch([(labels, order)])
+        self._memo.move_to_end(key)
+        return self._memo[key]
+
+    def prefetch(self, items: Sequence[tuple[Labels, Optional[Sequence[int]]]]) -> None:
+        """Evaluate several labellings in one backend call and keep them for evaluate()."""
+        todo = [(labels, order) for labels, order in dict.fromkeys(
+            (labels, tuple(order) if order is not None else None) for labels, order in items)
+            if not self.cached(labels, order)]
+        requests: list[ScoreRequest] = []
+        spans: list[tuple[Labels, Optional[Sequence[int]], list[int], int]] = []
+        for labels, order in todo:
+            reqs, examples = self.requests(labels, order)
+            spans.append((labels, order, examples, len(requests)))
+            requests.extend(reqs)
+        values = self.backend.score(requests) if requests else []
+        for labels, order, examples, first in spans:
+            self.evaluations += 1
+            raw: list[list[float]] = [[] for _ in labels]
+            for i, v in zip(examples, values[first:first + len(examples)]):
+                raw[i] = v
+            if self.prompts.calibrate:
+                raw = _batch_calibrated(raw, labels)
+            self._memo[self._key(labels, order)] = Evaluation(tuple(tuple(log_softmax(v)) for v in raw))
+            if len(self._memo) > self.memo_size:
+                self._memo.popitem(last=False)
 
 
 def _batch_calibrated(raw: list[list[float]], labels: Labels) -> list[list[float]]:

@@ -88,6 +88,18 @@ class Scorer(Protocol):
         ...
 
 
+class ReadAhead(Protocol):
+    """A scorer that can take several evaluations at once (see `read_ahead`)."""
+
+    lookahead: int  # how many evaluations are worth handing over at once
+
+    def cached(self, labels: Labels, order: Sequence[int]) -> bool: ...
+
+    def prefetch(self, items: Sequence[tuple[Labels, tuple[int, ...]]]) -> None:
+        """Evaluate these together and keep the results for evaluate()."""
+        ...
+
+
 def extend_order(order: tuple[int, ...], labels: Labels) -> tuple[int, ...]:
     """The labelling order after `labels`: examples labelled for the first time go last.
 
@@ -212,6 +224,16 @@ class _Search:
     rng: random.Random
     evaluations: int = 0
     _group_index: dict[str, list[int]] = field(default_factory=dict)
+    # Recent share of proposals accepted (a moving average): reading ahead past an acceptance is
+    # wasted, so the look ahead is about one acceptance long.
+    acceptance: float = 0.5
+
+    def outcome(self, accepted: bool) -> None:
+        self.acceptance = 0.8 * self.acceptance + 0.2 * float(accepted)
+
+    def ahead(self) -> int:
+        k = getattr(self.scorer, "lookahead", 1)
+        return max(1, min(k, round(1 / max(self.acceptance, 1e-3))))
 
     def state(self, labels: Labels, order: tuple[int, ...]) -> _State:
         self.evaluations += 1
@@ -251,16 +273,78 @@ class _Search:
                 current = best
         return current
 
-    def pick(self, labels: Labels) -> int:
+    def pick(self, labels: Labels, rng: Optional[random.Random] = None) -> int:
+        rng = rng or self.rng
         groups = self.problem.groups
         if not groups or self.params.group_weight == 1:
-            return self.rng.randrange(self.problem.n)
+            return rng.randrange(self.problem.n)
         active = {groups[i] for i, y in enumerate(labels) if y is not None and groups[i] is not None}
         weights = [
             self.params.group_weight if y is None and groups[i] in active else 1.0
             for i, y in enumerate(labels)
         ]
-        return self.rng.choices(range(self.problem.n), weights=weights)[0]
+        return rng.choices(range(self.problem.n), weights=weights)[0]
+
+    def read_ahead(self, current: _State, iteration: int, flips: int) -> None:
+        """Hand the scorer the evaluations the next iterations would ask for if each proposal
+        were rejected, in one batch, when the next one is not already at hand.
+
+        Exact: the loop below still decides every step one at a time, with the same RNG draws;
+        it only finds its evaluations ready. A simulated proposal that breaks a constraint ends
+        the look ahead (the repair's draws depend on its evaluations). Worth it where one wide
+        call costs about what one narrow call does (a GPU); a scorer without `lookahead` > 1 is
+        never asked.
+        """
+        scorer = self.scorer
+        k = self.ahead()
+        if k <= 1:
+            return
+        rng = random.Random()
+        rng.setstate(self.rng.getstate())
+        items: list[tuple[Labels, tuple[int, ...]]] = []
+        for it in range(iteration, self.params.iterations + 1):
+            if len(items) >= k or is_fixed_point(current):
+                break
+            t = temperature(self.params, it, flips)
+            i = self.pick(current.labels, rng)
+            proposal = argmax(current.evaluation.scores[i])
+            if current.labels[i] == proposal:
+                continue
+            changed = list(current.labels)
+            changed[i] = proposal
+            labels = tuple(changed)
+            order = extend_order(current.order, labels)
+            if not items and scorer.cached(labels, order):  # type: ignore[attr-defined]
+                return
+            items.append((labels, order))
+            if violations(labels, self.problem.constraints):
+                break
+            if t > 0:
+                rng.random()  # the acceptance draw a rejection takes
+        if len(items) > 1:
+            scorer.prefetch(items)  # type: ignore[attr-defined]
+
+    def read_ahead_quench(self, current: _State, start: int) -> None:
+        """The quench's next proposals (index order, no RNG), as read_ahead does for the loop."""
+        k = self.ahead()
+        if k <= 1:
+            return
+        items: list[tuple[Labels, tuple[int, ...]]] = []
+        for i in range(start, self.problem.n):
+            proposal = argmax(current.evaluation.scores[i])
+            if current.labels[i] == proposal:
+                continue
+            changed = list(current.labels)
+            changed[i] = proposal
+            labels = tuple(changed)
+            order = extend_order(current.order, labels)
+            if not items and self.scorer.cached(labels, order):  # type: ignore[attr-defined]
+                return
+            items.append((labels, order))
+            if len(items) >= k or violations(labels, self.problem.constraints):
+                break
+        if len(items) > 1:
+            self.scorer.prefetch(items)  # type: ignore[attr-defined]
 
 
 def initial_labels(problem: Problem, params: SearchConfig) -> tuple[Labels, tuple[int, ...]]:
@@ -290,10 +374,12 @@ def _quench(search: _Search, current: _State, passes: int = 3) -> tuple[_State, 
             proposal = argmax(current.evaluation.scores[i])
             if current.labels[i] == proposal:
                 continue
+            search.read_ahead_quench(current, i)
             changed = list(current.labels)
             changed[i] = proposal
             proposals += 1
             candidate = search.consistency_fix(search.state(tuple(changed), current.order))
+            search.outcome(candidate.utility > current.utility)
             if candidate.utility > current.utility:
                 current, improved = candidate, True
                 accepted += 1
@@ -350,6 +436,7 @@ def run_search(
             converged = True
             report(t, False)
             break
+        search.read_ahead(current, iteration, flips)
         i = search.pick(current.labels)
         proposal = argmax(current.evaluation.scores[i])
         if current.labels[i] == proposal:
@@ -360,7 +447,9 @@ def run_search(
         changed[i] = proposal
         candidate = search.consistency_fix(search.state(tuple(changed), current.order))
         delta = candidate.utility - current.utility
-        if delta > 0 or (t > 0 and search.rng.random() < math.exp(delta / t)):
+        taken = delta > 0 or (t > 0 and search.rng.random() < math.exp(delta / t))
+        search.outcome(taken)
+        if taken:
             current = candidate
             accepted += 1
             flips += 1

@@ -4,12 +4,17 @@ Prompts are walked as a trie of pieces (prefix_tree). A piece's attention state 
 values) is computed once on top of its prefix and kept (kv_store, under a byte budget), so the
 search's next evaluation computes only the pieces whose prefix changed.
 
-The walk is cut into packed forward calls of up to `packed_tokens` tokens: every piece to
-compute, and every prompt's last piece, in depth-first order in one sequence. The matrix
-products run over the whole sequence at batched-prefill speed; attention runs per piece with
-the piece's own shapes (piece_attention). A score therefore depends only on its prompt, never
-on which prompts shared a call or what the store held: a run resumed with an empty store gives
-bit-for-bit the scores of an uninterrupted one (tested).
+Two ways to run the walk, chosen by `backend.hf.attention` (auto: by device):
+- pieces (the CPU's): packed forward calls of up to 2,048 tokens, every piece to compute and
+  every prompt's last piece in depth-first order in one sequence. The matrix products run over
+  the whole sequence at batched-prefill speed; attention runs per piece with the piece's own
+  shapes (piece_attention). A score therefore depends only on its prompt, never on which prompts
+  shared a call or what the store held: a run resumed with an empty store gives bit-for-bit the
+  scores of an uninterrupted one (tested).
+- tree (the GPU's): calls sized by the GPU's memory, whose attention is one FlexAttention kernel
+  per layer over the trie (tree_attention, tree_calls): per-piece launches would leave the GPU
+  waiting on Python. Scores equal the pieces path's to rounding, not bit for bit: a GPU's
+  kernels round by the shapes of the call.
 """
 
 from __future__ import annotations
@@ -29,18 +34,16 @@ from .kv_store import KVStore
 from .piece_attention import NAME as PIECES, KVBuffer, Op, Plan, register
 from .pieces import PieceTokenizer
 from .prefix_tree import Node, Row, build_trie
+from .tree_calls import READ_BLOCK, Read, TreeCalls, call_tokens
 
 # Below this many rows some CPU matrix kernels take another path (measured: fp32 at 1-2 rows),
 # whose rounding differs; calls and label reads are padded up to it.
 MIN_ROWS = 16
 
 
-@dataclass(frozen=True)
-class _Read:
-    packed: int  # position in the packed sequence of the hidden state that predicts `token`
-    request: int
-    label: int
-    token: int
+# Evaluations the search may hand over at once where calls are cheap to widen (the GPU):
+# the scorer then reads ahead the proposals the search would make if it rejected each.
+GPU_LOOKAHEAD = 8
 
 
 class HFBackend:
@@ -56,6 +59,7 @@ class HFBackend:
         kv_cache_mib: int = 1024,
         packed_tokens: int = 2048,
         identity: Optional[str] = None,
+        attention: str = "auto",
     ):
         import torch
 
@@ -81,6 +85,21 @@ class HFBackend:
         self.buffer = KVBuffer()
         self._standard_attention = getattr(config, "_attn_implementation", None) or "sdpa"
         register()
+        self.attention = _attention_path(attention, self.device.type)
+        self.tree: Optional[TreeCalls] = None
+        # How many evaluations the search hands over at once (search.py reads it).
+        self.lookahead = 1
+        if self.attention == "tree":
+            from .tree_attention import register as register_tree
+
+            register_tree()
+            budget = packed_tokens
+            if self.device.type == "cuda":
+                free, _ = torch.cuda.mem_get_info(self.device)
+                budget = call_tokens(config, self.model.dtype.itemsize, free)
+                self.lookahead = GPU_LOOKAHEAD
+            self.packed_tokens = budget
+            self.tree = TreeCalls(self.model, self.store, self.stats, budget, self._add_logprobs)
         if self.device.type == "cpu":
             use_fixed_row_blocks(self.model)
         layer_types = getattr(config, "layer_types", None)
@@ -121,6 +140,7 @@ class HFBackend:
 
     def rows(self, requests: Sequence[ScoreRequest]) -> list[Row]:
         """The token sequences one score() call runs (the benchmark sizes their trie too)."""
+        self.tokens.prepare(s for r in requests for s in r.segments)
         return [row for i, r in enumerate(requests) for row in self._rows(i, r)]
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
@@ -130,7 +150,9 @@ class HFBackend:
         self.stats.tokens_requested += sum(row.length() for row in rows)
         try:
             with self.torch.inference_mode():
-                if self.reuse_prefixes:
+                if self.reuse_prefixes and self.tree is not None:
+                    self.tree.score(build_trie(rows), out)
+                elif self.reuse_prefixes:
                     self._score_packed(rows, out)
                 else:
                     for row in rows:
@@ -148,7 +170,7 @@ class HFBackend:
         self.stats.forward_calls += 1
         self.stats.tokens_computed += len(tokens)
         end = row.prompt_length() - 1
-        self._add_logprobs(hidden, [_Read(end + off, row.request, k, tok) for off, k, tok in row.reads], out)
+        self._add_logprobs(hidden, [Read(end + off, row.request, k, tok) for off, k, tok in row.reads], out)
 
     def _score_packed(self, rows: list[Row], out: list[list[float]]) -> None:
         config = self.model.config
@@ -166,14 +188,14 @@ class HFBackend:
         tokens: list[int] = []
         positions: list[int] = []
         ops: list[Op] = []
-        reads: list[_Read] = []
+        reads: list[Read] = []
         for op, ids, row_reads in steps:
             if op.offset >= 0:
                 op = Op(op.start, op.length, len(tokens), keep=op.keep)
                 tokens.extend(ids)
                 positions.extend(range(op.start, op.start + op.length))
                 for last, row in row_reads:  # `last`: index in ids of the row's last prompt token
-                    reads.extend(_Read(op.offset + last + off, row.request, k, tok) for off, k, tok in row.reads)
+                    reads.extend(Read(op.offset + last + off, row.request, k, tok) for off, k, tok in row.reads)
             else:
                 self.stats.tokens_reused += op.length
             ops.append(op)
@@ -203,15 +225,20 @@ class HFBackend:
         if reads:
             self._add_logprobs(hidden, reads, out)
 
-    def _add_logprobs(self, hidden: Any, reads: list[_Read], out: list[list[float]]) -> None:
+    def _add_logprobs(self, hidden: Any, reads: list[Read], out: list[list[float]]) -> None:
         torch = self.torch
-        where = [r.packed for r in reads]
-        where += [where[-1]] * (-len(where) % MIN_ROWS)  # fixed-size blocks: same rounding per row
-        logits = self.model.lm_head(hidden[torch.tensor(where, device=hidden.device)]).float()[: len(reads)]
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        logprobs = torch.log_softmax(logits, dim=-1)
-        values = logprobs[torch.arange(len(reads)), torch.tensor([r.token for r in reads])].tolist()
+        device = hidden.device
+        values: list[float] = []
+        for first in range(0, len(reads), READ_BLOCK):
+            block = reads[first:first + READ_BLOCK]
+            where = [r.packed for r in block]
+            where += [where[-1]] * (-len(where) % MIN_ROWS)  # fixed-size blocks: same rounding per row
+            logits = self.model.lm_head(hidden[torch.tensor(where, device=device)]).float()[: len(block)]
+            if self.softcap:
+                logits = torch.tanh(logits / self.softcap) * self.softcap
+            logprobs = torch.log_softmax(logits, dim=-1)
+            picked = logprobs[torch.arange(len(block), device=device), torch.tensor([r.token for r in block], device=device)]
+            values.extend(picked.tolist())
         for r, v in zip(reads, values):
             out[r.request][r.label] += v
 
@@ -295,5 +322,26 @@ def load_hf_backend(config: BackendConfig, log: Callable[[str], None] = lambda _
     identity = model_identity(ref, weights, f"{dtype_name}, {device}", revision)
     return HFBackend(
         model, tokenizer, display, max_context=config.max_context,
-        reuse_prefixes=config.hf.reuse_prefixes, kv_cache_mib=config.hf.kv_cache_mib, identity=identity,
+        reuse_prefixes=config.hf.reuse_prefixes, kv_cache_mib=kv_cache_mib(config.hf.kv_cache_mib, device),
+        identity=identity, attention=config.hf.attention,
     )
+
+
+def kv_cache_mib(configured: Optional[int], device: str) -> int:
+    """The store's budget: as configured, else 1 GiB on a CPU and a quarter of a GPU's free memory
+    (a large model's search trie holds several GiB of attention state)."""
+    if configured is not None:
+        return configured
+    if device.startswith("cuda"):
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return max(1024, free // 4 // 2**20)
+    return 1024
+
+
+def _attention_path(name: str, device_type: str) -> str:
+    """pieces on a CPU (the fastest there, and bit-for-bit batch-invariant), tree on a GPU."""
+    if name != "auto":
+        return name
+    return "tree" if device_type == "cuda" else "pieces"

@@ -16,8 +16,9 @@ from typing import Any, Optional, Sequence
 
 ROOT_KEY = b""
 
-# Per layer (keys, values), each [1, kv heads, piece tokens, head dim].
-Layers = tuple[tuple[Any, Any], ...]
+# The CPU path keeps per layer (keys, values), each [piece tokens, kv heads, head dim]; the GPU
+# path one tensor [layers, 2, kv heads, piece tokens, head dim] (tree_calls).
+Layers = Any
 
 
 def chain_key(parent: bytes, piece: Sequence[int]) -> bytes:
@@ -47,7 +48,7 @@ class KVStore:
     def put(self, key: bytes, layers: Layers) -> None:
         if key in self._entries or self.budget_bytes <= 0:
             return
-        size = sum(k.element_size() * k.nelement() + v.element_size() * v.nelement() for k, v in layers)
+        size = _nbytes(layers)
         if size > self.budget_bytes:
             return
         self._entries[key] = (layers, size)
@@ -59,3 +60,9 @@ class KVStore:
     def clear(self) -> None:
         self._entries.clear()
         self.bytes = 0
+
+
+def _nbytes(state: Any) -> int:
+    if isinstance(state, (tuple, list)):
+        return sum(_nbytes(part) for part in state)
+    return state.element_size() * state.nelement()

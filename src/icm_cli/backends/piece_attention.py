@@ -56,8 +56,9 @@ class Plan:
         key = (start, length, low, window)
         cached = self._masks.get(key)
         if cached is None:
-            q = torch.arange(start, start + length).unsqueeze(1)
-            k = torch.arange(low, start + length).unsqueeze(0)
+            device = self.buffer.layers[0][0].device
+            q = torch.arange(start, start + length, device=device).unsqueeze(1)
+            k = torch.arange(low, start + length, device=device).unsqueeze(0)
             cached = k <= q
             if window:
                 cached &= k > q - window

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 
 def continuation_ids(tokens: Callable[[str], tuple[int, ...]], last_piece: str, continuation: str) -> tuple[int, ...]:
@@ -34,6 +34,17 @@ class PieceTokenizer:
             cached = tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
             self._cache[text] = cached
         return cached
+
+    def prepare(self, texts: Iterable[str]) -> None:
+        """Tokenize every text not yet cached in one batch call (a call per text costs more than
+        the model's own work on a GPU when thousands of rows are scored at once)."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if len(missing) < 2:
+            return
+        if len(self._cache) + len(missing) > self.max_entries:
+            self._cache.clear()
+        for text, ids in zip(missing, self.tokenizer(missing, add_special_tokens=False)["input_ids"]):
+            self._cache[text] = tuple(ids)
 
     def continuation(self, last_piece: str, continuation: str) -> tuple[int, ...]:
         return continuation_ids(self, last_piece, continuation)
