@@ -146,9 +146,12 @@ def probe_rate(config: Config, run_input: RunInput, budget_s: float = 4.0) -> Op
             words = tuple(config.task.label_prefix + w for w in run_input.shape.label_words)
             requests = [ScoreRequest((ex.query,), words) for ex in _transfer_sample(run_input, run, 0)[:256]]
         backend.score(requests[:2])
+        # A GPU scores a whole evaluation in one call, as the search hands it over; a CPU in
+        # slices, so that the probe can stop at its time budget.
+        step = len(requests) if getattr(backend, "lookahead", 1) > 1 else 8
         before, start = backend.stats.tokens_computed, time.perf_counter()
-        for k in range(0, len(requests), 8):
-            backend.score(requests[k:k + 8])
+        for k in range(0, len(requests), step):
+            backend.score(requests[k:k + step])
             if time.perf_counter() - start > budget_s:
                 break
         elapsed = time.perf_counter() - start

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from .backends.models import same_weights
 from .config import Config
 from .errors import InputError
 from .labels_io import row_id
@@ -54,6 +55,9 @@ class Shipped:
     input_kind: str  # "jsonl": rows arrive as lines of text; else as Arrow rows
     identity: str  # the driver's model, dtype and device: every actor must load the same
     threads: int  # the driver's torch threads: CPU kernels round differently with another count
+    # ray.gpus_per_actor > 0 and the driver computed on another kind of device (a head node with
+    # no GPU): actors must load the same weights, and run them in their own device's dtype.
+    devices_differ: bool = False
 
 
 def is_remote(data: str) -> bool:
@@ -222,7 +226,10 @@ class ShardLabeller:
 
             torch.set_num_threads(shipped.threads)
         self.backend = load_backend(config.backend)
-        if self.backend.identity != shipped.identity:
+        mine, theirs = self.backend.identity, shipped.identity
+        if shipped.devices_differ:
+            mine, theirs = same_weights(mine), same_weights(theirs)
+        if mine != theirs:
             # Another dtype, device or model would give other labels than the driver's run.
             raise RuntimeError(f"this actor loaded {self.backend.identity}, the driver {shipped.identity}")
         self.shape = TaskShape(config.task)
@@ -362,13 +369,24 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
+def driver_device(backend: Any) -> str:
+    device = getattr(backend, "device", None)
+    return getattr(device, "type", None) or "cpu"
+
+
+def gpu_actors_on_a_cpu_driver(config: Config, backend: Any) -> bool:
+    """GPU actors planned by a driver that computed on a CPU (a cluster's head node often has no
+    GPU): the actors then run the same weights in their GPU's own dtype, not the driver's."""
+    return config.ray.gpus_per_actor > 0 and driver_device(backend) != "cuda"
+
+
 def _resolved(config: Config, backend: Any) -> Config:
     """The config with `dtype: auto` replaced by what the driver's backend chose: an actor on
-    another machine must not choose differently."""
+    another machine must not choose differently (unless it runs on a GPU the driver did not have)."""
     import dataclasses
 
     dtype = getattr(getattr(backend, "model", None), "dtype", None)
-    if config.backend.dtype != "auto" or dtype is None:
+    if config.backend.dtype != "auto" or dtype is None or gpu_actors_on_a_cpu_driver(config, backend):
         return config
     name = str(dtype).replace("torch.", "")
     return dataclasses.replace(config, backend=dataclasses.replace(config.backend, dtype=name))
@@ -412,10 +430,15 @@ class RayRun:
 
         skip = np.unique(np.concatenate([skip, np.array(core_hashes, dtype=np.int64)]))
         identity, threads, config = backend.identity, _torch_threads(), _resolved(self.config, backend)
+        differ = gpu_actors_on_a_cpu_driver(self.config, backend)
+        if differ:
+            self.log("ray: the search ran on this machine's CPU and the actors run on GPUs: their dtype is their "
+                     "own, so transferred labels may differ from a local run's by rounding (run the driver on "
+                     "a GPU node, e.g. ray job submit --entrypoint-num-gpus 1, to match exactly)")
         backend.close()  # the actors build their own; the driver's is not needed any more
         shipped = Shipped(config, transfer.contexts[:transfer.cores], len(transfer.contexts) > transfer.cores,
                           centres, skip, fixed, self.label_field,
-                          self.confidence_field, str(self.out.resolve()), self.kind, identity, threads)
+                          self.confidence_field, str(self.out.resolve()), self.kind, identity, threads, differ)
         ray = start_ray(self.config, self.quiet)
         self.log(f"ray: labelling the rows outside the core on {self.config.ray.actors} actor(s) "
                  f"({len(skip):,} rows already labelled)")

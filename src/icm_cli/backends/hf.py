@@ -60,6 +60,7 @@ class HFBackend:
         packed_tokens: int = 2048,
         identity: Optional[str] = None,
         attention: str = "auto",
+        log: Callable[[str], None] = lambda _: None,
     ):
         import torch
 
@@ -70,6 +71,7 @@ class HFBackend:
         self.identity = identity or model_name
         self.reuse_prefixes = reuse_prefixes
         self.packed_tokens = packed_tokens
+        self.log = log
         config = model.config
         model_limit = getattr(config, "max_position_embeddings", None) or 4096
         self.max_context = min(max_context, model_limit) if max_context else model_limit
@@ -106,6 +108,34 @@ class HFBackend:
         # Models with several kinds of layers take one mask per kind; passing them as None
         # keeps transformers from building an N x N mask for the packed sequence.
         self._no_masks: Any = {kind: None for kind in set(layer_types)} if layer_types else None
+
+    def warm_up(self) -> None:
+        """Compile the GPU path's attention kernels now (seconds, once per process), so the first
+        evaluation of a run is not the one that waits for them."""
+        if self.tree is None or self.device.type != "cuda":
+            return
+        from .tree_attention import static_shapes
+
+        words = " ".join(f"w{k}" for k in range(60))
+        requests = [ScoreRequest((words, f" q{k}"), (" yes", " no")) for k in range(3)]
+        for fallback in (static_shapes, self._pieces_instead, None):
+            try:
+                self.score(requests)
+                self.score(requests[:2] + [ScoreRequest((words + " more",), (" yes",))])
+                break
+            except BackendError as e:
+                if fallback is None:
+                    raise
+                self.log(f"the GPU attention kernel failed to build ({e}); "
+                         f"{'compiling for fixed sizes' if fallback is static_shapes else 'attending piece by piece'}")
+                fallback()
+        self.forget()
+        self.stats = BackendStats()
+        if self.tree is not None:
+            self.tree.stats = self.stats
+
+    def _pieces_instead(self) -> None:
+        self.tree, self.attention, self.lookahead = None, "pieces", 1
 
     def forget(self) -> None:
         """Drop attention state kept from earlier calls (the next call computes from scratch)."""
@@ -320,11 +350,15 @@ def load_hf_backend(config: BackendConfig, log: Callable[[str], None] = lambda _
     revision = getattr(model.config, "_commit_hash", None)
     weights = str(Path(source) / kwargs["gguf_file"]) if "gguf_file" in kwargs else source
     identity = model_identity(ref, weights, f"{dtype_name}, {device}", revision)
-    return HFBackend(
+    backend = HFBackend(
         model, tokenizer, display, max_context=config.max_context,
         reuse_prefixes=config.hf.reuse_prefixes, kv_cache_mib=kv_cache_mib(config.hf.kv_cache_mib, device),
-        identity=identity, attention=config.hf.attention,
+        identity=identity, attention=config.hf.attention, log=log,
     )
+    if backend.tree is not None and backend.device.type == "cuda":
+        log("compiling the GPU attention kernels (once per process)")
+        backend.warm_up()
+    return backend
 
 
 def kv_cache_mib(configured: Optional[int], device: str) -> int:

@@ -56,3 +56,8 @@ def model_identity(ref: str, source: str, how: str, revision: Optional[str] = No
             stamp.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
         return f"{path.resolve()} (files {stamp.hexdigest()[:12]}) [{how}]"
     return f"{ref}@{revision or 'unknown revision'} [{how}]"
+
+
+def same_weights(identity: str) -> str:
+    """An identity without how the weights ran (its trailing "[dtype, device]")."""
+    return identity.rsplit(" [", 1)[0]

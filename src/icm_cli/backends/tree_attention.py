@@ -250,6 +250,23 @@ def _block_mask(layout: Layout, tout: np.ndarray, window: int, meta: tuple, devi
 
 
 _COMPILED: dict[str, Any] = {}
+# Compiled with dynamic shapes, one kernel per mask kind serves every call; where a torch release
+# cannot compile that (static_shapes()), each padded size compiles once, so sizes are rounded up
+# to powers of two to keep their number small.
+_MODE = {"dynamic": True}
+
+
+def static_shapes() -> None:
+    _MODE["dynamic"] = False
+    _COMPILED.clear()
+
+
+def padded(n: int) -> int:
+    """The length a call's queries (or loaded keys) are padded to."""
+    n = _pad(max(n, 1))
+    if _MODE["dynamic"]:
+        return n
+    return max(BLOCK, 1 << (n - 1).bit_length())
 
 
 def flex(device_type: str) -> Any:
@@ -259,7 +276,13 @@ def flex(device_type: str) -> Any:
     if device_type != "cuda":
         return flex_attention
     if "cuda" not in _COMPILED:
-        _COMPILED["cuda"] = torch.compile(flex_attention, dynamic=True)
+        import torch._dynamo
+
+        # Each call's block mask and tree tensors are new objects of new sizes. Room for a few
+        # more variants (dtypes, head shapes of several models in one process, static sizes)
+        # before torch gives up compiling and falls back to the unfused path.
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        _COMPILED["cuda"] = torch.compile(flex_attention, dynamic=_MODE["dynamic"])
     return _COMPILED["cuda"]
 
 

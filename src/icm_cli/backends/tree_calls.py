@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .kv_store import KVStore
-from .tree_attention import BLOCK, NAME, Layout, TreePlan, TreeStep, ancestors_outside, split, subtree_ends, walk
+from .tree_attention import BLOCK, NAME, Layout, TreePlan, TreeStep, ancestors_outside, padded, split, subtree_ends, walk
 
 # Reads (token positions whose next-token distribution is scored) handed to the output head at
 # once: the vocabulary is large (262k for Gemma), so logits are made a block of reads at a time.
@@ -94,7 +94,7 @@ class TreeCalls:
         states = [steps[i].stored if not steps[i].run else kept[i] for i in before]
         loaded = sum(steps[i].length for i in before)
         self.stats.tokens_reused += sum(steps[i].length for i in before if not steps[i].run)
-        loaded_pad = -(-loaded // BLOCK) * BLOCK
+        loaded_pad = padded(loaded) if loaded else 0
         tokens: list[int] = []
         q_step: list[int] = []
         q_pos: list[int] = []
@@ -109,7 +109,7 @@ class TreeCalls:
             for last, row in step.reads:
                 reads.extend(Read(offsets[i] + last + off, row.request, k, tok) for off, k, tok in row.reads)
         computed = len(tokens)
-        pad = -computed % BLOCK
+        pad = padded(computed) - computed
         tokens.extend([tokens[-1]] * pad)
         q_step.extend([-1] * pad)
         q_pos.extend([q_pos[-1]] * pad)
