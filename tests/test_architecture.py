@@ -17,7 +17,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "foundation": ("errors", "version", "prompts", "agreement", "metrics", "config", "overrides"),
     "data": ("sources", "row_index", "data", "labels_io", "output", "run_lock"),
     "backends": ("backends.*",),
-    "icm": ("search", "consistency", "scoring", "tasks", "cores", "core_labels", "transfer"),
+    "icm": ("search", "search_trace", "consistency", "scoring", "tasks", "cores", "core_labels", "transfer"),
     "run": ("runner", "checkpoint", "signal_check", "zero_shot_rule", "dry_run", "compare", "export", "starter",
             "ray_engine"),
     "commands": ("commands.*", "cli", "typer_app", "stdout_pipe"),
