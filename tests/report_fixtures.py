@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 from icm_cli.config import CheckConfig, Config, CoreConfig, SearchConfig, TaskConfig, TransferConfig
+from icm_cli.output import summary_text
 from icm_cli.row_index import Selection, build_index
 from icm_cli.runner import RunInput, label_dataset
 from icm_cli.sources import MemorySource
@@ -53,7 +54,7 @@ def fake_run(directory: Path, n: int = 160, seed: int = 0, check: bool = True) -
     summary = label_dataset(run_input, config, SentimentBackend(), on_rows=write)
     labels = directory / "labels.jsonl"
     labels.write_text("".join(json.dumps(r) + "\n" for r in out), encoding="utf-8")
-    (directory / "labels.jsonl.summary.json").write_text(json.dumps(summary.to_json(), indent=2), encoding="utf-8")
+    (directory / "labels.jsonl.summary.json").write_text(summary_text(summary.to_json()), encoding="utf-8")
     gold_path = directory / "gold.jsonl"
     gold_path.write_text("".join(json.dumps(g) + "\n" for g in gold), encoding="utf-8")
     return labels, gold_path

@@ -65,6 +65,14 @@ def test_the_summary_keeps_the_search_trace_and_the_check_sample_read_two_ways(r
     assert "sample" not in summary["signal"]  # the verdict stays as it was
 
 
+def test_the_summary_file_keeps_lists_of_numbers_on_one_line(run_files):
+    labels, _ = run_files
+    text = labels.with_name(labels.name + ".summary.json").read_text()
+    assert len(text.splitlines()) < 150  # about 80 lines before the trace and the sample came
+    assert re.search(r'^      "utility": \[[-0-9., ]+\],$', text, re.M)
+    assert json.loads(text) == json.loads(json.dumps(json.loads(text), indent=2))
+
+
 def test_the_page_shows_the_run_verdict_plots_gold_and_rows_and_fetches_nothing(run_files, tmp_path):
     labels, gold = run_files
     out = tmp_path / "page.html"

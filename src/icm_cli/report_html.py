@@ -9,6 +9,7 @@ against gold, and the rows most worth a look.
 from __future__ import annotations
 
 import html
+import math
 from typing import Iterable, Sequence
 
 from . import report_plots as plots
@@ -120,8 +121,8 @@ def _signal(run: RunView) -> str:
     if sig.figures:
         body += _figure(plots.verdict_figures(sig.figures))
         body += _table(("figure", "value", "95% interval", "what it says"), [
-            (_e(f.name.replace("_", " ")), _num(f"{f.value:.3f}"),
-             _num(f"{f.interval[0]:.3f} to {f.interval[1]:.3f}" if f.interval else "-"), _e(f.meaning))
+            (_e(f.name.replace("_", " ")), _num(_value(f.value)),
+             _num(f"{_value(f.interval[0])} to {_value(f.interval[1])}" if f.interval else "-"), _e(f.meaning))
             for f in sig.figures])
     body += "".join(f'<p class="warn">Warning: {_e(w)}</p>' for w in sig.warnings)
     if run.readings is not None:
@@ -268,6 +269,11 @@ def _figure(svg: str) -> str:
 
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _value(value: float) -> str:
+    # A content ratio is infinite where the shuffled rows' readings did not vary at all.
+    return f"{value:.3f}" if math.isfinite(value) else ("infinite" if value > 0 else "-infinite")
 
 
 def _seconds(value: float) -> str:

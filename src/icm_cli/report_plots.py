@@ -104,7 +104,7 @@ def verdict_figures(figures: Sequence[Figure]) -> Any:
     fig, axes = _figure(len(panels), 1, 1.05 * len(panels) + 0.3)
     for ax, (name, title) in zip(axes[:, 0], panels):
         f = by_name[name]
-        ax.set_title(title, loc="left", fontsize=9)
+        ax.set_title(title, loc="left")
         ax.set_yticks([])
         ax.grid(False, axis="y")
         top = 1.0
@@ -122,11 +122,8 @@ def verdict_figures(figures: Sequence[Figure]) -> Any:
             ax.set_xlim(0, 1)
             other = by_name.get("zero_shot_majority_share")
             if other is not None:
-                ax.plot([other.value], [-0.3], "s", color=NEUTRAL, markersize=7, label="zero-shot labels",
-                        clip_on=False)
-                ax.annotate(f"{other.value:.2f}", (other.value, -0.3), xytext=(9, -3), textcoords="offset points",
-                            fontsize=8, color="#52606d")
-        _point(ax, f, top)
+                _point(ax, other, 1.0, y=-0.28, marker="s", colour=NEUTRAL, label="zero-shot labels")
+        _point(ax, f, top, y=0.1 if name == "majority_share" else 0.0)
         ax.set_ylim(-0.6, 0.6)
         if name == "majority_share" and "zero_shot_majority_share" in by_name:
             _legend_above(ax)
@@ -137,24 +134,29 @@ def _zones(ax: Any, zones: Sequence[tuple[float, float, str, str]]) -> None:
     for low, high, colour, name in zones:
         ax.axvspan(low, high, color=colour, alpha=0.12, linewidth=0)
         if name:
-            ax.text((low + high) / 2, 0.42, name, ha="center", va="center", fontsize=8, color=colour)
+            ax.text((low + high) / 2, 0.42, name, ha="center", va="center", fontsize=9, color=colour)
 
 
-def _point(ax: Any, f: Figure, top: float) -> None:
-    """The figure's value and interval; one past the axis (an infinite ratio: the shuffled rows
-    did not vary at all) sits at its edge, marked so."""
+def _point(ax: Any, f: Figure, top: float, y: float = 0.0, marker: str = "o", colour: str = "#1f2933",
+           label: str = "run's labels") -> None:
+    """The figure's value, and its interval where it has one, labelled beside it; a value past the
+    axis (an infinite ratio: the shuffled rows did not vary at all) sits at its edge, said so."""
     value = min(f.value, top)
     if f.interval is not None:
         low, high = (min(v, top) for v in f.interval)
-        bars = ax.errorbar([value], [0], xerr=[[value - low], [high - value]], fmt="o", color="#1f2933",
+        bars = ax.errorbar([value], [y], xerr=[[value - low], [high - value]], fmt=marker, color=colour,
                            capsize=4, markersize=6, label="run (95% interval)")
         for artist in (*bars.lines[:1], *bars.lines[1], *bars.lines[2]):
             artist.set_clip_on(False)
     else:
-        ax.plot([value], [0], "o", color="#1f2933", markersize=6, label="run's labels", clip_on=False)
-    shown = f"{f.value:.2f}" if math.isfinite(f.value) else "infinite"
-    ax.annotate(shown if f.value <= top else f"{shown} (off the scale)", (value, 0), xytext=(0, -13),
-                textcoords="offset points", ha="center" if f.value < top else "right", fontsize=8)
+        ax.plot([value], [y], marker, color=colour, markersize=6, label=label, clip_on=False)
+    text = f"{f.value:.2f}" if math.isfinite(f.value) else "infinite"
+    if f.value > top:
+        text += " (off the scale)"
+    left = ax.get_xlim()[0]
+    right = value > left + 0.8 * (top - left)  # near the right edge: the label goes to the left
+    ax.annotate(text, (value, y), xytext=(-9 if right else 9, 0), textcoords="offset points",
+                ha="right" if right else "left", va="center", fontsize=9)
 
 
 @_plot("spread")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,12 +340,12 @@ class _Labelling:
         return e
 
     def _finish(self, summary: Any) -> None:
-        from ..output import atomic_write_text, summary_path
+        from ..output import atomic_write_text, summary_path, summary_text
 
         out = self.job.out
         assert out is not None
         try:
-            atomic_write_text(summary_path(out), json.dumps(summary.to_json(), indent=2) + "\n")
+            atomic_write_text(summary_path(out), summary_text(summary.to_json()))
         except OSError as e:
             raise OutputError(f"{summary_path(out)}: cannot write ({e.strerror or e}); the labels are in {out}")
         self.checkpoint.remove()
