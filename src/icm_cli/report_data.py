@@ -231,12 +231,12 @@ def _reliability(pred: dict[str, str], truth: dict[str, str], confidence: dict[s
     width = (1.0 - low) / RELIABILITY_BINS
     which = {i: f"{min(RELIABILITY_BINS - 1, max(0, int((c - low) / width))):02d}" for i, c in confidence.items()}
     parts = accuracy_by_group(pred, truth, which)
-    out = []
-    for key, part in parts.items():
-        k = int(key)
-        inside = [confidence[i] for i in truth if i in pred and which.get(i) == key]
-        out.append(ReliabilityBin(low + k * width, low + (k + 1) * width, sum(inside) / len(inside), part))
-    return out
+    inside: dict[str, list[float]] = {}
+    for i in truth:
+        if i in pred and i in which:
+            inside.setdefault(which[i], []).append(confidence[i])
+    return [ReliabilityBin(low + int(key) * width, low + (int(key) + 1) * width,
+                           sum(inside[key]) / len(inside[key]), part) for key, part in parts.items()]
 
 
 def _cutoffs(values: Any) -> list[float]:
