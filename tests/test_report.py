@@ -123,7 +123,7 @@ def test_label_words_keep_the_tasks_order_and_a_label_map_reads_gold_as_eval_doe
     assert result.exit_code == 0, result.output
     direct = tmp_path / "direct.html"
     assert runner.invoke(app, ["report", str(labels), "--gold", str(gold), "-o", str(direct)]).exit_code == 0
-    accuracy = re.compile(r'<p class="big">([0-9.]+%)')
+    accuracy = re.compile(r'<span class="big">([0-9.]+%)')
     assert accuracy.search(out.read_text()).group(1) == accuracy.search(direct.read_text()).group(1)
 
 
@@ -167,9 +167,13 @@ def test_a_summary_that_is_not_one_or_is_of_another_file_is_refused(run_files, t
     assert "another file" in refused([str(copy)], tmp_path, names="labels.jsonl.summary.json")
     summary.write_text(json.dumps({**real, "wall_time_s": "soon"}))
     refused([str(copy)], tmp_path, names="labels.jsonl.summary.json")
-    broken = dict(real, readings=dict(real["readings"], rows=[10**6] * len(real["readings"]["rows"])))
-    summary.write_text(json.dumps(broken))
-    refused([str(copy)], tmp_path, names="labels.jsonl.summary.json")
+    for broken in (dict(real, readings=dict(real["readings"], rows=[10**6] * len(real["readings"]["rows"]))),
+                   dict(real, readings=dict(real["readings"], many_shot=[["x", "y"]] * len(real["readings"]["rows"]))),
+                   dict(real, search_trace=[dict(real["search_trace"][0], utility=[1.0])]),
+                   dict(real, signal="signal"), dict(real, label_counts=["positive"]),
+                   dict(real, signal=dict(real["signal"], figures=[{"name": "x"}]))):
+        summary.write_text(json.dumps(broken))
+        refused([str(copy)], tmp_path, names="labels.jsonl.summary.json")
 
 
 def test_an_existing_out_needs_force_and_a_missing_directory_is_named(run_files, tmp_path):
@@ -197,3 +201,21 @@ def test_label_report_needs_out_and_the_local_engine(tmp_path):
     for args, says in (([], "--report needs -o OUT"), (["-o", str(tmp_path / "o"), "--engine", "ray"], "--engine ray")):
         result = runner.invoke(app, ["label", str(data), "--report", "-q", *args])
         assert result.exit_code == 2 and says in result.stderr, result.output
+
+
+def test_a_csv_labels_file_reads_as_its_jsonl_twin(run_files, tmp_path):
+    import csv
+
+    labels, gold = run_files
+    rows = [json.loads(line) for line in labels.read_text().splitlines()]
+    table = tmp_path / "labels.csv"
+    with open(table, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (tmp_path / "labels.csv.summary.json").write_text(labels.with_name(labels.name + ".summary.json").read_text())
+    page = run_report(ReportJob(str(table), gold=str(gold))).read_text()
+    twin = run_report(ReportJob(str(labels), str(tmp_path / "twin.html"), gold=str(gold))).read_text()
+    accuracy = re.compile(r'<span class="big">([0-9.]+%)')
+    assert accuracy.search(page).group(1) == accuracy.search(twin).group(1)
+    assert page.count("<svg") == twin.count("<svg") == 8

@@ -160,7 +160,7 @@ def read_summary(path: Path, rows: int) -> Optional[RunView]:
         signal = _signal(doc.get("signal"))
         readings = ReadingSample(**doc["readings"]) if doc.get("readings") else None
         traces = [CoreTrace(**t) for t in doc.get("search_trace") or []]
-    except (TypeError, KeyError, ValueError) as e:
+    except (TypeError, KeyError, ValueError, AttributeError, IndexError) as e:
         raise InputError(f"{path}: malformed icm summary ({e})") from None
     _check_lengths(path, readings, traces, rows)
     return RunView(summary, signal, readings, traces)
@@ -176,6 +176,10 @@ def _summary(path: Path, doc: dict) -> RunSummary:
     for f in fields:
         if f.name in doc and hints[f.name] in (int, float, str) and not _is(doc[f.name], hints[f.name]):
             raise InputError(f"{path}: malformed icm summary ('{f.name}' is {json.dumps(doc[f.name])[:40]})")
+    counts, utility = doc.get("label_counts", {}), doc.get("final_utility", [])
+    if not (isinstance(counts, dict) and all(_whole(v) for v in counts.values())
+            and isinstance(utility, list) and all(_is(u, float) for u in utility)):
+        raise InputError(f"{path}: malformed icm summary ('label_counts' or 'final_utility')")
     return RunSummary(**{f.name: doc[f.name] for f in fields if f.name in doc})
 
 
@@ -188,23 +192,35 @@ def _is(value: Any, kind: type) -> bool:
 def _signal(doc: Any) -> Optional[SignalReport]:
     if doc is None:
         return None
-    figures = [Figure(f["name"], float(f["value"]), tuple(f["interval"]) if f.get("interval") else None,
+    figures = [Figure(str(f["name"]), float(f["value"]),
+                      (float(f["interval"][0]), float(f["interval"][1])) if f.get("interval") else None,
                       str(f["meaning"])) for f in doc.get("figures", [])]
     return SignalReport(str(doc["verdict"]), str(doc["reason"]), figures, [str(w) for w in doc.get("warnings", [])],
                         int(doc.get("rows", 0)), float(doc.get("seconds", 0.0)), int(doc.get("tokens", 0)))
 
 
 def _check_lengths(path: Path, readings: Optional[ReadingSample], traces: list[CoreTrace], rows: int) -> None:
+    """The parts the page draws hold numbers, in series of one length, pointing at OUT's rows."""
     if readings is not None:
-        n = len(readings.rows)
+        n, k = len(readings.rows), len(readings.label_words)
         parts = (readings.examples, readings.labels, readings.many_shot, readings.zero_shot, readings.scrambled)
-        if any(len(p) != n for p in parts) or any(not 0 <= r < rows for r in readings.rows):
+        readable = (
+            k >= 2 and all(len(p) == n for p in parts)
+            and all(_whole(r) and 0 <= r < rows for r in readings.rows)
+            and all(_whole(y) and 0 <= y < k for y in readings.labels)
+            and all(isinstance(p, list) and len(p) == k and all(_is(v, float) for v in p)
+                    for part in parts[2:] for p in part))
+        if not readable:
             raise InputError(f"{path}: malformed icm summary (its 'readings' do not fit the labels file)")
     for t in traces:
-        n = len(t.iteration)
-        if any(len(p) != n for p in (t.utility, t.inconsistent, t.proposals, t.accepted, t.temperature)):
-            raise InputError(f"{path}: malformed icm summary (core {t.core}'s search trace has series of "
-                             f"different lengths)")
+        series = (t.iteration, t.utility, t.inconsistent, t.proposals, t.accepted, t.temperature)
+        if not all(isinstance(p, list) and len(p) == len(t.iteration) and all(_is(v, float) for v in p)
+                   for p in series) or not _whole(t.core):
+            raise InputError(f"{path}: malformed icm summary (a search trace's series are not numbers of one length)")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # ---- against gold

@@ -41,7 +41,9 @@ p.explain { color: var(--muted); margin: 6px 0 10px; font-size: 14px; }
            font-size: 18px; letter-spacing: .03em; margin-right: 10px; vertical-align: middle; }
 .verdict.signal { background: var(--signal); } .verdict.weak { background: var(--weak); }
 .verdict.none { background: var(--none); } .verdict.unchecked { background: var(--unchecked); }
-.big { font-size: 34px; font-weight: 700; } .big small { font-size: 15px; font-weight: 400; color: var(--muted); }
+.headline { display: flex; flex-wrap: wrap; align-items: baseline; gap: 4px 14px; margin: 4px 0 10px;
+            color: var(--muted); }
+.big { font-size: 34px; font-weight: 700; color: var(--ink); line-height: 1.1; }
 .warn { color: var(--none); }
 figure { margin: 8px 0 4px; } figure svg { max-width: 100%; height: auto; display: block; }
 .two { display: grid; grid-template-columns: 1fr 1fr; gap: 8px 24px; align-items: start; }
@@ -184,8 +186,9 @@ def _gold(data: ReportData) -> str:
     assert gold is not None
     a = gold.agreement
     cov = a.coverage
-    head = (f'<p class="big">{a.accuracy:.1%} <small>accuracy against {_e(gold.source)}, 95% interval '
-            f"{a.ci95[0]:.1%} to {a.ci95[1]:.1%}, on {a.n:,} rows; Cohen's kappa {a.kappa:.3f}</small></p>")
+    head = (f'<div class="headline"><span class="big">{a.accuracy:.1%}</span><span>accuracy against '
+            f"{_e(gold.source)}, 95% interval {a.ci95[0]:.1%} to {a.ci95[1]:.1%}, on {a.n:,} rows; Cohen's kappa "
+            f"{a.kappa:.3f}</span></div>")
     if cov.missing_in_pred or cov.missing_in_gold:
         head += (f'<p class="explain">{cov.missing_in_pred:,} of {cov.gold_total:,} gold ids have no label here; '
                  f"{cov.missing_in_gold:,} of {cov.pred_total:,} labelled ids are not in gold.</p>")
@@ -242,13 +245,14 @@ def _gold_cell(row: ReportRow, data: ReportData) -> str:
 
 
 def _table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """Cells arrive escaped (numbers marked by _num); the header is escaped here."""
-    cols = "".join(f'<th class="num">{_e(h)}</th>' if h in ("rows", "share", "precision", "recall", "F1", "support",
-                                                              "value", "confidence", "row") else f"<th>{_e(h)}</th>"
-                   for h in head)
-    body = "".join("<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in row) + "</tr>"
-                   for row in rows)
-    return f"<table><thead><tr>{cols}</tr></thead><tbody>{body}</tbody></table>"
+    """Cells arrive escaped (a number as _num's right-aligned cell); the header is escaped here,
+    and right-aligned over a column of numbers."""
+    body = [list(row) for row in rows]
+    numeric = [bool(body) and all(row[k].startswith('<td class="num"') for row in body) for k in range(len(head))]
+    cols = "".join(f'<th class="num">{_e(h)}</th>' if n else f"<th>{_e(h)}</th>" for h, n in zip(head, numeric))
+    cells = "".join("<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in row) + "</tr>"
+                    for row in body)
+    return f"<table><thead><tr>{cols}</tr></thead><tbody>{cells}</tbody></table>"
 
 
 def _num(text: str) -> str:
