@@ -155,8 +155,12 @@ def _point(ax: Any, f: Figure, top: float, y: float = 0.0, marker: str = "o", co
         text += " (off the scale)"
     left = ax.get_xlim()[0]
     right = value > left + 0.8 * (top - left)  # near the right edge: the label goes to the left
-    ax.annotate(text, (value, y), xytext=(-9 if right else 9, 0), textcoords="offset points",
-                ha="right" if right else "left", va="center", fontsize=9)
+    if f.interval is not None:  # beside the point it would sit on the interval's bar: below it
+        ax.annotate(text, (value, y), xytext=(0, -8), textcoords="offset points", ha="right" if right else "center",
+                    va="top", fontsize=9)
+    else:
+        ax.annotate(text, (value, y), xytext=(-9 if right else 9, 0), textcoords="offset points",
+                    ha="right" if right else "left", va="center", fontsize=9)
 
 
 @_plot("spread")
