@@ -44,7 +44,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 browser:
 	@[ -n "$$ICM_CHROMIUM" ] || command -v chromium-headless-shell >/dev/null 2>&1 || command -v chromium >/dev/null 2>&1 || \
-	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium-headless-shell; }
+	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-headless-shell; }
 
 demo: install
 	mkdir -p $(DEMO)
