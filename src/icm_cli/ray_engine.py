@@ -502,9 +502,9 @@ class RayRun:
         summary.core_rows, summary.transfer_rows = core, len(seen) - core
         summary.transfer_s = round(seconds, 2)
         summary.wall_time_s = round(summary.search_s + summary.check_s + seconds, 2)
-        from .output import atomic_write_text
+        from .output import atomic_write_text, summary_text
 
         doc = {**summary.to_json(), "engine": "ray", "shards": len(list(self.out.glob("part-*.jsonl"))),
                "actors": self.config.ray.actors, "rows_this_run": tally.rows}
-        atomic_write_text(self.out / SUMMARY, json.dumps(doc, indent=2) + "\n")
+        atomic_write_text(self.out / SUMMARY, summary_text(doc))
         return summary

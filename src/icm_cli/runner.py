@@ -23,6 +23,7 @@ from .cores import Core, RunPlan, demo_cost, plan_run
 from .row_index import RowIndex, seeded_sample
 from .scoring import PromptSet
 from .search import Step
+from .search_trace import CoreTrace
 from .tasks import Example, RowLabel, TaskShape, row_label
 from .transfer import ChunkRows, Transfer, TransferChunk, demonstrations, plan_chunks
 
@@ -113,6 +114,11 @@ class RunSummary:
     check_s: float = 0.0  # the signal check
     wall_time_s: float = 0.0
     signal: Optional[dict] = None  # the signal check's verdict and figures
+    # For `icm report`: each core's search over its iterations (search_trace.CoreTrace; thinned,
+    # and from the resumed iteration on for a resumed run), and the signal check's sample as
+    # read many-shot and zero-shot (signal_check.ReadingSample).
+    search_trace: list[dict] = field(default_factory=list)
+    readings: Optional[dict] = None
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -261,6 +267,7 @@ class Run:
         self.zero_shot_readings: dict[int, list[float]] = {}  # the sample's, read by zero_shot_rule
         self.check_tokens = 0
         self.transfer_tokens = self._transfer_estimate()
+        self.traces: list[CoreTrace] = []  # the searches this process watched
 
     def _transfer_estimate(self) -> int:
         """What transfer will cost, for the ETA: a sample of targets' tokens, scaled up."""
@@ -320,6 +327,7 @@ class Run:
 
         report = measure(self, transfer, centres, self.config.search.seed)
         self.summary.signal = report.to_json()
+        self.summary.readings = report.sample.to_json() if report.sample is not None else None
         self.summary.check_s = report.seconds
         self.check_tokens = report.tokens
 
@@ -341,8 +349,11 @@ class Run:
             prompts, params = core_setup(self.shape, self.config, core, c)
             gold = self._gold(core)
             search_resume = resume.search if c == len(resume.done) else None
+            trace = CoreTrace(c)
+            self.traces.append(trace)
 
             def observe(step: Step) -> None:
+                trace.add(step)
                 if self.recorder is not None and step.state is not None:
                     self.state = dataclasses.replace(self.state, search=step.state)
                     self.recorder.save(self.state)
@@ -428,6 +439,7 @@ class Run:
     def finish(self) -> RunSummary:
         s, e = self.summary, self.emitter
         s.label_counts = dict(e.label_counts)
+        s.search_trace = [dataclasses.asdict(t.thinned()) for t in self.traces if t.iteration]
         s.core_rows = e.core_rows
         s.transfer_rows = e.next - e.core_rows
         s.mean_agreement = round(sum(e.agreements) / len(e.agreements), 4) if e.agreements else None

@@ -60,6 +60,25 @@ class Figure:
     meaning: str  # one line: what the figure says
 
 
+@dataclass(frozen=True)
+class ReadingSample:
+    """The sample the check read, each example's label probabilities as the many-shot (run's
+    context), zero-shot and scrambled readings give them: what `icm report` draws. `rows` are
+    positions in OUT (its rows are the input's, in order); with several examples a row
+    (comparisons), `examples` says which."""
+
+    label_words: list[str]
+    rows: list[int]
+    examples: list[int]
+    labels: list[int]  # the run's labels
+    many_shot: list[list[float]]
+    zero_shot: list[list[float]]
+    scrambled: list[list[float]]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
 @dataclass
 class SignalReport:
     verdict: str  # signal | weak | none | unchecked
@@ -69,9 +88,12 @@ class SignalReport:
     rows: int = 0  # the sample's size
     seconds: float = 0.0
     tokens: int = 0  # what the check had the model compute
+    sample: Optional[ReadingSample] = None  # kept apart in the summary (`readings`), not in `signal`
 
     def to_json(self) -> dict:
-        return asdict(self)
+        doc = asdict(self)
+        del doc["sample"]
+        return doc
 
 
 def scramble(text: str, seed: int) -> str:
@@ -91,6 +113,15 @@ class Readings:
     mine: list[list[float]]  # the run's many-shot reading: after the cores' demonstrations
     scrambled: list[list[float]]  # the same, the rows' letters shuffled
     zero_shot: list[list[float]]  # no context, calibrated as the run calibrates
+    ids: list[int] = field(default_factory=list)  # the examples', in the same order
+
+    def sample(self, words: Sequence[str], per_row: int) -> ReadingSample:
+        def probabilities(readings: list[list[float]]) -> list[list[float]]:
+            return [[round(math.exp(v), 4) for v in r] for r in readings]
+
+        return ReadingSample(list(words), [i // per_row for i in self.ids], [i % per_row for i in self.ids],
+                             list(self.labels), probabilities(self.mine), probabilities(self.zero_shot),
+                             probabilities(self.scrambled))
 
 
 def measure(run: Any, transfer: Any, centres: Optional[list[list[float]]], seed: int) -> SignalReport:
@@ -100,6 +131,8 @@ def measure(run: Any, transfer: Any, centres: Optional[list[list[float]]], seed:
         return SignalReport("unchecked", f"fewer than {MIN_ROWS} labelled rows to read again: too few to check",
                             seconds=round(time.monotonic() - start, 2))
     report = judge(readings, len(run.shape.label_words), seed)
+    if readings.ids:
+        report.sample = readings.sample(run.shape.label_words, run.shape.per_row)
     report.seconds = round(time.monotonic() - start, 2)
     report.tokens = run.backend.stats.tokens_computed - before
     return report
@@ -186,7 +219,7 @@ def _transferred(run: Any, transfer: Any, centres: Optional[list[list[float]]], 
 
     mine, labels = in_context(examples)
     mixed, _ = in_context([(-1 - i, ex) for i, ex in _scrambled(run, examples, seed)])
-    return Readings(labels, mine, mixed, _zero_shot(run, examples, transfer.continuations))
+    return Readings(labels, mine, mixed, _zero_shot(run, examples, transfer.continuations), [i for i, _ in examples])
 
 
 def _core(run: Any, seed: int) -> Optional[Readings]:
@@ -213,7 +246,7 @@ def _core(run: Any, seed: int) -> Optional[Readings]:
 
     mine = read([core.examples[k].query for k in local])
     final = [run.core_labels[core.ids[k]] for k in local]
-    return Readings(final, mine, read(mixed_queries), _zero_shot(run, examples, conts))
+    return Readings(final, mine, read(mixed_queries), _zero_shot(run, examples, conts), [i for i, _ in examples])
 
 
 def _scrambled(run: Any, examples: Sequence[tuple[int, Example]], seed: int) -> list[tuple[int, Example]]:

@@ -6,10 +6,17 @@ A flag takes no value and an argument's name already says what it is, so here fl
 nothing after them, values show one upper-case word (PATH, TEXT, INTEGER), and arguments read
 as `DATA`, the way Click has always written them. Every command gets this through IcmTyper, so
 the commands themselves declare parameters plainly.
+
+Help text reads as sentences: a docstring is wrapped to fit the source, and Typer shows those
+line breaks as written, so a description broke mid-sentence at whatever width the terminal had.
+Here each paragraph's lines are joined before Typer sees them (blank lines still part
+paragraphs), and the terminal's own width wraps them.
 """
 
 from __future__ import annotations
 
+import inspect
+import re
 from typing import Any, Optional
 
 import typer
@@ -55,7 +62,21 @@ def _conventional(param: Any) -> Any:
     return param
 
 
+def sentences(text: Optional[str]) -> Optional[str]:
+    """Help text with each paragraph's line breaks dropped: running sentences the terminal wraps."""
+    if not text:
+        return text
+    paragraphs = re.split(r"\n\s*\n", inspect.cleandoc(text))
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
 class _ConventionalHelp:
+    def __init__(self, *args: Any, **kwargs: Any):
+        for key in ("help", "short_help", "epilog"):
+            if key in kwargs:
+                kwargs[key] = sentences(kwargs[key])
+        super().__init__(*args, **kwargs)
+
     def get_params(self, ctx: Any) -> list[Any]:
         # Here, not in __init__: the --help option is made on first use.
         return [_conventional(p) for p in super().get_params(ctx)]  # type: ignore[misc]

@@ -38,8 +38,9 @@ def export_command(
     force: ForceOpt = False,
 ) -> None:
     """Write labelled rows in the format a fine-tuning library reads as-is (TRL, transformers).
-    -o x.jsonl: JSONL; a directory (dir/ or a name without suffix): Dataset.save_to_disk;
-    stdout JSONL when absent."""
+
+    -o x.jsonl writes JSONL; a directory (dir/ or a name without suffix) is written by
+    Dataset.save_to_disk; without -o, JSONL goes to stdout."""
     from ..export import ExportOptions
 
     opts = ExportOptions(fmt, min_confidence, source, label_field, confidence_field, chat, separator,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ class LabelJob:
     model_from: str = "config"  # where backend.model came from, for messages: the config file or --model
     resume_with: str = ""  # the command line that continues this run (the CLI knows how it was called)
     engine: str = "local"  # local: this process; ray: the transfer on a Ray cluster (ray_engine)
+    report: bool = False  # also write OUT.report.html (commands/report.py)
 
     def added_fields(self) -> list[str]:
         """The fields the run adds to each row."""
@@ -80,9 +80,13 @@ def label_command(
                                         "here, the transfer as a Ray Data pipeline over a pool of actors (joins "
                                         "RAY_ADDRESS, else a local cluster); -o names a directory of shards, and "
                                         "the same command again skips the shards already written.")] = "local",
+    report: Annotated[bool, typer.Option("--report", help="At the end, also write OUT.report.html: the page "
+                                                          "icm report writes (needs -o OUT).")] = False,
 ) -> None:
     """Label DATA with the model's most coherent label set; rows out in input order.
-    -o OUT: format by extension (.jsonl/.json, .csv, .parquet); with --engine ray, a directory of shards."""
+
+    -o OUT: the format goes by the extension (.jsonl/.json, .csv, .parquet); with --engine ray, OUT is a
+    directory of shards. OUT.summary.json beside it says how the run went; --report adds OUT.report.html."""
     warn_if_defaults(config, quiet)
     cfg = load_run_config(config, sets, model, iterations, seed)
     config_name = str(config) if config else "config"
@@ -95,7 +99,7 @@ def label_command(
     again = command_line(ctx, drop=("force", "resume"), add=() if engine == "ray" else ("--resume",))
     summary = run_label(LabelJob(data, cfg, Path(out) if out is not None else None, config_name, split, Selection(limit, sample, cfg.search.seed), quiet, force,
                        resume, dry_run, probe, label_field, confidence_field, "--model" if model else config_name,
-                       again, engine))
+                       again, engine, report))
     verdict = (summary.signal or {}).get("verdict") if summary is not None else None
     if require_signal and verdict == "none":
         print("icm: no signal: the check's verdict is none, so these labels are noise to this model "
@@ -109,6 +113,8 @@ def run_label(job: LabelJob) -> Any:
     from ..output import check_destination
     from ..run_lock import RunLock
 
+    if job.report:
+        _check_report(job)
     if job.engine == "ray":
         return _run_ray(job)
     if job.resume and job.out is None:
@@ -126,6 +132,20 @@ def run_label(job: LabelJob) -> Any:
             print_dry_run(run_input, job.config, job.probe)
             return None
         return _Labelling(job, run_input).run(stack)
+
+
+def _check_report(job: LabelJob) -> None:
+    """--report is refused before anything runs where it could not be written at the end."""
+    from ..output import check_replaceable
+    from ..report_plots import pyplot
+    from .report import report_path
+
+    if job.out is None:
+        raise InputError("--report needs -o OUT: the page is written beside OUT")
+    if job.engine == "ray":
+        raise InputError("--report reads OUT as one file; with --engine ray, join the shards and run icm report")
+    pyplot()  # matplotlib, which draws the plots, is there
+    check_replaceable(report_path(job.out), force=True)  # part of OUT, replaced as its summary is
 
 
 def _run_ray(job: LabelJob) -> Any:
@@ -255,6 +275,8 @@ class _Labelling:
             raise self._stopped(e) from None
         if job.out is not None:
             self._finish(summary)
+            if job.report:
+                self._report()
         if not job.quiet:
             from .label_report import print_summary
 
@@ -318,15 +340,29 @@ class _Labelling:
         return e
 
     def _finish(self, summary: Any) -> None:
-        from ..output import atomic_write_text, summary_path
+        from ..output import atomic_write_text, summary_path, summary_text
 
         out = self.job.out
         assert out is not None
         try:
-            atomic_write_text(summary_path(out), json.dumps(summary.to_json(), indent=2) + "\n")
+            atomic_write_text(summary_path(out), summary_text(summary.to_json()))
         except OSError as e:
             raise OutputError(f"{summary_path(out)}: cannot write ({e.strerror or e}); the labels are in {out}")
         self.checkpoint.remove()
+
+    def _report(self) -> None:
+        from .report import ReportJob, report_path, run_report
+
+        job = self.job
+        assert job.out is not None
+        try:
+            run_report(ReportJob(str(job.out), str(report_path(job.out)), id_field=job.config.task.id_field,
+                                 label_field=job.label_field, confidence_field=job.confidence_field, force=True,
+                                 quiet=job.quiet))
+        except IcmError as e:
+            e.message += f"; the labels are in {job.out}"
+            raise
+        self.log(f"report: {report_path(job.out)}")
 
 
 Log = Callable[[str], None]
