@@ -5,8 +5,9 @@ It reads what a review tool exports as well as what icm reads everywhere else:
 - a Label Studio export in its JSON format (a JSON array of tasks, each with `data` and
   `annotations`; the answer is the `choices` result of the control named by the label field);
 - an Argilla export (a JSON array of records as `Dataset.records.to_json` and `Dataset.to_disk`
-  write them: `id`, `fields`, `responses`; the answer is the submitted responses to the question
-  named by the label field);
+  write them: `id`, `fields`, `responses`; the answer is the responses to the question named by
+  the label field; that export keeps no response status, so a status, where one is given, must be
+  `submitted`);
 - any other JSON array of flat rows (Label Studio's JSON-MIN export among them), and JSONL, CSV or
   Parquet through `labels_io`, as `icm eval` always read gold.
 
