@@ -116,12 +116,10 @@ def label_set_warnings(sets: LabelSets, pred_source: str, gold_source: str) -> l
 
 def eval_command(
     labels: str = typer.Argument(..., help="Predicted labels: a JSONL, CSV or Parquet path, or - for JSONL on stdin."),
-    gold: str = typer.Option(..., "--gold", metavar="PATH", help="Gold labels to compare against: JSONL, CSV, Parquet, "
-                             "- (stdin), or a Label Studio or Argilla export (JSON; tasks nobody labelled are left out)."),
+    gold: str = typer.Option(..., "--gold", metavar="PATH", help="Gold: JSONL, CSV, Parquet, -, or a Label Studio/Argilla export."),
     id_field: str = typer.Option("id", "--id-field", help="Field holding the record id, in both files."),
     label_field: str = typer.Option("label", "--label-field", help="Field holding the predicted label."),
-    gold_field: str = typer.Option("label", "--gold-field", help="Field holding the gold label (in a Label Studio or "
-                                   "Argilla export: the control or question)."),
+    gold_field: str = typer.Option("label", "--gold-field", help="Field (or Label Studio control) of the gold label."),
     label_map: Optional[list[str]] = typer.Option(
         None, "--map", metavar="GOLD=PRED",
         help="Read the gold label GOLD as the predicted label PRED (applied to gold labels only); repeat per "
