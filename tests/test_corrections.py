@@ -99,6 +99,9 @@ def test_json_min_rows_jsonl_and_csv_read_as_rows(tmp_path):
     lines.write_text('{"id": "t1", "label": "Negative"}\n{"id": 2, "label": "positive"}\n', encoding="utf-8")
     got = load_corrections(str(lines))
     assert got.labels == {"t1": "negative", "2": "positive"} and got.places["2"] == f"{lines}:2"
+    as_icm_writes = tmp_path / "labels.json"  # icm label -o x.json writes JSON lines
+    as_icm_writes.write_text('{"id": "t1", "label": "positive"}\n', encoding="utf-8")
+    assert load_corrections(str(as_icm_writes)).format == "rows"
     table = tmp_path / "fix.csv"
     table.write_text("id,verdict\nt1,positive\nt9,neutral\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"fix.csv:3: label 'neutral' \(id 't9'\) is not one of"):

@@ -100,6 +100,15 @@ def test_without_readings_the_queue_is_least_confident_first_and_several_cores_d
     assert [t["data"]["id"] for t in _tasks(tmp_path / "cores.json")] == ["t1", "t0"]
 
 
+def test_another_id_field_is_the_argilla_record_id(tmp_path):
+    rows = [{"uid": 7, "text": "a", "label": "negative", "confidence": 0.6, "icm_source": "core"}]
+    labels = _write(tmp_path / "uid.jsonl", rows)
+    out = tmp_path / "uid.json"
+    result = _export(labels, "-c", TWEETS, "--format", "argilla", "--id-field", "uid", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert _tasks(out)[0]["id"] == "7"
+
+
 def test_the_labelling_config_shows_the_template_fields_and_offers_the_label_words(tmp_path):
     rows = [{"id": "q0s0", "consistency_id": 0, "question": "What is 2 + 2?", "cot": "So 4.", "answer": "4",
              "label": "True", "confidence": 0.7, "icm_source": "core"}]
