@@ -52,7 +52,7 @@ test: install-test
 # `icm export --format label-studio` against a real Label Studio (SQLite, 127.0.0.1): the held-out
 # run's review queue imported with the SDK, read back, annotated and exported again as gold.
 # Label Studio gets a virtual environment of its own: it pins Django, numpy<2.3 (through
-# opencv) and openai<2, which would replace what .venv runs on. About 1 GB, 3 minutes to install
+# opencv) and openai<2, which would replace what .venv runs on. About 1 GB, 2-3 minutes to install
 # on 2 cores (once); the test takes about 3 minutes (a fresh server migrates its database).
 $(LS_VENV)/.installed:
 	python3 -m venv $(LS_VENV)
