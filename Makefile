@@ -53,7 +53,7 @@ test: install-test
 # run's review queue imported with the SDK, read back, annotated and exported again as gold.
 # Label Studio gets a virtual environment of its own: it pins Django, numpy<2.3 (through
 # opencv) and openai<2, which would replace what .venv runs on. About 1 GB, 2-3 minutes to install
-# on 2 cores (once); the test takes about 3 minutes (a fresh server migrates its database).
+# on 2 cores (once); the test takes about 2 minutes (a fresh server migrates its database).
 $(LS_VENV)/.installed:
 	python3 -m venv $(LS_VENV)
 	$(LS_VENV)/bin/python -m pip install -q --upgrade pip
