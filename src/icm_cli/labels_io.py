@@ -27,6 +27,9 @@ class LabelFile:
     labels: dict[str, str]
     confidence: Optional[dict[str, float]] = None
     groups: Optional[dict[str, str]] = None
+    # Where each id's row is ("gold.jsonl:12"), for messages about a label found wrong later
+    # (e.g. a correction outside the config's label set).
+    places: Optional[dict[str, str]] = None
 
 
 def load_labels(
@@ -62,6 +65,7 @@ def labels_of(
     confidence: Optional[dict[str, float]] = {} if present(confidence_field) else None
     groups: Optional[dict[str, str]] = {} if present(group_field) else None
     labels: dict[str, str] = {}
+    places: dict[str, str] = {}
     first_line: dict[str, int] = {}
     for row in dataset.rows:
         for field in (id_field, label_field):
@@ -75,11 +79,12 @@ def labels_of(
         except ValueError as exc:
             raise InputError(f"{where(source, row.line, label_field)}: {exc}") from None
         first_line[item_id] = row.line
+        places[item_id] = where(source, row.line)
         if confidence is not None:
             confidence[item_id] = _confidence(row.fields, source, row.line, confidence_field)
         if groups is not None:
             groups[item_id] = _group(row.fields, source, row.line, group_field)
-    return LabelFile(source, labels, confidence, groups)
+    return LabelFile(source, labels, confidence, groups, places)
 
 
 def row_id(raw: object, at: str, field: str) -> str:

@@ -160,6 +160,33 @@ def atomic_write_text(path: Path, text: str) -> None:
         f.write(text)
 
 
+def atomic_write_texts(files: Sequence[tuple[Path, str]]) -> None:
+    """Several files that belong together (an export and its configuration beside it): each is
+    written whole into its temporary file first, and only then are they renamed into place, so a
+    failure while writing (a full disk) leaves none of them, new or half-written."""
+    written: list[tuple[Path, Path]] = []
+    try:
+        for path, text in files:
+            tmp, fd = _create_temp(path)
+            written.append((tmp, path))
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, path in written:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in written:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+
+
+def json_text(value: Any, indent: Optional[int] = None) -> str:
+    """One JSON document, with the same handling of non-JSON values (dates, bytes, numpy) as rows get."""
+    return json.dumps(value, ensure_ascii=False, default=_json_default, indent=indent) + "\n"
+
+
 def _json_default(value: Any) -> Any:
     # Rows from Parquet or a Hugging Face dataset can hold values JSON has no type for.
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):

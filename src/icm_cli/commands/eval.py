@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..corrections import load_corrections
 from ..errors import EXIT_BELOW_THRESHOLD, InputError
 from ..labels_io import LabelFile, load_labels
 from ..metrics import (
@@ -115,10 +116,10 @@ def label_set_warnings(sets: LabelSets, pred_source: str, gold_source: str) -> l
 
 def eval_command(
     labels: str = typer.Argument(..., help="Predicted labels: a JSONL, CSV or Parquet path, or - for JSONL on stdin."),
-    gold: str = typer.Option(..., "--gold", metavar="PATH", help="Gold labels to compare against: JSONL, CSV, Parquet or - (stdin)."),
+    gold: str = typer.Option(..., "--gold", metavar="PATH", help="Gold: JSONL, CSV, Parquet, -, or a Label Studio/Argilla export."),
     id_field: str = typer.Option("id", "--id-field", help="Field holding the record id, in both files."),
     label_field: str = typer.Option("label", "--label-field", help="Field holding the predicted label."),
-    gold_field: str = typer.Option("label", "--gold-field", help="Field holding the gold label."),
+    gold_field: str = typer.Option("label", "--gold-field", help="Field (or Label Studio control) of the gold label."),
     label_map: Optional[list[str]] = typer.Option(
         None, "--map", metavar="GOLD=PRED",
         help="Read the gold label GOLD as the predicted label PRED (applied to gold labels only); repeat per "
@@ -147,7 +148,7 @@ def eval_command(
     mapping = parse_label_map(label_map or [])
     cutoffs = parse_thresholds(thresholds)
     pred_file = load_labels(labels, id_field, label_field, confidence_field=confidence_field, group_field=SOURCE_FIELD)
-    gold_file = load_labels(gold, id_field, gold_field)
+    gold_file = load_corrections(gold, id_field, gold_field).label_file()
     pred = pred_file.labels
     truth = apply_label_map(gold_file, mapping)
     if pred.keys().isdisjoint(truth.keys()):
