@@ -9,6 +9,7 @@ the same score(). Nothing is read back to the host before the label log-probabil
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -76,17 +77,25 @@ class TreeCalls:
         self.add_logprobs = add_logprobs
         self.shape = ModelShape.of(model.config)
         self.device = next(model.parameters()).device
+        # Where a call's time goes (the GPU benchmark prints it): the host's preparation (walk,
+        # layout, block mask) and the whole call, read back included.
+        self.prepare_s = 0.0
+        self.call_s = 0.0
 
     def score(self, root: Any, out: list[list[float]]) -> None:
+        began = time.perf_counter()
         steps = walk(root, self.store)
         tout = subtree_ends(steps)
         kept: dict[int, Any] = {}  # run steps' state, for later groups of this score()
+        self.prepare_s += time.perf_counter() - began
         for group in split(steps, self.budget):
             self._call(steps, tout, group, kept, out)
+        self.call_s += time.perf_counter() - began
 
     def _call(self, steps: list[TreeStep], tout: np.ndarray, group: list[int], kept: dict[int, Any],
               out: list[list[float]]) -> None:
         torch = self.torch
+        began = time.perf_counter()
         runs = [i for i in group if steps[i].run]
         if not runs:
             return
@@ -131,6 +140,7 @@ class TreeCalls:
                             dtype=dtype, device=self.device)
         kv = torch.cat(states + [fresh], dim=3) if states else fresh
         plan = TreePlan(layout, tout, kv, shape.windows, shape.softcap)
+        self.prepare_s += time.perf_counter() - began
         config = self.model.config
         standard = getattr(config, "_attn_implementation", None) or "sdpa"
         config._attn_implementation = NAME
