@@ -86,6 +86,11 @@ bench: install-test
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -u benchmarks/bench_scoring.py --out bench-results
 
+# On a machine with a CUDA GPU: random weights in the 270M, 4B and 8B shapes (no downloads), every
+# figure in one run (benchmarks/bench_gpu.py; benchmarks/gpu_session.sh adds the GPU tests).
+bench-gpu: install
+	$(PY) -u benchmarks/bench_gpu.py --out bench-results/gpu
+
 # icm's own overhead at scale: 1M and 10M synthetic rows through a stand-in scorer (no model
 # work), rows/s and peak RSS per size, beside the real model's transfer rows/s (~20 min on 2 cores).
 bench-scale: install

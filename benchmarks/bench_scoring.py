@@ -361,18 +361,20 @@ def scaling_part(hf, results: dict, sizes: Sizes) -> None:
     results["scaling"] = rows
 
 
-def attention_part(results: dict, sizes: Sizes, dtype: str) -> None:
+def attention_part(results: dict, sizes: Sizes, dtype: str, backends: Optional[dict] = None) -> None:
     """The CPU's two attention paths side by side: per piece (the default) and the GPU's tree
     (FlexAttention, unfused on a CPU): the same search, tokens/s and labels."""
     print("\n== attention: pieces (the CPU default) vs tree (the GPU path) on this CPU, same search", flush=True)
     out = {}
     for path in ("pieces", "tree"):
-        backend = load_backend(BackendConfig(dtype=dtype, hf=HFOptions(attention=path)))
+        given = (backends or {}).get(path)
+        backend = given or load_backend(BackendConfig(dtype=dtype, hf=HFOptions(attention=path)))
         f = search(backend, tweets(min(sizes.search_texts, 16), seed=1), min(sizes.iterations, 20), seed=0)
         out[path] = f
         print(f"  {path:7s} {f.tokens:>8,} tokens in {f.seconds:6.1f} s = {f.rate:8,.0f} tokens/s", flush=True)
-        del backend
-        gc.collect()
+        if given is None:
+            del backend
+            gc.collect()
     results["attention"] = {p: {"tokens_per_s": round(f.rate), "seconds": round(f.seconds, 2)} for p, f in out.items()}
     results["attention"]["labels_identical"] = out["pieces"].labels == out["tree"].labels
     results["attention"]["tree_vs_pieces"] = round(out["tree"].rate / out["pieces"].rate, 3)
@@ -382,13 +384,15 @@ PARTS = "engine,transfer,vllm,demo"
 
 
 def run_parts(parts: set[str], sizes: Sizes, dtype: str = "auto", server_url: Optional[str] = None,
-              server_model: str = "gemma-3-270m", vllm_engine=None) -> dict:
-    """The chosen parts in one process, in the order their ratios need; returns the figures."""
+              server_model: str = "gemma-3-270m", vllm_engine=None, backends: Optional[dict] = None) -> dict:
+    """The chosen parts in one process, in the order their ratios need; returns the figures.
+    `backends`: hf backends already loaded ("pieces", "tree"; the tests'), used instead of new ones."""
     results: dict = {"cpu": cpu_description(), "fast_bf16": cpu_has_fast_bf16()}
     print(f"cpu: {results['cpu']}", flush=True)
+    given = (backends or {}).get("pieces")
     hf = None
     if parts & {"engine", "transfer", "scaling"}:
-        hf = load_backend(BackendConfig(dtype=dtype))
+        hf = given or load_backend(BackendConfig(dtype=dtype))
         results["model"] = hf.model_name
         import torch
 
@@ -403,12 +407,13 @@ def run_parts(parts: set[str], sizes: Sizes, dtype: str = "auto", server_url: Op
     if "scaling" in parts:
         scaling_part(hf, results, sizes)
     if "reference" in parts:
-        reference_part(results, sizes)
-    if hf is not None:
+        exact = given if given is not None and str(given.model.dtype) == "torch.float32" else None
+        reference_part(results, sizes, exact)
+    if hf is not None and given is None:
         del hf
         gc.collect()
     if "attention" in parts:
-        attention_part(results, sizes, dtype)
+        attention_part(results, sizes, dtype, backends)
     if "server" in parts:
         server_part(results, server_url, server_model, sizes)
     if "vllm" in parts:
