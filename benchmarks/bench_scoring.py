@@ -74,10 +74,14 @@ class Sizes:
     server_rows: int = 128
     demo_file: str = "examples/tweets-64.jsonl"
     demo_backends: tuple[str, ...] = ("hf", "vllm")
+    demo_args: tuple[str, ...] = ()
+    prefill: tuple[int, int] = (8, 256)
 
 
-SMOKE = Sizes(search_texts=8, iterations=3, core=4, transfer_rows=8, reference_n=6, reference_iterations=2,
-              scaling=(8,), server_rows=4, demo_file="examples/tweets-16.jsonl", demo_backends=("hf",))
+SMOKE = Sizes(search_texts=6, iterations=2, core=4, transfer_rows=8, reference_n=4, reference_iterations=2,
+              scaling=(6,), server_rows=4, demo_file="examples/tweets-16.jsonl", demo_backends=("hf",),
+              demo_args=("--set", "search.iterations=3", "--set", "core.max_tokens=200", "--no-check"),
+              prefill=(2, 64))
 
 
 def cpu_description() -> str:
@@ -203,8 +207,9 @@ def transfer_rate(backend, core: list[str], rows: list[str]) -> dict:
             "tokens": tokens, "tokens_per_s": round(tokens / seconds)}
 
 
-def engine_part(hf, results: dict, sizes: Sizes, prefill: tuple[int, int] = (8, 256)) -> None:
+def engine_part(hf, results: dict, sizes: Sizes, prefill: Optional[tuple[int, int]] = None) -> None:
     print("\n== engine: raw batched prefill vs an ICM search, same backend", flush=True)
+    prefill = prefill or sizes.prefill
     raw = raw_prefill(hf, *prefill, repeats=3)
     texts = tweets(sizes.search_texts, seed=1)
     figures = search(hf, texts, sizes.iterations, seed=0)
@@ -305,7 +310,8 @@ def demo_part(results: dict, sizes: Sizes) -> None:
         target = Path("/tmp") / f"icm-bench-demo-{name}-{os.getpid()}.jsonl"
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "icm_cli.cli", "label", sizes.demo_file, "-c", DEMO_CONFIGS[name],
-                               "-o", str(target), "--force", "--quiet"], cwd=ROOT, capture_output=True, text=True)
+                               "-o", str(target), "--force", "--quiet", *sizes.demo_args], cwd=ROOT,
+                              capture_output=True, text=True)
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
             raise RuntimeError(f"demo on {name} failed: {proc.stderr.strip()[-300:]}")
@@ -401,7 +407,7 @@ def run_parts(parts: set[str], sizes: Sizes, dtype: str = "auto", server_url: Op
         engine_part(hf, results, sizes)
     if "transfer" in parts:
         if "raw_prefill_tokens_per_s" not in results:
-            results["raw_prefill_tokens_per_s"] = round(raw_prefill(hf))
+            results["raw_prefill_tokens_per_s"] = round(raw_prefill(hf, *sizes.prefill))
         print("\n== transfer: rows labelled after one shared core prefix", flush=True)
         transfer_part(hf, results, "transfer", sizes)
     if "scaling" in parts:

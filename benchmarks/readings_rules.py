@@ -173,6 +173,27 @@ def score(s: Study, readings: list[list[float]]) -> tuple[float, list[float], li
     return acc, recall, shares
 
 
+def spread(readings: Sequence[Sequence[float]]) -> float:
+    """How far readings vary across rows: the root mean over labels of each label's variance."""
+    labels = len(readings[0])
+    total = 0.0
+    for y in range(labels):
+        col = [r[y] for r in readings]
+        m = sum(col) / len(col)
+        total += sum((v - m) ** 2 for v in col) / len(col)
+    return math.sqrt(total / labels)
+
+
+def content(s: Study, c: int) -> float:
+    """Reading c's spread on the sample's rows over its spread on their letters shuffled."""
+    where = {i: k for k, i in enumerate(s.d["ids"])}
+    rows = [s.centred[c][where[i]] for i in s.d["scrambled_ids"]]
+    mixed_raw = [r[c] for r in s.d["scrambled"]]
+    centre = [sum(s.raw[i][c][y] for i in s.sample) / len(s.sample) for y in range(len(s.labels))]
+    mixed = [log_softmax([v - m for v, m in zip(r, centre)]) for r in mixed_raw]
+    return spread(rows) / max(spread(mixed), 1e-9)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("studies", nargs="+", type=Path)
@@ -209,7 +230,9 @@ def main() -> None:
             rows.append(" ".join(f"{kappa(readings[a], readings[b], s.check):5.2f}" for b in range(len(readings))))
         accs = [score(s, r)[0] for r in readings]
         costs = [f"{c['tokens'] // 1000}k/{c['seconds']:.0f}s" for c in s.cores]
+        contents = [content(s, c) for c in range(len(readings))]
         print(f"  seed {s.seed}: accuracies {' '.join(f'{n}={a:.3f}' for n, a in zip(names, accs))}; search cost {costs}")
+        print(f"    content ratio {' '.join(f'{n}={c:.2f}' for n, c in zip(names, contents))}")
         for n, r in zip(names, rows):
             print(f"    {n:6s} {r}")
 

@@ -17,9 +17,10 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "foundation": ("errors", "version", "prompts", "agreement", "metrics", "config", "overrides"),
     "data": ("sources", "row_index", "data", "labels_io", "corrections", "output", "run_lock"),
     "backends": ("backends.*",),
-    "icm": ("search", "search_trace", "consistency", "scoring", "tasks", "cores", "core_labels", "transfer"),
+    "icm": ("search", "search_trace", "consistency", "scoring", "tasks", "cores", "core_labels", "transfer",
+            "class_prior"),
     "run": ("runner", "checkpoint", "signal_check", "zero_shot_rule", "dry_run", "compare", "export", "starter",
-            "ray_engine", "report_data", "report_plots", "report_html", "review_export", "label_studio_export",
+            "ray_engine", "class_shares", "report_data", "report_plots", "report_html", "review_export", "label_studio_export",
             "argilla_export", "hub_push"),
     "commands": ("commands.*", "cli", "typer_app", "stdout_pipe"),
 }

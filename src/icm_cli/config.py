@@ -105,6 +105,11 @@ class TransferConfig:
     # many-shot reading departs from zero-shot on a sample (zero_shot_rule.py; measured on held-out
     # tweets, README), on always, off never (the paper's many-shot reading alone).
     zero_shot: Literal["auto", "on", "off"] = "auto"
+    # The data's class shares, estimated without gold on a sample (EM over the calibrated
+    # readings, class_prior.py), added to every label's reading: batch calibration alone reads
+    # every class as equally common and over-predicts a rare one. auto: on with more than two
+    # labels (class_shares.py says why); on; off. The shares are reported either way.
+    class_prior: Literal["auto", "on", "off"] = "auto"
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ class Shipped:
     # ray.gpus_per_actor > 0 and the driver computed on another kind of device (a head node with
     # no GPU): actors must load the same weights, and run them in their own device's dtype.
     devices_differ: bool = False
+    prior: Optional[tuple[float, ...]] = None  # the class shares every reading takes (class_shares.py)
 
 
 def is_remote(data: str) -> bool:
@@ -235,6 +236,10 @@ class ShardLabeller:
         self.shape = TaskShape(config.task)
         self.transfer = Transfer(self.shape, shipped.contexts, self.backend, config.task.label_prefix,
                                  config.task.separator, shipped.zero_shot)
+        if shipped.prior is not None:
+            from .class_prior import ClassPrior
+
+            self.transfer.prior = ClassPrior(shipped.prior, 0)
         self.out = Path(shipped.out_dir)
 
     def __call__(self, batch: Any) -> dict[str, list[Any]]:
@@ -438,7 +443,8 @@ class RayRun:
         backend.close()  # the actors build their own; the driver's is not needed any more
         shipped = Shipped(config, transfer.contexts[:transfer.cores], len(transfer.contexts) > transfer.cores,
                           centres, skip, fixed, self.label_field,
-                          self.confidence_field, str(self.out.resolve()), self.kind, identity, threads, differ)
+                          self.confidence_field, str(self.out.resolve()), self.kind, identity, threads, differ,
+                          transfer.prior.shares if transfer.prior is not None else None)
         ray = start_ray(self.config, self.quiet)
         self.log(f"ray: labelling the rows outside the core on {self.config.ray.actors} actor(s) "
                  f"({len(skip):,} rows already labelled)")

@@ -114,6 +114,9 @@ class RunSummary:
     check_s: float = 0.0  # the signal check
     wall_time_s: float = 0.0
     signal: Optional[dict] = None  # the signal check's verdict and figures
+    # The data's class shares estimated without gold, whether the labels take them, the labels'
+    # own shares and a warning for a class collapsed or inflated against the estimate.
+    class_shares: Optional[dict] = None
     # For `icm report`: each core's search over its iterations (search_trace.CoreTrace; thinned,
     # and from the resumed iteration on for a resumed run), and the signal check's sample as
     # read many-shot and zero-shot (signal_check.ReadingSample).
@@ -266,6 +269,7 @@ class Run:
         self.check_sample: list[int] = []  # example ids the signal check reads again
         self.zero_shot_readings: dict[int, list[float]] = {}  # the sample's, read by zero_shot_rule
         self.check_tokens = 0
+        self.shares: Optional[Any] = None  # class_shares.SharesReport, where estimated
         self.transfer_tokens = self._transfer_estimate()
         self.traces: list[CoreTrace] = []  # the searches this process watched
 
@@ -309,7 +313,8 @@ class Run:
 
         mode = self.config.transfer.zero_shot
         searched = bool(self.plan.cores) and self.core_labeller is None
-        if not (self.config.check.signal or (searched and mode != "off")):
+        shares = centres is not None and self.to_transfer > 0
+        if not (self.config.check.signal or (searched and mode != "off") or shares):
             return centres
         self.check_sample = sample_ids(self, centres, self.config.search.seed)
         transfer.keep = set(self.check_sample)
@@ -317,6 +322,11 @@ class Run:
             choice, centres = choose(self, transfer, centres, self.check_sample, mode)
             s = self.summary
             s.zero_shot_averaged, s.zero_shot_kappa, s.zero_shot_rule = choice.averaged, choice.kappa, choice.reason
+        if shares and self.check_sample:
+            from .class_shares import estimate_and_apply
+
+            self.shares = estimate_and_apply(self, transfer, centres, self.check_sample,
+                                             self.config.transfer.class_prior)
         return centres
 
     def check(self, transfer: Transfer, centres: Optional[list[list[float]]]) -> None:
@@ -439,6 +449,10 @@ class Run:
     def finish(self) -> RunSummary:
         s, e = self.summary, self.emitter
         s.label_counts = dict(e.label_counts)
+        if self.shares is not None:
+            from .class_shares import finish as shares_finish
+
+            s.class_shares = shares_finish(self.shares, s.label_counts, self.shape.label_words).to_json()
         s.search_trace = [dataclasses.asdict(t.thinned()) for t in self.traces if t.iteration]
         s.core_rows = e.core_rows
         s.transfer_rows = e.next - e.core_rows

@@ -211,10 +211,9 @@ def _transferred(run: Any, transfer: Any, centres: Optional[list[list[float]]], 
         """The many-shot reading (the cores' contexts) and the run's labels (every context)."""
         many, labels = [], []
         for scores in transfer.raw(list(items)):
-            per_context = [log_softmax([v - m for v, m in zip(s, centres[c])] if centres else s)
-                           for c, s in enumerate(scores)]
+            per_context, combined = transfer.readings(scores, centres)
             many.append(_mean(per_context[:cores]))
-            labels.append(argmax(_mean(per_context)))
+            labels.append(argmax(combined))
         return many, labels
 
     mine, labels = in_context(examples)

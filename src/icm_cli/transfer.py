@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from .backends.base import Backend, ScoreRequest
+from .class_prior import ClassPrior, estimate
 from .consistency import repair
 from .row_index import RowIndex
 from .scoring import PromptSet, layout, log_softmax
@@ -112,6 +113,9 @@ class Transfer:
         self.continuations = tuple(label_prefix + w for w in shape.label_words)
         self._raw: dict[int, list[list[float]]] = {}  # example id -> per context; the calibration sample's
         self.keep: set[int] = set()  # ids whose scores are kept when a chunk reads them (the signal check's)
+        # The data's class shares as estimated on a sample (class_prior.py), added to every
+        # combined reading; None: labels follow the centred readings (equal shares).
+        self.prior: Optional[ClassPrior] = None
 
     def raw(self, examples: Sequence[tuple[int, Example]], keep: bool = False) -> list[list[list[float]]]:
         """Per example, per context, the label log-probabilities after that context."""
@@ -151,14 +155,28 @@ class Transfer:
             for c in range(len(self.contexts))
         ]
 
+    def readings(self, scores: Sequence[Sequence[float]], centres: Optional[list[list[float]]],
+                 with_prior: bool = True) -> tuple[list[list[float]], list[float]]:
+        """One example's readings (per context, centred and normalised) and their combination:
+        the mean, with the class prior added."""
+        per_context = [log_softmax([v - m for v, m in zip(s, centres[c])] if centres else list(s))
+                       for c, s in enumerate(scores)]
+        combined = log_softmax([sum(col) / len(col) for col in zip(*per_context)])
+        if with_prior and self.prior is not None:
+            combined = self.prior.apply(combined)
+        return per_context, combined
+
+    def estimate_prior(self, sample: Sequence[tuple[int, Example]], centres: Optional[list[list[float]]]) -> ClassPrior:
+        """The class shares under which the sample's combined readings are self-consistent."""
+        return estimate([self.readings(s, centres, with_prior=False)[1] for s in self.raw(list(sample))])
+
     def label(self, chunk: ChunkRows, centres: Optional[list[list[float]]]) -> TransferChunk:
         per_context: list[list[list[float]]] = []  # example -> context -> normalised log-probs
+        combined: list[list[float]] = []
         for scores in self.raw(chunk.targets):
-            per_context.append([
-                log_softmax([v - m for v, m in zip(s, centres[c])] if centres else s)
-                for c, s in enumerate(scores)
-            ])
-        combined = [log_softmax([sum(col) / len(col) for col in zip(*ctx)]) for ctx in per_context]
+            each, both = self.readings(scores, centres)
+            per_context.append(each)
+            combined.append(both)
         labels = self._consistent(chunk, combined)
         cores = max(1, self.cores)
         agreement = tuple(
