@@ -20,7 +20,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "backends": ("backends.*",),
     "icm": ("search", "search_trace", "consistency", "scoring", "tasks", "cores", "core_labels", "transfer"),
     "run": ("runner", "checkpoint", "signal_check", "zero_shot_rule", "dry_run", "compare", "export", "starter",
-            "ray_engine", "report_data", "report_plots", "report_html", "review_export", "label_studio_export",
+            "ray_engine", "label_job", "ray_labelling", "report_data", "report_plots", "report_html", "review_export", "label_studio_export",
             "argilla_export", "hub_push"),
     "commands": ("commands.*", "cli", "typer_app", "stdout_pipe"),
 }
