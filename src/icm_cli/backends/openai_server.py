@@ -18,7 +18,7 @@ when the server supports it (llama.cpp's server does not), else top-k. The token
 which echoes too but reads max_tokens 0 as "until the context is full", so it is sent 1).
 
 score() sends its requests concurrently, up to `concurrency` in flight, spread over the replicas
-(openai_transport.py: httpx, replica choice, retries and failover); results come back in
+(openai_transport.py: httpx and failover; openai_retry.py: replica choice and retries); results come back in
 request order, so scores do not depend on which replica answered or when. The API
 key is read from the environment variable named in the config, sent as a Bearer header and never
 put in messages, reprs or outputs.
@@ -41,7 +41,9 @@ from ..errors import BackendError, InputError
 from .base import BackendStats, ScoreRequest
 from .openai_logprobs import Malformed, NoEcho, echo_logprob, parse_logprobs, topk_candidates, topk_logprob
 from .openai_tokenizer import ServerTokenizer
-from .openai_transport import Rejected, RetriesExhausted, Secret, ServerUnreachable, Transport, sent_in_clear
+from .openai_key import Secret, sent_in_clear
+from .openai_retry import Rejected, RetriesExhausted, ServerUnreachable
+from .openai_transport import Transport
 
 if TYPE_CHECKING:
     import httpx
