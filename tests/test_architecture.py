@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "icm_cli"
 FLOORS: dict[str, tuple[str, ...]] = {
     "foundation": ("errors", "version", "prompts", "agreement", "metrics", "config", "config_sections",
                    "backend_options", "config_reading", "config_values", "overrides"),
-    "data": ("sources", "row_index", "data", "labels_io", "corrections", "output", "run_lock"),
+    "data": ("sources", "source_base", "jsonl_source", "arrow_source", "row_index", "data", "labels_io", "corrections", "output", "run_lock"),
     "backends": ("backends.*",),
     "icm": ("search", "search_trace", "consistency", "scoring", "tasks", "cores", "core_labels", "transfer"),
     "run": ("runner", "checkpoint", "signal_check", "zero_shot_rule", "dry_run", "compare", "export", "starter",
