@@ -16,12 +16,13 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "icm_cli"
 FLOORS: dict[str, tuple[str, ...]] = {
     "foundation": ("errors", "version", "prompts", "agreement", "metrics", "config", "config_sections",
                    "backend_options", "config_reading", "config_values", "overrides"),
-    "data": ("sources", "source_base", "jsonl_source", "arrow_source", "row_index", "data", "labels_io", "corrections", "output", "run_lock"),
+    "data": ("sources", "source_base", "jsonl_source", "arrow_source", "row_index", "data", "labels_io",
+             "corrections", "output", "atomic_files", "json_out", "run_lock"),
     "backends": ("backends.*",),
     "icm": ("search", "search_trace", "consistency", "scoring", "tasks", "cores", "core_labels", "transfer"),
     "run": ("runner", "checkpoint", "signal_check", "zero_shot_rule", "dry_run", "compare", "export", "starter",
-            "ray_engine", "label_job", "ray_labelling", "report_data", "report_plots", "report_html", "review_export", "label_studio_export",
-            "argilla_export", "hub_push"),
+            "ray_engine", "label_job", "ray_labelling", "report_data", "report_plots", "report_html", "review_export",
+            "label_studio_export", "argilla_export", "hub_push"),
     "commands": ("commands.*", "cli", "typer_app", "stdout_pipe"),
 }
 
