@@ -21,8 +21,8 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "backends": ("backends.*",),
     "icm": ("search", "search_trace", "consistency", "scoring", "tasks", "cores", "core_labels", "transfer"),
     "run": ("runner", "checkpoint", "signal_check", "zero_shot_rule", "dry_run", "compare", "export", "starter",
-            "ray_engine", "label_job", "ray_labelling", "report_data", "report_plots", "report_html", "review_export",
-            "label_studio_export", "argilla_export", "hub_push"),
+            "ray_engine", "ray_input", "ray_shards", "ray_actors", "label_job", "ray_labelling", "report_data",
+            "report_plots", "report_html", "review_export", "label_studio_export", "argilla_export", "hub_push"),
     "commands": ("commands.*", "cli", "typer_app", "stdout_pipe"),
 }
 

@@ -34,7 +34,8 @@ class Terminal:
 
 def run_ray(job: LabelJob, terminal: Terminal) -> Any:
     """`--engine ray`: OUT is a directory of shards; a re-run of the same command continues."""
-    from .ray_engine import RayRun, check_out_dir
+    from .ray_engine import RayRun
+    from .ray_shards import check_out_dir
     from .run_lock import RunLock
 
     if job.out is None:
@@ -67,7 +68,7 @@ class RayLabelling:
     def run(self, stack: contextlib.ExitStack) -> Any:
         from .backends import loading
         from .checkpoint import Checkpoint
-        from .ray_engine import CHECKPOINT
+        from .ray_shards import CHECKPOINT
 
         job = self.job
         assert job.out is not None
