@@ -313,8 +313,13 @@ class Run:
 
         mode = self.config.transfer.zero_shot
         searched = bool(self.plan.cores) and self.core_labeller is None
-        shares = centres is not None and self.to_transfer > 0
-        if not (self.config.check.signal or (searched and mode != "off") or shares):
+        from .class_shares import decide
+
+        sampled = self.config.check.signal or (searched and mode != "off")
+        # Shares that only go into the summary are estimated where the sample is read anyway.
+        applied = decide(self.config.transfer.class_prior, len(self.shape.label_words))[0]
+        shares = centres is not None and self.to_transfer > 0 and (sampled or applied)
+        if not (sampled or shares):
             return centres
         self.check_sample = sample_ids(self, centres, self.config.search.seed)
         transfer.keep = set(self.check_sample)

@@ -18,40 +18,37 @@ when the server supports it (llama.cpp's server does not), else top-k. The token
 which echoes too but reads max_tokens 0 as "until the context is full", so it is sent 1).
 
 score() sends its requests concurrently, up to `concurrency` in flight, spread over the replicas
-(openai_transport.py: httpx, replica choice, retries and failover); results come back in
+(openai_transport.py: httpx and failover; openai_retry.py: replica choice and retries); results come back in
 request order, so scores do not depend on which replica answered or when. The API
 key is read from the environment variable named in the config, sent as a Bearer header and never
 put in messages, reprs or outputs.
 
-Parsing the log-probs is openai_logprobs.py; finding the server's tokenizer, openai_tokenizer.py.
+Parsing the log-probs is openai_logprobs.py; finding the server's tokenizer, openai_tokenizer.py;
+choosing echo or top-k, a request's body and reading its answer, openai_completions.py.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import threading
 import urllib.parse
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, TypeVar, Union
 
 from ..config import BackendConfig
 from ..errors import BackendError, InputError
 from .base import BackendStats, ScoreRequest
-from .openai_logprobs import Malformed, NoEcho, echo_logprob, parse_logprobs, topk_candidates, topk_logprob
+from .openai_completions import Completions, Slot
+from .openai_key import Secret, sent_in_clear
+from .openai_retry import Rejected, RetriesExhausted, ServerUnreachable
 from .openai_tokenizer import ServerTokenizer
-from .openai_transport import Rejected, RetriesExhausted, Secret, ServerUnreachable, Transport, sent_in_clear
+from .openai_transport import Transport
 
 if TYPE_CHECKING:
     import httpx
 
 DEFAULT_CONTEXT = 4096
-# Servers name "the prompt does not fit" in many ways (vLLM, SGLang, llama.cpp, OpenAI).
-_CONTEXT_RE = re.compile(
-    r"context (length|size|window)|max_model_len|maximum (model|context) length|n_ctx|too long|exceeds? the",
-    re.IGNORECASE,
-)
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -65,13 +62,6 @@ class OpenAIStats(BackendStats):
 
 def _estimate(text: str) -> int:
     return max(1, round(len(text) / 4)) if text else 0
-
-
-class _EchoUnsupported(BackendError):
-    pass
-
-
-Slot = tuple[int, int, str]  # (request index, continuation index, continuation text)
 
 
 class OpenAIBackend:
@@ -106,7 +96,6 @@ class OpenAIBackend:
         self.top_logprobs = top_logprobs
         self.prompts_per_request = prompts_per_request
         self.log = log
-        self._key_env = api_key_env
         self._context_from_config = max_context is not None
         self._http = Transport(
             self.base_urls, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s, concurrency=concurrency,
@@ -116,12 +105,13 @@ class OpenAIBackend:
         if exposed:  # a warning, not an error: a private network may be trusted, which only the user knows
             log(f"openai backend: warning: the API key goes unencrypted (plain http://) to {', '.join(exposed)}; "
                 f"use https:// for a server beyond this machine")
-        self._tokens = ServerTokenizer(self._http, lambda: self.model_name, lambda e: self._rejection(e, echo=False), log)
+        self._tokens = ServerTokenizer(self._http, lambda: self.model_name,
+                                       lambda e: self._completions.rejection(e, echo=False), log)
+        self._completions = Completions(self._http, lambda: self.model_name, self._tokens, self.echo, top_logprobs,
+                                        api_key_env, log)
         self.concurrency = concurrency
         self._pool: Optional[ThreadPoolExecutor] = None
         self._lock = threading.Lock()
-        self._mode: Optional[str] = None  # "echo" or "topk", fixed on the first score()
-        self._echo_max_tokens = 0  # raised to 1 if the server refuses 0
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model_name!r}, base_urls={self.base_urls!r})"
@@ -139,26 +129,6 @@ class OpenAIBackend:
         with self._lock:
             self.stats.retries += 1
 
-    def _rejection(self, e: Rejected, echo: bool) -> Exception:
-        """A 4xx or 501 answer as the error the user can act on."""
-        if _CONTEXT_RE.search(e.message):
-            return InputError(
-                f"{e.url}: the prompt does not fit {self.model_name}'s context ({e.message}); lower core.max_tokens"
-            )
-        if echo and re.search(r"echo|logprob", e.message, re.IGNORECASE):
-            return _EchoUnsupported(f"{e.url}: the server does not return prompt log-probs (echo): {e.message}")
-        if e.status in (401, 403):
-            where = f"the key in ${self._key_env}" if self._key_env else "backend.api_key_env (no key was sent)"
-            return BackendError(f"{e.url}: HTTP {e.status}, credentials refused ({e.message}); check {where}")
-        if e.status == 404:
-            return BackendError(
-                f"{e.url}: HTTP 404 ({e.message}); check backend.base_urls (they end in /v1) and backend.model"
-            )
-        if e.status == 501:
-            return BackendError(f"{e.url}: HTTP 501, not implemented by this server ({e.message})")
-        if not echo and "logprob" in e.message.lower():
-            return BackendError(f"{e.url}: HTTP {e.status} ({e.message}); lower backend.top_logprobs")
-        return BackendError(f"{e.url}: HTTP {e.status} ({e.message})")
 
     # ---- start-up --------------------------------------------------------------------------
 
@@ -209,7 +179,7 @@ class OpenAIBackend:
         if any(not c for r in requests for c in r.continuations):
             raise InputError("a label continuation is empty")
         estimates = self._check_context(requests)
-        mode = self._resolve_mode(requests)
+        mode = self._completions.resolve_mode(requests)
         jobs: list[tuple[str, list[Slot]]] = []
         for i, r in enumerate(requests):
             prompt = "".join(r.segments)
@@ -219,7 +189,7 @@ class OpenAIBackend:
                 jobs.append((prompt, [(i, k, c) for k, c in enumerate(r.continuations)]))
         size = self.prompts_per_request
         chunks = [jobs[s : s + size] for s in range(0, len(jobs), size)]
-        results = self._map(lambda chunk: self._run(chunk, mode), chunks)
+        results = self._map(lambda chunk: self._completions.run(chunk, mode), chunks)
         out = [[0.0] * len(r.continuations) for r in requests]
         self.stats.requests += len(requests)
         reads = floors = 0
@@ -268,112 +238,6 @@ class OpenAIBackend:
                 f"for {self.model_name} (backend.max_context); lower core.max_tokens"
             )
         return estimates
-
-    def _resolve_mode(self, requests: Sequence[ScoreRequest]) -> str:
-        if self._mode is not None:
-            return self._mode
-        first = requests[0]
-        context = first.segments[-1] if first.segments else ""
-        labels = list(dict.fromkeys(c for r in requests for c in r.continuations))
-        lengths = self._tokens.label_lengths(context, labels)
-        multi = [(c, n) for c, n in zip(labels, lengths or []) if n != 1]
-        need_echo = (
-            f"label {multi[0][0]!r} is {multi[0][1]} tokens for {self.model_name}, and without echo only one "
-            f"token is read" if multi else ""
-        )
-        if self.echo is False:
-            if multi:
-                raise InputError(f"{need_echo}: set backend.echo: true")
-            if lengths is None:
-                self.log("openai backend: no tokenize endpoint, so labels are assumed to be one token each (echo: false)")
-            mode = "topk"
-        elif self.echo == "auto" and lengths is not None and not multi:
-            mode = "topk"
-            self.log("openai backend: every label is one token; reading them from the top-k next tokens (echo: auto)")
-        else:
-            reason = self._probe_echo(context + labels[0], labels[0])
-            if reason is None:
-                mode = "echo"
-            elif self.echo is True:
-                raise BackendError(f"{reason}; set backend.echo: auto or false")
-            elif multi:
-                raise InputError(f"{need_echo}, but {reason}; use one-token labels")
-            else:
-                mode = "topk"
-                self.log(f"openai backend: no echo ({reason}); reading labels from the top-k next tokens")
-        self._mode = mode
-        return mode
-
-    def _probe_echo(self, prompt: str, label: str) -> Optional[str]:
-        """None if the server echoes prompt log-probs, else why not. Other failures propagate."""
-        try:
-            url, choices, max_tokens, _ = self._complete([prompt], echo=True)
-        except _EchoUnsupported as e:
-            return e.message
-        try:
-            echo_logprob(parse_logprobs(choices[0].get("logprobs")), label, max_tokens)
-        except NoEcho as e:
-            return f"{url}: the response has no prompt log-probs ({e})"
-        except Malformed as e:
-            raise BackendError(f"{url}: malformed response ({e})") from None
-        return None
-
-    def _complete(self, prompts: list[str], echo: bool) -> tuple[str, list[dict[str, Any]], int, Any]:
-        """POST /completions; the choices in prompt order, the max_tokens used, and usage."""
-        payload: dict[str, Any] = {
-            "model": self.model_name,
-            "prompt": prompts[0] if len(prompts) == 1 else prompts,
-            "temperature": 0.0,
-        }
-        if echo:
-            if self._tokens.style == "llamacpp-python":
-                # That server reads max_tokens 0 as "until the context is full": echo asks for one token.
-                self._echo_max_tokens = max(self._echo_max_tokens, 1)
-            payload.update(echo=True, logprobs=1, max_tokens=self._echo_max_tokens)
-        else:
-            payload.update(max_tokens=1, logprobs=self.top_logprobs)
-        while True:
-            try:
-                url, data = self._http.request(lambda base: base + "/completions", payload)
-                break
-            except Rejected as e:
-                if (echo and payload["max_tokens"] == 0 and not _CONTEXT_RE.search(e.message)
-                        and re.search(r"max_tokens|max tokens|n_predict", e.message, re.IGNORECASE)):
-                    # Some servers want at least one new token; the one it adds is skipped when reading.
-                    self._echo_max_tokens = payload["max_tokens"] = 1
-                    continue
-                raise self._rejection(e, echo) from None
-        choices = data.get("choices")
-        if not isinstance(choices, list) or len(choices) != len(prompts) or not all(isinstance(c, dict) for c in choices):
-            raise BackendError(f"{url}: malformed response (expected {len(prompts)} choice(s))")
-        indices = [c.get("index") for c in choices]
-        if all(isinstance(k, int) for k in indices) and sorted(indices) == list(range(len(prompts))):
-            choices = sorted(choices, key=lambda c: c["index"])
-        return url, choices, int(payload["max_tokens"]), data.get("usage")
-
-    def _run(self, chunk: list[tuple[str, list[Slot]]], mode: str) -> tuple[list[tuple[int, int, float, bool]], Optional[int], Optional[int]]:
-        url, choices, max_tokens, usage = self._complete([prompt for prompt, _ in chunk], echo=mode == "echo")
-        values: list[tuple[int, int, float, bool]] = []
-        try:
-            for (_, slots), choice in zip(chunk, choices):
-                lp = parse_logprobs(choice.get("logprobs"))
-                if mode == "echo":
-                    ((i, k, c),) = slots
-                    values.append((i, k, echo_logprob(lp, c, max_tokens), False))
-                    continue
-                top = topk_candidates(lp, self.top_logprobs)
-                for i, k, c in slots:
-                    value, floored = topk_logprob(top, c)
-                    values.append((i, k, value, floored))
-        except Malformed as e:
-            raise BackendError(f"{url}: malformed response ({e})") from None
-        prompt_tokens = cached = None
-        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-            prompt_tokens = usage["prompt_tokens"]
-            details = usage.get("prompt_tokens_details")
-            if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
-                cached = details["cached_tokens"]
-        return values, prompt_tokens, cached
 
     def _map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """fn over items, `concurrency` at a time (the transport spreads them over the replicas).

@@ -1,18 +1,14 @@
 """JSON over HTTP to a set of OpenAI-compatible replicas: one httpx client, replica choice, retries.
 
 httpx keeps the keep-alive connections (one pool for every request). What is ours is a deadline
-per attempt, spreading requests over the replicas and riding out their failures:
-a failed attempt (5xx, timeout, refused or dropped connection) is tried again on another
-replica after an exponential backoff with jitter, and the replica that failed rests for a
-moment. A 429 is retried the same way, after at least its Retry-After, but it is the server
-pacing us, not failing: it does not spend `retries` (see THROTTLE_BUDGET_S). What no other
-attempt can change fails at once: a 4xx or 501 answer, a TLS certificate that does not verify.
+per attempt, spreading requests over the replicas and riding out their failures: what is tried
+again, on which replica and after how long is openai_retry.py's to say.
 httpx's own transport retries stay off: they would retry a dead replica in place instead of
 moving on, double the connect timeout against an unreachable host, and go uncounted in the
 stats.
 
-The API key is held in a `Secret` and sent only as the Authorization header of each request;
-server text that goes into an error is scrubbed of it.
+The API key is held in a `Secret` (openai_key.py) and sent only as the Authorization header of
+each request; server text that goes into an error is scrubbed of it.
 
 The requests run as asyncio tasks of an httpx.AsyncClient, on an event loop in a daemon thread
 of their own; `request()` is the blocking face the rest of the backend calls from any thread.
@@ -29,112 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import datetime
-import email.utils
-import ipaddress
-import itertools
 import json
-import math
-import random
 import ssl
 import threading
-import time
-import urllib.parse
-from contextlib import contextmanager, suppress
-from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar, Union
+from contextlib import suppress
+from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
 import httpx
 
 from ..errors import BackendError
-
-_TRANSIENT_STATUS = {408, 429}  # plus every 5xx
-# 429s do not count against `retries` (throttling slows a run, it should not fail it), so they
-# need a bound of their own: the time one request may spend waiting them out, in all. Ten
-# minutes rides out per-minute rate limits many times over; a server that still throttles after
-# that, or asks for a longer wait in one Retry-After, fails the request with a message saying so.
-THROTTLE_BUDGET_S = 600.0
-_jitter = random.Random()
-
-
-class Secret:
-    """Holds the API key so that no repr, log line or traceback variable dump shows it."""
-
-    def __init__(self, value: str):
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<secret>"
-
-    __str__ = __repr__
-
-
-def sent_in_clear(urls: Sequence[str]) -> list[str]:
-    """The hosts of plain http:// URLs that are not this machine: a key sent there crosses a network
-    unencrypted. Loopback is 127.0.0.0/8, ::1 (also IPv4-mapped) and localhost."""
-    hosts = []
-    for url in urls:
-        parts = urllib.parse.urlsplit(url)
-        host = (parts.hostname or "").rstrip(".")
-        if parts.scheme != "http" or host == "localhost" or host.endswith(".localhost"):
-            continue
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            ip = None  # a name other than localhost: it may resolve anywhere
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if (ip is None or not ip.is_loopback) and host not in hosts:
-            hosts.append(host)
-    return hosts
-
-
-class Transient(Exception):
-    """One attempt failed in a way another attempt (or another replica) may not."""
-
-    def __init__(self, url: str, what: str, retry_after: Optional[float] = None, throttled: bool = False):
-        super().__init__(what)
-        self.url, self.what, self.retry_after, self.throttled = url, what, retry_after, throttled
-
-
-class RetriesExhausted(BackendError):
-    """Every attempt at one request failed (timeouts, 5xx, refused or dropped connections)."""
-
-
-class ServerUnreachable(BackendError):
-    """No server answered at start-up (connect()): nothing had been sent, so nothing is lost."""
-
-
-class Cancelled(BackendError):
-    """The request was abandoned: the backend was closed, or the batch it belonged to failed."""
-
-
-class Rejected(Exception):
-    """The server answered 4xx or 501: retrying the same request will not help."""
-
-    def __init__(self, url: str, status: int, message: str):
-        super().__init__(message)
-        self.url, self.status, self.message = url, status, message
-
-
-def retry_after_s(value: Optional[str]) -> Optional[float]:
-    """The wait a Retry-After header asks for, in seconds: it is either a number of seconds or an
-    HTTP date (RFC 9110, 10.2.3); None if absent or unreadable."""
-    if not value or not value.strip():
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value.strip())
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:  # HTTP dates are in GMT
-            when = when.replace(tzinfo=datetime.timezone.utc)
-        seconds = (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
+from .openai_key import Secret
+from .openai_retry import (THROTTLE_BUDGET_S, TRANSIENT_STATUS, Cancelled, Rejected, Replicas, RetriesExhausted,
+                           Transient, backoff_delay, retry_after_s, throttle_delay)
 
 
 def error_text(data: bytes) -> str:
@@ -191,47 +93,6 @@ def _cause(error: BaseException, kind: type[E]) -> Optional[E]:
             return cause
         cause = cause.__cause__ or cause.__context__
     return None
-
-
-class Replicas:
-    """Which replica takes the next request: round-robin, passing over a replica that is behind.
-
-    A replica with a fair share (concurrency / replicas) more requests in flight than the least
-    busy one is skipped for now: equal servers take turns, an even share each, while a slow one
-    does not hold work the others could do. A replica that just failed rests for `cooldown_s`
-    (used only when no other is available); a retry avoids the replica its last attempt failed on.
-    """
-
-    def __init__(self, urls: Sequence[str], cooldown_s: float, concurrency: int = 1):
-        self.urls = list(urls)
-        self.cooldown_s = cooldown_s
-        self.slack = max(1, -(-concurrency // len(self.urls)))  # the fair share, rounded up
-        self._turn = itertools.count()
-        self._busy = dict.fromkeys(self.urls, 0)
-        self._resting: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def lease(self, avoid: Optional[str] = None) -> Iterator[str]:
-        with self._lock:
-            now = time.monotonic()
-            start = next(self._turn)
-            order = [self.urls[(start + k) % len(self.urls)] for k in range(len(self.urls))]
-            others = [u for u in order if u != avoid] or order
-            healthy = [u for u in others if self._resting.get(u, 0.0) <= now]
-            candidates = healthy or others
-            least = min(self._busy[u] for u in candidates)
-            url = next(u for u in candidates if self._busy[u] <= least + self.slack)
-            self._busy[url] += 1
-        try:
-            yield url
-        finally:
-            with self._lock:
-                self._busy[url] -= 1
-
-    def failed(self, url: str) -> None:
-        with self._lock:
-            self._resting[url] = time.monotonic() + self.cooldown_s
 
 
 class Transport:
@@ -342,46 +203,20 @@ class Transport:
                     last, last_base = e, base
                     self.replicas.failed(base)
             if last.throttled:
-                delay = self._throttle_delay(last, throttles, throttled_s)
+                delay = throttle_delay(self.throttle_budget_s, self.backoff_s, last, throttles, throttled_s)
                 throttles += 1
                 throttled_s += delay
             else:
                 failures += 1
                 if failures > self.retries:
                     break
-                delay = self._delay(failures - 1, last.retry_after)
+                delay = backoff_delay(self.backoff_s, failures - 1, last.retry_after)
             self._on_retry()
             await asyncio.sleep(delay)
         attempts = failures + throttles
         servers = f"{len(self.base_urls)} servers" if len(self.base_urls) > 1 else "1 server"
         # What the caller should do next (resume from a checkpoint, or start again) is the CLI's to say.
         raise RetriesExhausted(f"{last.url}: {last.what} ({attempts} attempts over {servers})")
-
-    def _delay(self, n: int, retry_after: Optional[float], most: float = 60.0) -> float:
-        # Exponential backoff with jitter, so retries from many threads do not arrive together;
-        # a server's Retry-After is honoured up to `most`.
-        delay = min(30.0, self.backoff_s * 2 ** min(n, 30)) * _jitter.uniform(0.5, 1.5)
-        if retry_after is not None and retry_after > 0:
-            delay = max(delay, min(retry_after, most))
-        return delay
-
-    def _throttle_delay(self, last: Transient, n: int, waited_s: float) -> float:
-        """How long to wait after the (n+1)-th 429 of a request; BackendError once the budget is spent."""
-        budget, left = self.throttle_budget_s, self.throttle_budget_s - waited_s
-        limit = f"the most this backend waits out throttling is {budget:g} s per request"
-        if last.retry_after is not None and last.retry_after > left:
-            raise BackendError(
-                f"{last.url}: {last.what} asks to wait {last.retry_after:.0f} s ({limit}, {waited_s:.0f} s "
-                f"spent already); try again later or raise the server's rate limit"
-            )
-        if left <= 0:
-            raise BackendError(
-                f"{last.url}: {last.what}: still throttled after {waited_s:.0f} s of waiting ({n + 1} answers "
-                f"of 429 to one request; {limit}); lower backend.concurrency or raise the server's rate limit"
-            )
-        # Backoff from at least 10 ms, so a backoff_s of 0 cannot turn throttling into a busy loop.
-        delay = min(30.0, max(self.backoff_s, 0.01) * 2 ** min(n, 30)) * _jitter.uniform(0.5, 1.5)
-        return min(left, max(delay, last.retry_after or 0.0))
 
     async def _exchange(self, url: str, payload: Optional[dict[str, Any]]) -> httpx.Response:
         headers = {"Accept": "application/json"}
@@ -406,7 +241,7 @@ class Transport:
         status, data = response.status_code, response.content
         if status == 501:  # Not Implemented: this server lacks the endpoint or the feature
             raise Rejected(url, status, self.clean(error_text(data)) or "Not Implemented")
-        if status in _TRANSIENT_STATUS or status >= 500:
+        if status in TRANSIENT_STATUS or status >= 500:
             detail = self.clean(error_text(data))
             raise Transient(url, f"HTTP {status}" + (f" ({detail})" if detail else ""),
                             retry_after_s(response.headers.get("Retry-After")), throttled=status == 429)

@@ -1,50 +1,24 @@
 """`icm label`: label a dataset. A thin Typer command over `run_label`, which a test or a
-notebook can call with a `LabelJob`."""
+notebook can call with a `LabelJob`; the local labelling is here, `--engine ray`'s is
+ray_labelling.py."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from ..config import Config
 from ..errors import EXIT_BELOW_THRESHOLD, BackendError, IcmError, InputError, Interrupted, OutputError, Stopped
+from ..label_job import LabelJob, read_input  # LabelJob, run_label's argument, is imported from here
 from ..row_index import KIND_FLOAT, KIND_NULL, KIND_STR, Selection
 from ..tasks import AGREEMENT_FIELD, SOURCE_FIELD, RowLabel
 from .common import (ConfigOpt, ForceOpt, IterationsOpt, ModelOpt, OutOpt, QuietOpt, RequireSignalOpt, SetOpt,
                      bars_wanted, command_line, load_run_config, logger, stderr_console, stop_signals,
                      warn_if_defaults)
-
-
-@dataclass(frozen=True)
-class LabelJob:
-    data: str  # a path, -, hf://org/name or a dataset directory
-    config: Config
-    out: Optional[Path] = None  # None: JSON lines on stdout
-    config_name: str = "config"  # for messages
-    split: Optional[str] = None
-    selection: Selection = Selection()
-    quiet: bool = False
-    force: bool = False
-    resume: bool = False
-    dry_run: bool = False
-    probe: bool = False
-    label_field: str = "label"
-    confidence_field: str = "confidence"
-    model_from: str = "config"  # where backend.model came from, for messages: the config file or --model
-    resume_with: str = ""  # the command line that continues this run (the CLI knows how it was called)
-    engine: str = "local"  # local: this process; ray: the transfer on a Ray cluster (ray_engine)
-    report: bool = False  # also write OUT.report.html (commands/report.py)
-
-    def added_fields(self) -> list[str]:
-        """The fields the run adds to each row."""
-        several = [AGREEMENT_FIELD] if self.config.core.count > 1 else []
-        return [self.label_field, self.confidence_field, SOURCE_FIELD, *several]
 
 
 def label_command(
@@ -116,7 +90,9 @@ def run_label(job: LabelJob) -> Any:
     if job.report:
         _check_report(job)
     if job.engine == "ray":
-        return _run_ray(job)
+        from ..ray_labelling import run_ray
+
+        return run_ray(job, _terminal(job))
     if job.resume and job.out is None:
         raise InputError("--resume needs -o OUT: the checkpoint lives beside OUT")
     if job.out is not None:
@@ -125,7 +101,7 @@ def run_label(job: LabelJob) -> Any:
         stack.enter_context(stop_signals())
         if job.out is not None:
             stack.enter_context(RunLock(job.out))
-        run_input = _read_input(job, stack)
+        run_input = read_input(job, stack, bars_wanted(job.quiet))
         if job.dry_run:
             from .label_report import print_dry_run
 
@@ -148,96 +124,18 @@ def _check_report(job: LabelJob) -> None:
     check_replaceable(report_path(job.out), force=True)  # part of OUT, replaced as its summary is
 
 
-def _run_ray(job: LabelJob) -> Any:
-    """`--engine ray`: OUT is a directory of shards; a re-run of the same command continues."""
-    from ..ray_engine import RayRun, check_out_dir
-    from ..run_lock import RunLock
+def _terminal(job: LabelJob) -> Any:
+    """What the Ray labelling (on the run floor) shows people through: this command's console,
+    log, stop signals, progress view and printed reports."""
+    from ..ray_labelling import Terminal
+    from .label_report import print_dry_run, print_summary
+    from .progress import ProgressView
 
-    if job.out is None:
-        raise InputError("--engine ray needs -o OUT_DIR: the rows are written as shards into it")
-    if job.selection.describe():
-        raise InputError("--engine ray labels the whole input; --limit and --sample run locally")
-    if job.resume:
-        raise InputError("--engine ray continues an interrupted run by itself: run the same command without --resume")
-    check_out_dir(job.out, job.force)
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(stop_signals())
-        stack.enter_context(RunLock(job.out))
-        run_input = _read_input(job, stack)
-        console = stderr_console()
-        log = logger(console, job.quiet)
-        engine = RayRun(run_input, job.config, job.out, job.data, job.label_field, job.confidence_field, log,
-                        job.quiet)
-        engine.check()
-        if job.dry_run:
-            from .label_report import print_dry_run
-
-            print_dry_run(run_input, job.config, job.probe)
-            return None
-        return _RayLabelling(job, run_input, engine, console, log).run(stack)
+    console = stderr_console()
+    return Terminal(console, logger(console, job.quiet), bars_wanted(job.quiet), stop_signals, ProgressView,
+                    print_dry_run, print_summary)
 
 
-class _RayLabelling:
-    def __init__(self, job: LabelJob, run_input: Any, engine: Any, console: Any, log: Log):
-        self.job, self.run_input, self.engine, self.console, self.log = job, run_input, engine, console, log
-
-    def run(self, stack: contextlib.ExitStack) -> Any:
-        from ..backends import loading
-        from ..checkpoint import Checkpoint
-        from ..ray_engine import CHECKPOINT
-        from .progress import ProgressView
-
-        job = self.job
-        assert job.out is not None
-        job.out.mkdir(exist_ok=True)
-        checkpoint = Checkpoint(job.out / CHECKPOINT, job.config, self.run_input.index.digest,
-                                warn=lambda msg: self.log(f"warning: {msg}"))
-        state = checkpoint.load() if checkpoint.exists() else None
-        try:
-            backend = loading.load_backend(job.config.backend, self.log, progress=bars_wanted(job.quiet))
-            stack.callback(backend.close)
-            checkpoint.check_model(backend.identity)
-            with ProgressView(self.console, job.config.task.labels, quiet=job.quiet) as view:
-                summary = self.engine.run(backend, checkpoint, state, view)
-        except (KeyboardInterrupt, BackendError, OutputError) as e:
-            again = f"; the shards written are kept: continue with: {job.resume_with}"
-            if isinstance(e, Stopped):
-                raise Interrupted(f"stopped by {e.name}{again}", 128 + e.signum) from None
-            if isinstance(e, KeyboardInterrupt):
-                raise Interrupted(f"interrupted{again}") from None
-            e.message += again
-            raise
-        checkpoint.remove()
-        if not job.quiet:
-            from .label_report import print_summary
-
-            print_summary(self.console, summary, job.out)
-        return summary
-
-
-def _read_input(job: LabelJob, stack: contextlib.ExitStack) -> Any:
-    """The input, checked row by row and indexed; then the model reference, still unloaded."""
-    from ..backends.models import resolve_model
-    from ..backends.registry import backend_type
-    from ..row_index import build_index
-    from ..runner import RunInput
-    from ..sources import open_source
-    from ..tasks import TaskShape
-
-    cfg = job.config
-    source = stack.enter_context(open_source(job.data, job.split, progress=bars_wanted(job.quiet)))
-    shape = TaskShape(cfg.task)
-    protected = [(name, "pass --label-field/--confidence-field to name the output fields"
-                  if name in (job.label_field, job.confidence_field) else "rename it in the input")
-                 for name in job.added_fields()]
-    typed = job.out is not None and job.out.suffix.lower() not in (".jsonl", ".json", ".ndjson")
-    index = build_index(source, job.selection, shape.check, cfg.task.id_field, protected, kinds=typed)
-    if backend_type(cfg.backend.type).needs_local_model:
-        try:
-            resolve_model(cfg.backend.model)
-        except ValueError as e:
-            raise InputError(f"{job.model_from}: 'backend.model' {e}")
-    return RunInput(index, shape)
 
 
 class _Labelling:
@@ -363,6 +261,3 @@ class _Labelling:
             e.message += f"; the labels are in {job.out}"
             raise
         self.log(f"report: {report_path(job.out)}")
-
-
-Log = Callable[[str], None]
