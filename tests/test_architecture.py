@@ -15,7 +15,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "icm_cli"
 # Lowest first. A module not listed here fails the test: a new module must say where it lives.
 FLOORS: dict[str, tuple[str, ...]] = {
     "foundation": ("errors", "version", "prompts", "agreement", "metrics", "config", "overrides"),
-    "data": ("sources", "row_index", "data", "labels_io", "corrections", "output", "run_lock"),
+    "data": ("sources", "row_index", "data", "labels_io", "corrections", "human_labels", "output",
+             "run_lock"),
     "backends": ("backends.*",),
     "icm": ("search", "search_trace", "consistency", "scoring", "tasks", "cores", "core_labels", "transfer"),
     "run": ("runner", "checkpoint", "signal_check", "zero_shot_rule", "dry_run", "compare", "export", "starter",

@@ -40,6 +40,8 @@ class LabelJob:
     resume_with: str = ""  # the command line that continues this run (the CLI knows how it was called)
     engine: str = "local"  # local: this process; ray: the transfer on a Ray cluster (ray_engine)
     report: bool = False  # also write OUT.report.html (commands/report.py)
+    fixed: Optional[str] = None  # a corrections file: rows a person labelled, held (human_labels.py)
+    fixed_field: str = "label"  # the label field (Label Studio control, Argilla question) in that file
 
     def added_fields(self) -> list[str]:
         """The fields the run adds to each row."""
@@ -82,6 +84,12 @@ def label_command(
                                         "the same command again skips the shards already written.")] = "local",
     report: Annotated[bool, typer.Option("--report", help="At the end, also write OUT.report.html: the page "
                                                           "icm report writes (needs -o OUT).")] = False,
+    fixed: Annotated[Optional[str], typer.Option("--fixed", metavar="CORRECTIONS", help="Labels a person gave "
+                     "(a Label Studio or Argilla export, or JSONL/CSV/Parquet of id and label), matched by "
+                     "task.id_field: those rows keep them (icm_source human), join the core as demonstrations "
+                     "the search never changes, and serve the transfer as context.")] = None,
+    fixed_field: Annotated[str, typer.Option("--fixed-field", metavar="NAME", help="The label field of --fixed "
+                           "(the Label Studio control or Argilla question).")] = "label",
 ) -> None:
     """Label DATA with the model's most coherent label set; rows out in input order.
 
@@ -99,7 +107,7 @@ def label_command(
     again = command_line(ctx, drop=("force", "resume"), add=() if engine == "ray" else ("--resume",))
     summary = run_label(LabelJob(data, cfg, Path(out) if out is not None else None, config_name, split, Selection(limit, sample, cfg.search.seed), quiet, force,
                        resume, dry_run, probe, label_field, confidence_field, "--model" if model else config_name,
-                       again, engine, report))
+                       again, engine, report, fixed, fixed_field))
     verdict = (summary.signal or {}).get("verdict") if summary is not None else None
     if require_signal and verdict == "none":
         print("icm: no signal: the check's verdict is none, so these labels are noise to this model "
@@ -115,6 +123,8 @@ def run_label(job: LabelJob) -> Any:
 
     if job.report:
         _check_report(job)
+    if job.fixed is not None:
+        _check_fixed(job)
     if job.engine == "ray":
         return _run_ray(job)
     if job.resume and job.out is None:
@@ -146,6 +156,17 @@ def _check_report(job: LabelJob) -> None:
         raise InputError("--report reads OUT as one file; with --engine ray, join the shards and run icm report")
     pyplot()  # matplotlib, which draws the plots, is there
     check_replaceable(report_path(job.out), force=True)  # part of OUT, replaced as its summary is
+
+
+def _check_fixed(job: LabelJob) -> None:
+    """--fixed is refused before anything runs where its rows could not be matched."""
+    if job.config.task.id_field is None:
+        raise InputError(f"--fixed matches corrections to rows by id: set task.id_field in {job.config_name} "
+                         f"(or --set task.id_field=NAME)")
+    if job.fixed == "-" and job.data == "-":
+        raise InputError("--fixed - and DATA - both read stdin: give one of them as a file")
+    if job.fixed != "-" and not Path(job.fixed).is_file():  # type: ignore[arg-type]
+        raise InputError(f"{job.fixed}: --fixed names no such file")
 
 
 def _run_ray(job: LabelJob) -> Any:
@@ -191,7 +212,7 @@ class _RayLabelling:
         assert job.out is not None
         job.out.mkdir(exist_ok=True)
         checkpoint = Checkpoint(job.out / CHECKPOINT, job.config, self.run_input.index.digest,
-                                warn=lambda msg: self.log(f"warning: {msg}"))
+                                warn=lambda msg: self.log(f"warning: {msg}"), fixed=self.run_input.fixed.digest)
         state = checkpoint.load() if checkpoint.exists() else None
         try:
             backend = loading.load_backend(job.config.backend, self.log, progress=bars_wanted(job.quiet))
@@ -232,12 +253,27 @@ def _read_input(job: LabelJob, stack: contextlib.ExitStack) -> Any:
                  for name in job.added_fields()]
     typed = job.out is not None and job.out.suffix.lower() not in (".jsonl", ".json", ".ndjson")
     index = build_index(source, job.selection, shape.check, cfg.task.id_field, protected, kinds=typed)
+    fixed = _human_labels(job, index)
     if backend_type(cfg.backend.type).needs_local_model:
         try:
             resolve_model(cfg.backend.model)
         except ValueError as e:
             raise InputError(f"{job.model_from}: 'backend.model' {e}")
-    return RunInput(index, shape)
+    return RunInput(index, shape, fixed)
+
+
+def _human_labels(job: LabelJob, index: Any) -> Any:
+    """The --fixed rows and labels (none without --fixed), said in one line."""
+    from ..human_labels import HumanLabels, read_human_labels
+
+    if job.fixed is None:
+        return HumanLabels()
+    cfg = job.config
+    fixed = read_human_labels(job.fixed, index, cfg.task.labels, cfg.task.id_field, job.fixed_field)  # type: ignore[arg-type]
+    outside = f"; {fixed.outside:,} more are for rows outside {index.selection.describe()}" if fixed.outside else ""
+    logger(stderr_console(), job.quiet)(f"--fixed: {len(fixed.rows):,} rows keep a person's label "
+                                        f"({fixed.source}){outside}")
+    return fixed
 
 
 class _Labelling:
@@ -316,7 +352,7 @@ class _Labelling:
         for path in legacy:
             path.unlink()
         self.checkpoint = Checkpoint(checkpoint_path(job.out), job.config, self.run_input.index.digest,
-                                     warn=lambda msg: self.log(f"warning: {msg}"))
+                                     warn=lambda msg: self.log(f"warning: {msg}"), fixed=self.run_input.fixed.digest)
         if job.resume:
             return self.checkpoint.load()
         if self.checkpoint.exists():
