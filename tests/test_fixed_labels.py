@@ -8,6 +8,7 @@ import json
 import math
 import random
 from collections import Counter
+from pathlib import Path
 from typing import Sequence
 
 import pytest
@@ -367,3 +368,17 @@ def test_bad_corrections_are_one_line_before_any_model_and_write_nothing(tmp_pat
     for part in expected:
         assert part in lines[0], lines[0]
     assert set(tmp_path.iterdir()) == before  # nothing written: no OUT, summary, checkpoint or lock
+
+
+def test_the_dry_run_says_how_many_fixed_rows_are_demonstrations(tmp_path, monkeypatch):
+    monkeypatch.setattr(loading, "load_backend", lambda *a, **k: pytest.fail("a dry run loads no model"))
+    root = Path(__file__).resolve().parents[1]
+    gold = (root / "examples" / "tweets-64.gold.jsonl").read_text(encoding="utf-8").split("\n")[:40]
+    (tmp_path / "fix.jsonl").write_text("\n".join(gold) + "\n")
+    result = CliRunner().invoke(app, ["label", str(root / "examples" / "tweets-64.jsonl"), "-c",
+                                      str(root / "configs" / "tweets-sentiment.yaml"), "--dry-run", "--fixed",
+                                      str(tmp_path / "fix.jsonl")])
+    assert result.exit_code == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("--fixed:"))
+    assert line.startswith("--fixed: 40 rows keep a person's label; each core holds ")
+    assert "(core.fixed_tokens caps them at 1,024 tokens); the others are kept in the output only" in line
