@@ -17,7 +17,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "foundation": ("errors", "version", "prompts", "agreement", "metrics", "config", "config_sections",
                    "backend_options", "config_reading", "config_values", "overrides"),
     "data": ("sources", "source_base", "jsonl_source", "arrow_source", "row_index", "data", "labels_io",
-             "corrections", "output", "atomic_files", "json_out", "run_lock"),
+             "corrections", "human_labels", "output", "atomic_files", "json_out", "run_lock"),
     "backends": ("backends.*",),
     "icm": ("search", "search_trace", "consistency", "scoring", "tasks", "cores", "core_labels", "transfer",
             "class_prior"),

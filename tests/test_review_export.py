@@ -146,7 +146,7 @@ def test_argilla_files_are_what_the_argilla_client_builds_and_reads(tmp_path):
             fields=[rg.TextField(name="text", title="text")],
             questions=[rg.LabelQuestion(name="label", title="label", labels=["positive", "negative"])],
             metadata=[rg.FloatMetadataProperty(name="confidence"),
-                      rg.TermsMetadataProperty(name="icm_source", options=["core", "transfer"]),
+                      rg.TermsMetadataProperty(name="icm_source", options=["core", "transfer", "human"]),
                       rg.IntegerMetadataProperty(name="icm_review_rank"),
                       rg.FloatMetadataProperty(name="icm_agreement")],
             allow_extra_metadata=True)

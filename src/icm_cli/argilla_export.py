@@ -26,7 +26,7 @@ from .tasks import AGREEMENT_FIELD, SOURCE_FIELD
 
 def settings(queue: ReviewQueue, confidence_field: str) -> dict[str, Any]:
     task = queue.task
-    metadata = [_metadata(confidence_field, "float"), _metadata(SOURCE_FIELD, "terms", ["core", "transfer"]),
+    metadata = [_metadata(confidence_field, "float"), _metadata(SOURCE_FIELD, "terms", ["core", "transfer", "human"]),
                 _metadata(RANK_FIELD, "integer")]
     metadata += [_metadata(name, "float") for name in _float_fields(queue) if name != confidence_field]
     return {

@@ -2,7 +2,7 @@
 
 It holds the run's state (state.json: the labelled cores, the search in progress, the transfer
 calibration, and what the run was made with: the label-affecting settings, the data's digest,
-the model's identity, the icm version), rewritten atomically after every change, and the
+the digest of the labels a person fixed (--fixed), the model's identity, the icm version), rewritten atomically after every change, and the
 finished transfer chunks (chunks.jsonl), appended one line each and synced before the run goes
 on: rewriting a million rows' labels after every chunk would cost more than transferring them.
 A resumed run reads the chunks lazily, in step with its own; a line cut short by a kill ends
@@ -60,8 +60,10 @@ def icm_version() -> str:
 class Checkpoint:
     """Saves RunState for one (config, data, model); refuses to resume a different one."""
 
-    def __init__(self, path: Path, config: Config, data_hash: str, warn: Callable[[str], None] = lambda _: None):
+    def __init__(self, path: Path, config: Config, data_hash: str, warn: Callable[[str], None] = lambda _: None,
+                 fixed: str = ""):
         self.path = path
+        self.fixed = fixed  # the --fixed corrections' digest ("" for none): they change labels as settings do
         self.state_path = path / STATE
         self.chunks_path = path / CHUNKS
         self.config = json.loads(json.dumps(dataclasses.asdict(config), default=list))
@@ -97,6 +99,7 @@ class Checkpoint:
             "icm_version": icm_version(),
             "config": self.config,
             "data_hash": self.data_hash,
+            "fixed": self.fixed,
             "model": self.model,
             "done": [dataclasses.asdict(d) for d in state.done],
             "search": _search_json(state.search),
@@ -148,6 +151,7 @@ class Checkpoint:
         if doc.get("data_hash") != self.data_hash:
             raise InputError(f"{self.describe()}: the input data changed since the checkpoint; refusing to resume")
         self._check_config(doc.get("config", {}))
+        self._check_fixed(doc.get("fixed", ""))
         if doc.get("icm_version") != icm_version():
             self.warn(f"the checkpoint was written by icm {doc.get('icm_version')}, this is icm {icm_version()}; "
                       f"resuming")
@@ -174,6 +178,15 @@ class Checkpoint:
                 f"now {now.get(k)!r}{more}; refusing to resume (these change labels; where and how "
                 f"requests are sent may change)"
             )
+
+    def _check_fixed(self, saved: Any) -> None:
+        if saved == self.fixed:
+            return
+        what = ("the run had no --fixed corrections, now it has" if not saved else
+                "the run had --fixed corrections, now it has none" if not self.fixed else
+                "the --fixed corrections changed (other rows or labels)")
+        raise InputError(f"{self.describe()}: {what} since the checkpoint; refusing to resume (they change "
+                         f"labels; resume with the same --fixed file)")
 
     def check_model(self, identity: str) -> None:
         """The loaded model must be the one the checkpoint's work was done with."""

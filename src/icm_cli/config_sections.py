@@ -84,6 +84,10 @@ class CoreConfig:
     # Independent cores on disjoint samples; their transfer scores are averaged, and how many
     # agree on a row is written as icm_agreement.
     count: int = 1
+    # `icm label --fixed`: the rows a person labelled join every core on top of its sample, as
+    # demonstrations, up to this many tokens of them (unset: max_tokens; 0: none, the labels are
+    # then only kept in the output). Those past it keep their labels but are no demonstrations.
+    fixed_tokens: Optional[int] = None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@
   with all the others (with their current labels) as context, exactly as a U evaluation does,
   and takes the consistent labels those scores prefer; stops when a round changes nothing.
   Cheap (one evaluation a round) and, in published comparisons, close to ICM.
+Examples a person labelled (`Problem.fixed`) keep their labels in every method, and every
+consistency repair holds them.
 """
 
 from __future__ import annotations
@@ -60,16 +62,17 @@ def zero_shot_scores(problem: Problem, prompts: PromptSet, backend: Backend) -> 
 
 
 def zero_shot_labels(problem: Problem, prompts: PromptSet, backend: Backend) -> Labels:
-    return tuple(repair(zero_shot_scores(problem, prompts, backend), problem.consistency))
+    held = problem.held_labels()
+    return tuple(repair(zero_shot_scores(problem, prompts, backend), problem.consistency, held))
 
 
 def with_zero_shot(outcome: CoreOutcome, zero_shot: Sequence[Sequence[float]],
                    problem: Problem) -> tuple[Labels, tuple[tuple[float, ...], ...]]:
     """The core's final row labels: each labelled example's leave-one-out reading (the search's
     last evaluation) averaged with its zero-shot reading, consistency repaired. Examples the
-    search left unlabelled stay so (the transfer labels them)."""
+    search left unlabelled stay so (the transfer labels them). Fixed examples keep their labels."""
     combined = [tuple(log_softmax([(a + b) / 2 for a, b in zip(s, z)])) for s, z in zip(outcome.scores, zero_shot)]
-    labels = repair(combined, problem.consistency)
+    labels = repair(combined, problem.consistency, problem.held_labels())
     return tuple(y if x is not None else None for x, y in zip(outcome.labels, labels)), tuple(combined)
 
 
@@ -111,8 +114,9 @@ def _bootstrap(problem: Problem, prompts: PromptSet, backend: Backend, scorer: C
     evaluation: Evaluation = scorer.evaluate(labels, order)
     rounds = changes = 0
     converged = False
+    held = problem.held_labels()
     for rounds in range(1, params.rounds + 1):
-        relabelled = tuple(repair(evaluation.scores, problem.consistency))
+        relabelled = tuple(repair(evaluation.scores, problem.consistency, held))
         if relabelled == labels:
             converged = True
             break

@@ -39,6 +39,8 @@ class DryRunReport:
     transfer_examples: int
     transfer_tokens: int  # each transferred example after each core's (computed once) prefix
     first_prompts: list[tuple[str, tuple[str, ...]]]  # (prompt text, continuations)
+    fixed_rows: int = 0  # --fixed: rows that keep a person's label
+    fixed_demos: int = 0  # of them, the rows each core holds as demonstrations
 
     def search_tokens(self) -> int:
         return sum(c.expected_tokens for c in self.cores)
@@ -110,7 +112,7 @@ def dry_run(run_input: RunInput, config: Config, count: Callable[[str], int], sh
     if not first and sample:
         first.append((sample[0].query, tuple(config.task.label_prefix + w for w in shape.label_words)))
     return DryRunReport(run_input.index.count, run.examples, search.method, estimates, targets,
-                        transfer if targets else 0, first)
+                        transfer if targets else 0, first, len(run_input.fixed.rows), run.fixed_demos)
 
 
 # Rows to transfer whose tokens a dry run counts.
@@ -119,7 +121,7 @@ TRANSFER_SAMPLE = 1000
 
 def _transfer_sample(run_input: RunInput, run: RunPlan, seed: int) -> list[Example]:
     shape, index = run_input.shape, run_input.index
-    in_core = {i for core in run.cores for i in core.ids}
+    in_core = {i for core in run.cores for i in core.ids} | set(run.fixed)
     ids = seeded_sample(run.examples, TRANSFER_SAMPLE, seed, in_core.__contains__)
     rows = sorted({i // shape.per_row for i in ids})
     by_row = {r: shape.examples(r, row.fields) for r, row in zip(rows, index.read(rows))}

@@ -33,13 +33,13 @@ from .tasks import SOURCE_FIELD
 
 
 Format = Literal["preference", "classification", "prompt-completion"]
-Source = Literal["core", "transfer", "all"]
+Source = Literal["core", "transfer", "human", "all"]
 FORMAT_FOR_TASK: dict[str, Format] = {
     "comparison": "preference",
     "classification": "classification",
     "claims": "prompt-completion",
 }
-SOURCES: tuple[str, ...] = ("core", "transfer", "all")
+SOURCES: tuple[str, ...] = ("core", "transfer", "human", "all")
 
 
 @dataclass(frozen=True)
@@ -151,9 +151,9 @@ def _label_positions(dataset: Dataset, task: TaskConfig, label_field: str) -> li
 
 def _source(dataset: Dataset, row: Row) -> str:
     value = row.fields.get(SOURCE_FIELD)
-    if value not in ("core", "transfer"):
+    if value not in ("core", "transfer", "human"):
         got = "missing" if SOURCE_FIELD not in row.fields else repr(value)
-        raise InputError(f"{dataset.source}:{row.line}: field '{SOURCE_FIELD}' is {got}, must be core or transfer "
+        raise InputError(f"{dataset.source}:{row.line}: field '{SOURCE_FIELD}' is {got}, must be core, transfer or human "
                          f"(as icm label writes it)")
     return value
 

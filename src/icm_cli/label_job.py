@@ -34,6 +34,8 @@ class LabelJob:
     resume_with: str = ""  # the command line that continues this run (the CLI knows how it was called)
     engine: str = "local"  # local: this process; ray: the transfer on a Ray cluster (ray_engine)
     report: bool = False  # also write OUT.report.html (commands/report.py)
+    fixed: Optional[str] = None  # a corrections file: rows a person labelled, held (human_labels.py)
+    fixed_field: str = "label"  # the label field (Label Studio control, Argilla question) in that file
 
     def added_fields(self) -> list[str]:
         """The fields the run adds to each row."""
@@ -64,4 +66,22 @@ def read_input(job: LabelJob, stack: contextlib.ExitStack, progress: bool) -> An
             resolve_model(cfg.backend.model)
         except ValueError as e:
             raise InputError(f"{job.model_from}: 'backend.model' {e}")
-    return RunInput(index, shape)
+    fixed = _human_labels(job, index)
+    return RunInput(index, shape, fixed)
+
+
+def _human_labels(job: LabelJob, index: Any) -> Any:
+    """The --fixed rows and labels (none without --fixed), said in one line."""
+    from .human_labels import HumanLabels, read_human_labels
+
+    if job.fixed is None:
+        return HumanLabels()
+    cfg = job.config
+    fixed = read_human_labels(job.fixed, index, cfg.task.labels, cfg.task.id_field, job.fixed_field)  # type: ignore[arg-type]
+    outside = f"; {fixed.outside:,} more are for rows outside {index.selection.describe()}" if fixed.outside else ""
+    if not job.quiet:
+        from rich.console import Console
+
+        Console(stderr=True, highlight=False).print(f"--fixed: {len(fixed.rows):,} rows keep a person's label "
+                                                    f"({fixed.source}){outside}", markup=False)
+    return fixed

@@ -67,6 +67,22 @@ def start_ray(config: Config, quiet: bool) -> Any:
 # ---- the whole run, on the driver -------------------------------------------------------------
 
 
+def _held_rows(run: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each row a core holds, once (a fixed row is in every core), then the fixed rows no core
+    holds (past core.fixed_tokens), read again: (row, fields)."""
+    seen: set[int] = set()
+    for core in run.plan.cores:
+        for r, fields in zip(core.rows, core.fields):
+            if r not in seen:
+                seen.add(r)
+                yield r, fields
+    per_row = run.shape.per_row
+    rest = sorted({i // per_row for i in run.plan.fixed} - seen)
+    for start in range(0, len(rest), 4096):
+        block = rest[start:start + 4096]
+        yield from zip(block, (row.fields for row in run.index.read(block)))
+
+
 def _torch_threads() -> int:
     import sys
 
@@ -168,24 +184,24 @@ class RayRun:
         return self._complete(summary, tally, time.monotonic() - start)
 
     def _core_rows(self, run: Any, several: bool) -> tuple[dict[str, dict[int, tuple[int, tuple[float, ...]]]], list[int]]:
-        """Write the rows the search labelled whole (one shard); return the labels of the rows
-        it labelled in part (a pair's one order), for the actors to hold fixed."""
+        """Write the rows the search labelled whole and those a person labelled (--fixed) (one
+        shard); return the labels of the rows it labelled in part (a pair's one order), for the
+        actors to hold fixed."""
         from .runner import label_row
 
         shape, id_field = self.run_input.shape, self.config.task.id_field
         fixed: dict[str, dict[int, tuple[int, tuple[float, ...]]]] = {}
         rows, hashes = [], []
-        for core in run.plan.cores:
-            for r, fields in zip(core.rows, core.fields):
-                ids = range(r * shape.per_row, (r + 1) * shape.per_row)
-                name = row_id(fields[id_field], "core", id_field)
-                if all(run.core_labels.get(i) is not None for i in ids):
-                    label = label_row(shape, r, fields, {}, run.core_labels, run.core_scores, several)
-                    rows.append(output_row(fields, label, self.label_field, self.confidence_field, several))
-                    hashes.append(hash64(name))
-                else:
-                    fixed[name] = {i - r * shape.per_row: (run.core_labels[i], run.core_scores[i])
-                                     for i in ids if run.core_labels.get(i) is not None}
+        for r, fields in _held_rows(run):
+            ids = range(r * shape.per_row, (r + 1) * shape.per_row)
+            name = row_id(fields[id_field], "core", id_field)
+            if all(run.core_labels.get(i) is not None for i in ids):
+                label = label_row(shape, r, fields, {}, run.core_labels, run.core_scores, several, run.plan.fixed)
+                rows.append(output_row(fields, label, self.label_field, self.confidence_field, several))
+                hashes.append(hash64(name))
+            else:
+                fixed[name] = {i - r * shape.per_row: (run.core_labels[i], run.core_scores[i])
+                               for i in ids if run.core_labels.get(i) is not None}
         if rows:
             write_shard(self.out / CORE_SHARD, rows)
         return fixed, hashes
@@ -200,15 +216,18 @@ class RayRun:
             raise InputError(f"{self.out}: the shards hold {len(seen):,} rows for {self.run_input.index.count:,} "
                              f"input rows; Ray read other rows than the driver (did the input change?)")
         counts: dict[str, int] = {}
-        core = 0
+        core = human = 0
         for shard in sorted(self.out.glob("part-*.jsonl")):
             with open(shard, "rb") as f:
                 for line in f:
                     row = json.loads(line)
                     counts[row[self.label_field]] = counts.get(row[self.label_field], 0) + 1
                     core += row[SOURCE_FIELD] == "core"
+                    human += row[SOURCE_FIELD] == "human"
         summary.label_counts = counts
-        summary.core_rows, summary.transfer_rows = core, len(seen) - core
+        summary.core_rows, summary.transfer_rows = core, len(seen) - core - human
+        if human:
+            summary.fixed_rows = human
         summary.transfer_s = round(seconds, 2)
         summary.wall_time_s = round(summary.search_s + summary.check_s + seconds, 2)
         from .output import atomic_write_text, summary_text

@@ -74,7 +74,7 @@ class RayLabelling:
         assert job.out is not None
         job.out.mkdir(exist_ok=True)
         checkpoint = Checkpoint(job.out / CHECKPOINT, job.config, self.run_input.index.digest,
-                                warn=lambda msg: self.log(f"warning: {msg}"))
+                                warn=lambda msg: self.log(f"warning: {msg}"), fixed=self.run_input.fixed.digest)
         state = checkpoint.load() if checkpoint.exists() else None
         try:
             backend = loading.load_backend(job.config.backend, self.log, progress=self.terminal.bars)

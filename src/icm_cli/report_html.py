@@ -92,7 +92,8 @@ def _run(run: RunView, data: ReportData) -> str:
     s = run.summary
     facts = [
         ("model", f"{s.model} ({s.backend})"), ("method", s.method), ("config hash / seed", f"{s.config_hash} / {s.seed}"),
-        ("rows", f"{s.rows:,}: {s.core_rows:,} by the search on {s.cores} core(s), {s.transfer_rows:,} by transfer"),
+        ("rows", f"{s.rows:,}: {s.core_rows:,} by the search on {s.cores} core(s), {s.transfer_rows:,} by transfer"
+                 + (f", {s.fixed_rows:,} by a person (--fixed)" if s.fixed_rows else "")),
         ("time", f"{_seconds(s.wall_time_s)} (search {_seconds(s.search_s)}, transfer {_seconds(s.transfer_s)}, "
                  f"check {_seconds(s.check_s)})"),
         ("tokens scored", f"{s.tokens_scored:,} of {s.tokens_requested:,} in prompts ({s.prefix_reuse:.0%} reused)"),

@@ -33,7 +33,7 @@ REVIEW_FORMATS: tuple[str, ...] = ("label-studio", "argilla")
 # core's demonstrations) and the zero-shot one. Disagreeing readings mark a row to look at first.
 READING_FIELDS: tuple[str, ...] = ("icm_many_shot", "icm_zero_shot")
 RANK_FIELD = "icm_review_rank"  # 1 = the first row to review; kept in each task, to sort by in the tool
-SOURCES = ("core", "transfer", "all")
+SOURCES = ("core", "transfer", "human", "all")
 
 
 @dataclass(frozen=True)

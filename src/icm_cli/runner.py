@@ -14,15 +14,16 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Protocol
 
 from .backends.base import Backend
 from .config import Config, SearchConfig
 from .core_labels import CoreOutcome, label_core
 from .cores import Core, RunPlan, demo_cost, plan_run
+from .human_labels import HumanLabels
 from .row_index import RowIndex, seeded_sample
 from .scoring import PromptSet
-from .search import Step
+from .search import Step, argmax
 from .search_trace import CoreTrace
 from .tasks import Example, RowLabel, TaskShape, row_label
 from .transfer import ChunkRows, Transfer, TransferChunk, demonstrations, plan_chunks
@@ -37,6 +38,7 @@ class RunInput:
 
     index: RowIndex
     shape: TaskShape
+    fixed: HumanLabels = HumanLabels()  # rows a person labelled (--fixed): held, never searched or transferred
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,13 @@ class RunSummary:
     # read many-shot and zero-shot (signal_check.ReadingSample).
     search_trace: list[dict] = field(default_factory=list)
     readings: Optional[dict] = None
+    # --fixed: rows written with a person's label (icm_source human), how many of them each core
+    # held as demonstrations, how many of those the search's last reading of the first core would
+    # have labelled otherwise, and the corrections' digest (a resume with others is refused).
+    fixed_rows: int = 0
+    fixed_demonstrations: int = 0
+    fixed_disagreed: Optional[int] = None
+    fixed_digest: Optional[str] = None
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -139,7 +148,7 @@ def core_setup(shape: TaskShape, config: Config, core: Core, c: int) -> tuple[Pr
 
 def plan(run_input: RunInput, config: Config, count_tokens: Callable[[str], int]) -> RunPlan:
     return plan_run(run_input.index, run_input.shape, count_tokens, config.core, config.search.seed,
-                    config.search.method != "zero_shot")
+                    config.search.method != "zero_shot", run_input.fixed.rows)
 
 
 # (problem, prompts, backend, params, on_step, resume, ids=...) -> outcome; `icm compare`
@@ -172,11 +181,15 @@ def label_dataset(
 
 def label_row(shape: TaskShape, r: int, fields: dict[str, Any], results: dict[int, tuple[int, tuple[float, ...], float]],
               core_labels: dict[int, Optional[int]], core_scores: dict[int, tuple[float, ...]],
-              several: bool) -> RowLabel:
-    """Row r's label from its examples': transferred (`results`, by example id) or searched."""
+              several: bool, human: Mapping[int, int] = {}) -> RowLabel:  # noqa: B006 - read only
+    """Row r's label from its examples': a person's (`human`, by example id), transferred
+    (`results`) or searched."""
     labels, scores, sources, agreements = [], [], [], []
     for i in range(r * shape.per_row, (r + 1) * shape.per_row):
-        if i in results:
+        if i in human:
+            labels.append(human[i]), scores.append(core_scores.get(i, ())), sources.append("human")
+            agreements.append(None)
+        elif i in results:
             y, s, a = results[i]
             labels.append(y), scores.append(s), sources.append("transfer")
             agreements.append(a if several else None)
@@ -201,6 +214,7 @@ class _Emitter:
         self.keep_fields = 4096
         self.label_counts: dict[str, int] = {}
         self.core_rows = 0
+        self.human_rows = 0
         self.agreements: list[float] = []
         self.monitor_hits = self.monitor_total = 0
 
@@ -222,6 +236,7 @@ class _Emitter:
     def _count(self, fields: dict[str, Any], label: RowLabel) -> None:
         self.label_counts[label.label] = self.label_counts.get(label.label, 0) + 1
         self.core_rows += label.source == "core"
+        self.human_rows += label.source == "human"
         if label.agreement is not None:
             self.agreements.append(label.agreement)
         if self.monitor_field is not None and label.source == "transfer":
@@ -244,6 +259,7 @@ class Run:
                  on_progress: Optional[Callable[[Progress], None]], monitor_field: Optional[str],
                  recorder: Optional[Recorder], on_rows: Optional[RowsOut]):
         self.index, self.shape = run_input.index, run_input.shape
+        self.human = run_input.fixed
         self.config = config
         self.backend = backend
         self.on_progress = on_progress
@@ -261,6 +277,8 @@ class Run:
         self.state = RunState()
         self.core_labels: dict[int, Optional[int]] = {}  # core example id -> label (None: transfer it)
         self.core_scores: dict[int, tuple[float, ...]] = {}
+        # A person's labels are final from the start: no core and no transfer changes them.
+        self.core_labels.update(self.plan.fixed)
         self.transferred = 0
         self.to_transfer = self.plan.examples - self.plan.core_examples()
         self.search_end: Optional[float] = None
@@ -275,7 +293,7 @@ class Run:
 
     def _transfer_estimate(self) -> int:
         """What transfer will cost, for the ETA: a sample of targets' tokens, scaled up."""
-        in_core = {i for c in self.plan.cores for i in c.ids}
+        in_core = {i for c in self.plan.cores for i in c.ids} | set(self.plan.fixed)
         ids = seeded_sample(self.plan.examples, ESTIMATE_SAMPLE, self.config.search.seed, in_core.__contains__)
         if not ids:
             return 1
@@ -448,7 +466,7 @@ class Run:
               several: bool) -> None:
         for r, fields in chunk.rows:
             self.emitter.add(r, fields, label_row(self.shape, r, fields, results, self.core_labels, self.core_scores,
-                                                  several))
+                                                  several, self.plan.fixed))
         self.emitter.flush()
 
     def finish(self) -> RunSummary:
@@ -460,7 +478,8 @@ class Run:
             s.class_shares = shares_finish(self.shares, s.label_counts, self.shape.label_words).to_json()
         s.search_trace = [dataclasses.asdict(t.thinned()) for t in self.traces if t.iteration]
         s.core_rows = e.core_rows
-        s.transfer_rows = e.next - e.core_rows
+        s.transfer_rows = e.next - e.core_rows - e.human_rows
+        self._fixed_summary(e.human_rows)
         s.mean_agreement = round(sum(e.agreements) / len(e.agreements), 4) if e.agreements else None
         s.acceptance_rate = round(s.accepted / s.proposals, 4) if s.proposals else 0.0
         s.tokens_scored = self.backend.stats.tokens_computed - self.tokens_before
@@ -472,6 +491,17 @@ class Run:
         s.transfer_s = round(now - (self.search_end or now) - s.check_s, 2)
         s.wall_time_s = round(now - self.start, 2)
         return s
+
+    def _fixed_summary(self, rows: int) -> None:
+        if not self.plan.fixed:
+            return
+        s = self.summary
+        s.fixed_rows, s.fixed_demonstrations, s.fixed_digest = rows, self.plan.fixed_demos, self.human.digest
+        if self.plan.cores and self.outcomes:
+            core, outcome = self.plan.cores[0], self.outcomes[0]
+            held = core.problem.fixed
+            s.fixed_disagreed = len({core.ids[k] // self.shape.per_row for k, y in enumerate(held)
+                                     if y is not None and argmax(outcome.scores[k]) != y})
 
     # ---- progress -------------------------------------------------------------------------
 

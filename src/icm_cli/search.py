@@ -2,6 +2,10 @@
 
 Knows nothing of files, terminals or models: it sees a Problem, a Scorer that turns a label
 assignment into per-example label scores, and a seed. Same inputs, same labels.
+
+Labels a person gave (`Problem.fixed`) are part of every labelling from the start: they are
+demonstrations and count in P(D) like any other, but no proposal picks them and no repair
+flips them (a violated pair whose members are both fixed stays violated, counted in I(D)).
 """
 
 from __future__ import annotations
@@ -68,6 +72,25 @@ class Problem:
     constraints: tuple[Constraint, ...] = ()
     groups: tuple[Optional[str], ...] = ()  # consistency group per example, for sampling weights
     consistency: tuple[ConsistencyGroup, ...] = ()  # the constraints as groups (repair reads these)
+    # Per example, the label a person gave (never changed), else None; empty: nothing is fixed.
+    fixed: tuple[Optional[int], ...] = ()
+
+    def held(self, i: int) -> Optional[int]:
+        return self.fixed[i] if self.fixed else None
+
+    def held_labels(self) -> dict[int, int]:
+        """{example: label} of the fixed examples (what consistency.repair holds)."""
+        return {i: y for i, y in enumerate(self.fixed) if y is not None}
+
+    def free(self) -> tuple[int, ...]:
+        """The examples the search chooses labels for."""
+        return tuple(i for i in range(self.n) if self.held(i) is None)
+
+    def with_fixed(self, labels: Labels) -> Labels:
+        """`labels` with every fixed example's label put back."""
+        if not self.fixed:
+            return labels
+        return tuple(y if f is None else f for y, f in zip(labels, self.fixed))
 
 
 @dataclass(frozen=True)
@@ -214,6 +237,7 @@ class _State:
     utility: float
     predictability: float
     inconsistent: int
+    open: int = 0  # violations a repair can still change (one member at least is not fixed)
 
 
 @dataclass
@@ -227,6 +251,14 @@ class _Search:
     # Recent share of proposals accepted (a moving average): reading ahead past an acceptance is
     # wasted, so the look ahead is about one acceptance long.
     acceptance: float = 0.5
+    free: tuple[int, ...] = ()  # the examples proposals may pick (not fixed by a person)
+    # The constraints a repair can act on: all of them unless both members are fixed.
+    repairable: tuple[Constraint, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.free = self.problem.free()
+        held = self.problem.held
+        self.repairable = tuple(c for c in self.problem.constraints if held(c.i) is None or held(c.j) is None)
 
     def outcome(self, accepted: bool) -> None:
         self.acceptance = 0.8 * self.acceptance + 0.2 * float(accepted)
@@ -241,29 +273,38 @@ class _Search:
         evaluation = self.scorer.evaluate(labels, order)
         p = predictability(labels, evaluation, self.params.objective)
         bad = len(violations(labels, self.problem.constraints))
-        return _State(labels, order, evaluation, self.params.alpha * p - bad, p, bad)
+        fixable = len(violations(labels, self.repairable)) if self.problem.fixed else bad
+        return _State(labels, order, evaluation, self.params.alpha * p - bad, p, bad, fixable)
 
     def initial_labels(self) -> tuple[Labels, tuple[int, ...]]:
-        n, k = self.problem.n, min(self.params.initial_labels, self.problem.n)
-        chosen = self.rng.sample(range(n), k)
+        """Fixed examples with their labels (first in labelling order: the stable part of every
+        prompt), then random seed labels on free ones."""
+        k = min(self.params.initial_labels, len(self.free))
+        chosen = self.rng.sample(self.free, k)
         # Balanced random seed labels (half True, half False in the binary case).
         words = [c % self.problem.num_labels for c in range(k)]
         self.rng.shuffle(words)
-        labels: list[Optional[int]] = [None] * n
+        labels: list[Optional[int]] = list(self.problem.fixed) or [None] * self.problem.n
         for i, y in zip(chosen, words):
             labels[i] = y
-        return tuple(labels), tuple(chosen)
+        return tuple(labels), tuple(self.problem.held_labels()) + tuple(chosen)
+
+    def allows(self, i: int, y: int) -> bool:
+        held = self.problem.held(i)
+        return held is None or held == y
 
     def consistency_fix(self, current: _State) -> _State:
         tried: set[Constraint] = set()
         for _ in range(self.params.fix_rounds):
-            bad = [c for c in violations(current.labels, self.problem.constraints) if c not in tried]
+            bad = [c for c in violations(current.labels, self.repairable) if c not in tried]
             if not bad:
                 break
             pair = self.rng.choice(bad)
             tried.add(pair)
             best: Optional[_State] = None
             for a, b in OPTIONS[pair.kind]:
+                if not (self.allows(pair.i, a) and self.allows(pair.j, b)):
+                    continue  # a fixed member keeps its label: only options that agree with it
                 option = list(current.labels)
                 option[pair.i], option[pair.j] = a, b
                 candidate = self.state(tuple(option), current.order)
@@ -277,10 +318,11 @@ class _Search:
         rng = rng or self.rng
         groups = self.problem.groups
         if not groups or self.params.group_weight == 1:
-            return rng.randrange(self.problem.n)
+            return self.free[rng.randrange(len(self.free))]
         active = {groups[i] for i, y in enumerate(labels) if y is not None and groups[i] is not None}
         weights = [
-            self.params.group_weight if y is None and groups[i] in active else 1.0
+            0.0 if self.problem.held(i) is not None
+            else self.params.group_weight if y is None and groups[i] in active else 1.0
             for i, y in enumerate(labels)
         ]
         return rng.choices(range(self.problem.n), weights=weights)[0]
@@ -303,7 +345,7 @@ class _Search:
         rng.setstate(self.rng.getstate())
         items: list[tuple[Labels, tuple[int, ...]]] = []
         for it in range(iteration, self.params.iterations + 1):
-            if len(items) >= k or is_fixed_point(current):
+            if len(items) >= k or is_fixed_point(current, self.problem):
                 break
             t = temperature(self.params, it, flips)
             i = self.pick(current.labels, rng)
@@ -332,7 +374,7 @@ class _Search:
         items: list[tuple[Labels, tuple[int, ...]]] = []
         for i in range(start, self.problem.n):
             proposal = argmax(current.evaluation.scores[i])
-            if current.labels[i] == proposal:
+            if current.labels[i] == proposal or self.problem.held(i) is not None:
                 continue
             changed = list(current.labels)
             changed[i] = proposal
@@ -353,10 +395,12 @@ def initial_labels(problem: Problem, params: SearchConfig) -> tuple[Labels, tupl
     return _Search(problem, None, params, random.Random(params.seed)).initial_labels()  # type: ignore[arg-type]
 
 
-def is_fixed_point(state: _State) -> bool:
-    """True when no pick can propose a change, so further iterations are provably no-ops."""
-    return state.inconsistent == 0 and all(
-        y is not None and argmax(state.evaluation.scores[i]) == y for i, y in enumerate(state.labels)
+def is_fixed_point(state: _State, problem: Problem) -> bool:
+    """True when no pick can propose a change, so further iterations are provably no-ops
+    (fixed examples are never picked, and a violation between two of them never repaired)."""
+    return state.open == 0 and all(
+        y is not None and (problem.held(i) is not None or argmax(state.evaluation.scores[i]) == y)
+        for i, y in enumerate(state.labels)
     )
 
 
@@ -372,7 +416,7 @@ def _quench(search: _Search, current: _State, passes: int = 3) -> tuple[_State, 
         improved = False
         for i in range(search.problem.n):
             proposal = argmax(current.evaluation.scores[i])
-            if current.labels[i] == proposal:
+            if current.labels[i] == proposal or search.problem.held(i) is not None:
                 continue
             search.read_ahead_quench(current, i)
             changed = list(current.labels)
@@ -396,9 +440,12 @@ def run_search(
     resume: Optional[SearchState] = None,
     start: Optional[Labels] = None,
 ) -> SearchResult:
-    """Algorithm 1. `start`: labels to begin from instead of random seed labels."""
+    """Algorithm 1. `start`: labels to begin from instead of random seed labels (fixed
+    examples keep theirs whatever `start` says)."""
     search = _Search(problem, scorer, params, random.Random(params.seed))
     if resume is None:
+        if start is not None:
+            start = problem.with_fixed(start)
         first_labels = (start, _labelled(start)) if start is not None else search.initial_labels()
         current = search.consistency_fix(search.state(*first_labels))
         flips = proposals = accepted = 0
@@ -432,7 +479,7 @@ def run_search(
     report(temperature(params, iteration, flips), resume is None)
     for iteration in range(first, params.iterations + 1):
         t = temperature(params, iteration, flips)
-        if is_fixed_point(current):
+        if is_fixed_point(current, problem):
             converged = True
             report(t, False)
             break
@@ -458,7 +505,7 @@ def run_search(
         current, quenched = _quench(search, current)
         proposals += quenched[0]
         accepted += quenched[1]
-        converged = is_fixed_point(current)
+        converged = is_fixed_point(current, problem)
         report(temperature(params, iteration, flips), False)
     return SearchResult(
         current.labels, current.order, current.evaluation, current.utility, current.predictability,

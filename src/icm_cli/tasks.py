@@ -60,6 +60,13 @@ class TaskShape:
                     Example(row, render(config.template, {**values, first: b, second: a}), pair_group, "ba", True)]
         return [Example(row, render(config.template, values), group, key)]
 
+    def example_labels(self, label: int) -> list[int]:
+        """A row's label (a label word's index) as its examples' labels: a comparison's second
+        order is true exactly when the first is not."""
+        if self.per_row == 2:
+            return [label, 1 - label]
+        return [label]
+
     def groups(self, examples: Sequence[Example]) -> list[ConsistencyGroup]:
         """The consistency groups among `examples` (positions in the list)."""
         if self.config.type == "comparison":
@@ -125,7 +132,7 @@ def build_task(dataset: Dataset, task: TaskConfig) -> Task:
 # ---- labels back onto rows
 
 # Output fields `icm label` writes beside the label; eval and export read them back.
-SOURCE_FIELD = "icm_source"  # core: chosen by the search; transfer: read off the core's labels
+SOURCE_FIELD = "icm_source"  # core: chosen by the search; transfer: read off the core's labels; human: --fixed
 AGREEMENT_FIELD = "icm_agreement"  # several cores: the share whose own choice is the label
 
 
@@ -133,7 +140,7 @@ AGREEMENT_FIELD = "icm_agreement"  # several cores: the share whose own choice i
 class RowLabel:
     label: str
     confidence: float  # the label's probability under the scores that chose it
-    source: str  # "core": chosen by the core's method (the search); "transfer": read off the cores
+    source: str  # "core": chosen by the core's method (the search); "transfer": read off the cores; "human": --fixed
     agreement: Optional[float] = None  # several cores: the share whose own choice is the label
 
     @property
@@ -150,8 +157,10 @@ def row_label(
     agreements: Sequence[Optional[float]],
 ) -> RowLabel:
     """A row's label from its examples' (a pair's two orders become one preference)."""
-    probs = [math.exp(s) for s in scores[0]]
     y = labels[0]
+    if all(s == "human" for s in sources):
+        return RowLabel(words[y], 1.0, "human")  # a person's label: as certain as the run can say
+    probs = [math.exp(s) for s in scores[0]]
     where = "core" if all(s == "core" for s in sources) else "transfer"
     shared = [a for a in agreements if a is not None]
     agree = round(min(shared), 4) if shared else None

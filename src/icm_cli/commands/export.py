@@ -25,7 +25,7 @@ def export_command(
     min_confidence: Annotated[Optional[float], typer.Option("--min-confidence", metavar="X",
                                                             help="Keep rows whose confidence >= X.")] = None,
     source: Annotated[str, typer.Option("--source", metavar="SOURCE", help="core (searched), transfer (labelled "
-                                                                           "from the core) or all.")] = "all",
+                                                                           "from the core), human (--fixed) or all.")] = "all",
     review: Annotated[Optional[int], typer.Option("--review", metavar="N", help="label-studio, argilla: keep the "
                                                   "first N rows of the review queue.")] = None,
     chat: Annotated[bool, typer.Option("--chat", help="Conversational rows: lists of {role, content} messages.")] = False,

@@ -56,6 +56,12 @@ def label_command(
                                         "the same command again skips the shards already written.")] = "local",
     report: Annotated[bool, typer.Option("--report", help="At the end, also write OUT.report.html: the page "
                                                           "icm report writes (needs -o OUT).")] = False,
+    fixed: Annotated[Optional[str], typer.Option("--fixed", metavar="CORRECTIONS", help="Labels a person gave "
+                     "(a Label Studio or Argilla export, or JSONL/CSV/Parquet of id and label), matched by "
+                     "task.id_field: those rows keep them (icm_source human), join the core as demonstrations "
+                     "the search never changes, and serve the transfer as context.")] = None,
+    fixed_field: Annotated[str, typer.Option("--fixed-field", metavar="NAME", help="The label field of --fixed "
+                           "(the Label Studio control or Argilla question).")] = "label",
 ) -> None:
     """Label DATA with the model's most coherent label set; rows out in input order.
 
@@ -73,7 +79,7 @@ def label_command(
     again = command_line(ctx, drop=("force", "resume"), add=() if engine == "ray" else ("--resume",))
     summary = run_label(LabelJob(data, cfg, Path(out) if out is not None else None, config_name, split, Selection(limit, sample, cfg.search.seed), quiet, force,
                        resume, dry_run, probe, label_field, confidence_field, "--model" if model else config_name,
-                       again, engine, report))
+                       again, engine, report, fixed, fixed_field))
     verdict = (summary.signal or {}).get("verdict") if summary is not None else None
     if require_signal and verdict == "none":
         print("icm: no signal: the check's verdict is none, so these labels are noise to this model "
@@ -89,6 +95,8 @@ def run_label(job: LabelJob) -> Any:
 
     if job.report:
         _check_report(job)
+    if job.fixed is not None:
+        _check_fixed(job)
     if job.engine == "ray":
         from ..ray_labelling import run_ray
 
@@ -122,6 +130,17 @@ def _check_report(job: LabelJob) -> None:
         raise InputError("--report reads OUT as one file; with --engine ray, join the shards and run icm report")
     pyplot()  # matplotlib, which draws the plots, is there
     check_replaceable(report_path(job.out), force=True)  # part of OUT, replaced as its summary is
+
+
+def _check_fixed(job: LabelJob) -> None:
+    """--fixed is refused before anything runs where its rows could not be matched."""
+    if job.config.task.id_field is None:
+        raise InputError(f"--fixed matches corrections to rows by id: set task.id_field in {job.config_name} "
+                         f"(or --set task.id_field=NAME)")
+    if job.fixed == "-" and job.data == "-":
+        raise InputError("--fixed - and DATA - both read stdin: give one of them as a file")
+    if job.fixed != "-" and not Path(job.fixed).is_file():  # type: ignore[arg-type]
+        raise InputError(f"{job.fixed}: --fixed names no such file")
 
 
 def _terminal(job: LabelJob) -> Any:
@@ -214,7 +233,7 @@ class _Labelling:
         for path in legacy:
             path.unlink()
         self.checkpoint = Checkpoint(checkpoint_path(job.out), job.config, self.run_input.index.digest,
-                                     warn=lambda msg: self.log(f"warning: {msg}"))
+                                     warn=lambda msg: self.log(f"warning: {msg}"), fixed=self.run_input.fixed.digest)
         if job.resume:
             return self.checkpoint.load()
         if self.checkpoint.exists():

@@ -24,6 +24,8 @@ def print_dry_run(run_input: Any, cfg: Config, probe: bool) -> None:
     core_examples = sum(c.examples for c in report.cores)
     console.print(f"{report.rows:,} rows -> {report.examples:,} examples: {core_examples:,} in {len(report.cores)} "
                   f"core(s) labelled by {report.method}, {report.transfer_examples:,} by transfer (tokens: {how})")
+    if report.fixed_rows:
+        console.print(f"--fixed: {report.fixed_rows:,} rows keep a person's label; {_fixed_demos(report.fixed_demos, report.fixed_rows, cfg)}")
     if report.cores:
         table = Table("core", "examples", "constraints", "tokens / U evaluation", "from scratch", "max evaluations",
                       "expected tokens")
@@ -54,6 +56,15 @@ def print_dry_run(run_input: Any, cfg: Config, probe: bool) -> None:
         console.rule(f"scored continuations: {', '.join(map(repr, conts))}")
 
 
+def _fixed_demos(demos: int, rows: int, cfg: Config) -> str:
+    """How many fixed rows the cores hold as demonstrations, and why not all."""
+    if demos == rows:
+        return "each core holds all of them as demonstrations"
+    cap = cfg.core.max_tokens if cfg.core.fixed_tokens is None else cfg.core.fixed_tokens
+    return (f"each core holds {demos:,} of them as demonstrations (core.fixed_tokens caps them at {cap:,} tokens); "
+            f"the others are kept in the output only")
+
+
 def duration(seconds: float) -> str:
     seconds = int(seconds)
     if seconds >= 3600:
@@ -69,8 +80,14 @@ def print_summary(console: Console, summary: Any, out: Optional[Path]) -> None:
     table.add_row("model", f"{s.model} ({s.backend})")
     table.add_row("config hash / seed", f"{s.config_hash} / {s.seed}")
     table.add_row("method", s.method)
+    fixed = f", {s.fixed_rows:,} by a person (--fixed)" if s.fixed_rows else ""
     table.add_row("rows", f"{s.rows:,}: {s.core_rows:,} labelled by {s.method} on {s.cores} core(s), "
-                          f"{s.transfer_rows:,} by transfer")
+                          f"{s.transfer_rows:,} by transfer{fixed}")
+    if s.fixed_rows:
+        disagreed = (f"; the search's reading would have labelled {s.fixed_disagreed:,} of those otherwise"
+                     if s.fixed_disagreed is not None else "")
+        table.add_row("fixed (human)", f"{s.fixed_demonstrations:,} of {s.fixed_rows:,} are demonstrations in each "
+                                       f"core{disagreed}")
     if s.cores:
         table.add_row("iterations", f"{s.iterations} ({s.converged_cores}/{s.cores} cores converged)")
         table.add_row("acceptance rate", f"{s.accepted}/{s.proposals} = {s.acceptance_rate:.2%}")
