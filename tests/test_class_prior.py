@@ -75,6 +75,15 @@ def test_the_summary_warns_where_a_class_is_collapsed_or_inflated():
     assert not any("'a'" in w for w in report.warnings)
 
 
-def test_auto_applies_the_shares_with_more_than_two_labels():
-    assert decide("auto", 3)[0] and not decide("auto", 2)[0]
+def test_only_on_applies_the_shares():
+    assert not decide("auto", 3)[0] and not decide("auto", 2)[0]
     assert decide("on", 2)[0] and not decide("off", 3)[0]
+
+
+def test_the_warnings_take_the_zero_shot_shares_where_there_are_some():
+    report = SharesReport(False, "", {"a": 0.9, "b": 0.05, "c": 0.05}, 256,
+                          zero_shot={"a": 0.45, "b": 0.40, "c": 0.15})
+    report = finish(report, {"a": 300, "b": 100, "c": 200}, ["a", "b", "c"])
+    assert any("'b'" in w and "collapsed" in w and "zero-shot" in w for w in report.warnings)
+    assert any("'c'" in w and "inflated" in w for w in report.warnings)
+    assert len(report.warnings) == 2

@@ -131,6 +131,12 @@ def test_more_rows_than_a_core_are_transferred(tmp_path, small_config):
     summary = json.loads(out.with_name(out.name + ".summary.json").read_text())
     assert summary["core_rows"] + summary["transfer_rows"] == 16
     assert summary["tokens_transfer"] > 0 and summary["transfer_s"] >= 0
+    # The class shares: the labels' own, beside the model's zero-shot reading and the EM estimate.
+    shares = summary["class_shares"]
+    counts = summary["label_counts"]
+    assert shares["labels"] == {w: round(counts.get(w, 0) / 16, 4) for w in ("positive", "negative")}
+    assert sum(shares["estimated"].values()) == pytest.approx(1, abs=1e-4) and not shares["applied"]
+    assert sum(shares["zero_shot"].values()) == pytest.approx(1, abs=1e-4)
 
 
 def test_the_summary_gives_the_signal_verdict_and_what_it_rests_on(labelled):

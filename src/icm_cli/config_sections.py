@@ -105,8 +105,9 @@ class TransferConfig:
     zero_shot: Literal["auto", "on", "off"] = "auto"
     # The data's class shares, estimated without gold on a sample (EM over the calibrated
     # readings, class_prior.py), added to every label's reading: batch calibration alone reads
-    # every class as equally common and over-predicts a rare one. auto: on with more than two
-    # labels (class_shares.py says why); on; off. The shares are reported either way.
+    # every class as equally common and over-predicts a rare one. on: applied; auto and off: not
+    # (with the embedded model it cut a common class to nothing: class_shares.py). The estimate
+    # and the labels' shares are reported either way.
     class_prior: Literal["auto", "on", "off"] = "auto"
 
 

@@ -72,6 +72,19 @@ def duration(seconds: float) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
+def _class_shares(table: Table, shares: Optional[dict]) -> None:
+    """The labels' shares beside the model's zero-shot reading and the EM estimate (class_shares.py)."""
+    if not shares or not shares.get("labels"):
+        return
+    def line(d: dict) -> str:
+        return ", ".join(f"{k} {v:.0%}" for k, v in d.items())
+    zero = f"; zero-shot sample {line(shares['zero_shot'])}" if shares.get("zero_shot") else ""
+    table.add_row("class shares", f"labels {line(shares['labels'])}{zero}; estimated {line(shares['estimated'])} "
+                                  f"({'applied' if shares['applied'] else 'not applied'})")
+    for warning in shares.get("warnings", []):
+        table.add_row("  warning", warning)
+
+
 def print_summary(console: Console, summary: Any, out: Optional[Path]) -> None:
     table = Table(title="icm label: summary", show_header=False)
     table.add_column(style="bold")
@@ -96,6 +109,7 @@ def print_summary(console: Console, summary: Any, out: Optional[Path]) -> None:
     table.add_row("labels", ", ".join(f"{k}: {v}" for k, v in sorted(s.label_counts.items())))
     if s.zero_shot_rule:
         table.add_row("zero-shot reading", s.zero_shot_rule)
+    _class_shares(table, s.class_shares)
     if s.mean_agreement is not None:
         table.add_row("core agreement (transfer)", f"{s.mean_agreement:.3f}")
     table.add_row("tokens scored", f"{s.tokens_scored:,} (of {s.tokens_requested:,} in prompts; {s.prefix_reuse:.1%} reused)")
