@@ -19,10 +19,10 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "data": ("sources", "source_base", "jsonl_source", "arrow_source", "row_index", "data", "labels_io",
              "corrections", "human_labels", "output", "atomic_files", "json_out", "run_lock"),
     "backends": ("backends.*",),
-    "icm": ("search", "search_trace", "consistency", "scoring", "tasks", "cores", "core_labels", "transfer",
+    "icm": ("search", "search_trace", "consistency", "scoring", "tasks", "cores", "core_labels", "transfer", "search_types",
             "class_prior"),
     "run": ("runner", "checkpoint", "signal_check", "zero_shot_rule", "dry_run", "compare", "export", "starter",
-            "ray_engine", "ray_input", "ray_shards", "ray_actors", "label_job", "ray_labelling", "class_shares", "report_data",
+            "ray_engine", "ray_input", "ray_shards", "ray_actors", "label_job", "ray_labelling", "class_shares", "run_records", "row_emitter", "report_data",
             "report_plots", "report_html", "review_export", "label_studio_export", "argilla_export", "hub_push"),
     "commands": ("commands.*", "cli", "typer_app", "stdout_pipe"),
 }

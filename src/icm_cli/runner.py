@@ -13,127 +13,26 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Protocol
+from typing import Any, Callable, Iterator, Optional
 
 from .backends.base import Backend
 from .config import Config, SearchConfig
 from .core_labels import CoreOutcome, label_core
 from .cores import Core, RunPlan, demo_cost, plan_run
-from .human_labels import HumanLabels
-from .row_index import RowIndex, seeded_sample
+from .row_emitter import Emitter, RowsOut, label_row, normalized
+from .row_index import seeded_sample
+from .run_records import Progress, Recorder, RunInput, RunState, RunSummary
 from .scoring import PromptSet
 from .search import Step, argmax
 from .search_trace import CoreTrace
-from .tasks import Example, RowLabel, TaskShape, row_label
+from .tasks import Example, TaskShape
 from .transfer import ChunkRows, Transfer, TransferChunk, demonstrations, plan_chunks
+
+__all__ = ["CoreLabeller", "Progress", "Recorder", "Run", "RunInput", "RunState", "RunSummary", "RowsOut", "core_setup",
+           "label_dataset", "label_row", "plan"]
 
 # Target examples whose tokens are counted to estimate the transfer's cost (for the ETA).
 ESTIMATE_SAMPLE = 64
-
-
-@dataclass(frozen=True)
-class RunInput:
-    """What a run reads: the checked and indexed rows, and how the task reads each row."""
-
-    index: RowIndex
-    shape: TaskShape
-    fixed: HumanLabels = HumanLabels()  # rows a person labelled (--fixed): held, never searched or transferred
-
-
-@dataclass(frozen=True)
-class Progress:
-    """What a progress view shows."""
-
-    phase: str  # "search" or "transfer"
-    core: int
-    cores: int
-    step: Optional[Step]  # the search's last step (search phase)
-    rows_done: int  # rows whose label is final
-    rows: int
-    transferred: int  # examples transferred so far
-    to_transfer: int
-    tokens_computed: int
-    elapsed: float
-    phase_elapsed: float
-    eta: Optional[float]  # seconds left for the whole run
-    monitor_agreement: Optional[float]
-
-
-@dataclass(frozen=True)
-class RunState:
-    """Where a run is: labelled cores, the search state of the core in progress, the transfer
-    calibration, and the finished transfer chunks (read lazily, in order, on resume)."""
-
-    done: tuple[CoreOutcome, ...] = ()
-    search: Optional[Any] = None  # SearchState
-    centres: Optional[tuple[tuple[float, ...], ...]] = None
-    calibrated: bool = False  # centres are final (None then means "not calibrating")
-    chunks: Iterable[TransferChunk] = ()
-
-
-class Recorder(Protocol):
-    """Where a run's progress is kept (the checkpoint)."""
-
-    def save(self, state: RunState) -> None: ...
-
-    def save_chunk(self, index: int, chunk: TransferChunk) -> None: ...
-
-
-@dataclass
-class RunSummary:
-    config_hash: str
-    data_hash: str
-    model: str
-    backend: str
-    method: str
-    seed: int
-    rows: int
-    examples: int
-    cores: int
-    core_rows: int = 0  # rows labelled by the core method (search)
-    transfer_rows: int = 0  # rows labelled by transfer
-    iterations: int = 0
-    proposals: int = 0
-    accepted: int = 0
-    acceptance_rate: float = 0.0
-    evaluations: int = 0
-    final_utility: list[float] = field(default_factory=list)
-    inconsistencies_left: int = 0
-    converged_cores: int = 0
-    zero_shot_averaged: bool = False  # every row's label averages in its zero-shot reading (zero_shot_rule)
-    zero_shot_kappa: Optional[float] = None  # the many-shot reading's agreement with zero-shot, on a sample
-    zero_shot_rule: Optional[str] = None  # what the rule chose, and why
-    label_counts: dict[str, int] = field(default_factory=dict)
-    mean_agreement: Optional[float] = None  # transfer rows, several cores only
-    tokens_scored: int = 0
-    tokens_requested: int = 0
-    prefix_reuse: float = 0.0
-    tokens_search: int = 0
-    tokens_transfer: int = 0
-    search_s: float = 0.0
-    transfer_s: float = 0.0
-    check_s: float = 0.0  # the signal check
-    wall_time_s: float = 0.0
-    signal: Optional[dict] = None  # the signal check's verdict and figures
-    # The data's class shares estimated without gold, whether the labels take them, the labels'
-    # own shares and a warning for a class collapsed or inflated against the estimate.
-    class_shares: Optional[dict] = None
-    # For `icm report`: each core's search over its iterations (search_trace.CoreTrace; thinned,
-    # and from the resumed iteration on for a resumed run), and the signal check's sample as
-    # read many-shot and zero-shot (signal_check.ReadingSample).
-    search_trace: list[dict] = field(default_factory=list)
-    readings: Optional[dict] = None
-    # --fixed: rows written with a person's label (icm_source human), how many of them each core
-    # held as demonstrations, how many of those the search's last reading of the first core would
-    # have labelled otherwise, and the corrections' digest (a resume with others is refused).
-    fixed_rows: int = 0
-    fixed_demonstrations: int = 0
-    fixed_disagreed: Optional[int] = None
-    fixed_digest: Optional[str] = None
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def core_setup(shape: TaskShape, config: Config, core: Core, c: int) -> tuple[PromptSet, SearchConfig]:
@@ -154,7 +53,6 @@ def plan(run_input: RunInput, config: Config, count_tokens: Callable[[str], int]
 # (problem, prompts, backend, params, on_step, resume, ids=...) -> outcome; `icm compare`
 # passes its own to label cores with given (gold or random) labels.
 CoreLabeller = Callable[..., CoreOutcome]
-RowsOut = Callable[[list[tuple[int, dict[str, Any], RowLabel]]], None]
 
 
 def label_dataset(
@@ -179,76 +77,6 @@ def label_dataset(
     return run.run(resume or RunState())
 
 
-def label_row(shape: TaskShape, r: int, fields: dict[str, Any], results: dict[int, tuple[int, tuple[float, ...], float]],
-              core_labels: dict[int, Optional[int]], core_scores: dict[int, tuple[float, ...]],
-              several: bool, human: Mapping[int, int] = {}) -> RowLabel:  # noqa: B006 - read only
-    """Row r's label from its examples': a person's (`human`, by example id), transferred
-    (`results`) or searched."""
-    labels, scores, sources, agreements = [], [], [], []
-    for i in range(r * shape.per_row, (r + 1) * shape.per_row):
-        if i in human:
-            labels.append(human[i]), scores.append(core_scores.get(i, ())), sources.append("human")
-            agreements.append(None)
-        elif i in results:
-            y, s, a = results[i]
-            labels.append(y), scores.append(s), sources.append("transfer")
-            agreements.append(a if several else None)
-        else:
-            labels.append(core_labels[i]), scores.append(core_scores[i]), sources.append("core")
-            agreements.append(None)
-    examples = shape.examples(r, fields) if shape.per_row > 1 else ()
-    return row_label(shape.label_words, examples, labels, scores, sources, agreements)
-
-
-class _Emitter:
-    """Row labels in, rows out in input order; counts what the summary reports."""
-
-    def __init__(self, index: RowIndex, out: RowsOut, monitor_field: Optional[str]):
-        self.index = index
-        self.out = out
-        self.monitor_field = monitor_field
-        self.next = 0
-        # Rows finished ahead of the next one to go out (consistency groups spread over the
-        # file). Past a chunk or so, their fields are dropped and read again when they go.
-        self.pending: dict[int, tuple[Optional[dict[str, Any]], RowLabel]] = {}
-        self.keep_fields = 4096
-        self.label_counts: dict[str, int] = {}
-        self.core_rows = 0
-        self.human_rows = 0
-        self.agreements: list[float] = []
-        self.monitor_hits = self.monitor_total = 0
-
-    def add(self, row: int, fields: dict[str, Any], label: RowLabel) -> None:
-        self.pending[row] = (fields if len(self.pending) < self.keep_fields else None, label)
-
-    def flush(self) -> None:
-        out: list[tuple[int, dict[str, Any], RowLabel]] = []
-        while self.next in self.pending:
-            fields, label = self.pending.pop(self.next)
-            if fields is None:
-                fields = self.index.read([self.next])[0].fields
-            out.append((self.next, fields, label))
-            self._count(fields, label)
-            self.next += 1
-        if out:
-            self.out(out)
-
-    def _count(self, fields: dict[str, Any], label: RowLabel) -> None:
-        self.label_counts[label.label] = self.label_counts.get(label.label, 0) + 1
-        self.core_rows += label.source == "core"
-        self.human_rows += label.source == "human"
-        if label.agreement is not None:
-            self.agreements.append(label.agreement)
-        if self.monitor_field is not None and label.source == "transfer":
-            gold = _normalized(fields.get(self.monitor_field))
-            if gold is not None:
-                self.monitor_total += 1
-                self.monitor_hits += _normalized(label.label) == gold
-
-    def monitor(self) -> Optional[float]:
-        return self.monitor_hits / self.monitor_total if self.monitor_total else None
-
-
 class Run:
     """A run's phases, which `label_dataset` runs in turn; an engine that spreads the transfer
     over machines (ray_engine) runs the search and the calibration, then ships the rest."""
@@ -267,7 +95,7 @@ class Run:
         self.recorder = recorder
         self.start = time.monotonic()
         self.plan = plan(run_input, config, backend.count_tokens)
-        self.emitter = _Emitter(self.index, on_rows or (lambda _: None), monitor_field)
+        self.emitter = Emitter(self.index, on_rows or (lambda _: None), monitor_field)
         self.tokens_before = backend.stats.tokens_computed
         self.requested_before = backend.stats.tokens_requested
         self.summary = RunSummary(
@@ -537,7 +365,7 @@ class Run:
         per_row = self.shape.per_row
         out = []
         for i, ex in zip(core.ids, core.examples):
-            gold = _normalized(core.fields[core.rows.index(i // per_row)].get(self.monitor_field))
+            gold = normalized(core.fields[core.rows.index(i // per_row)].get(self.monitor_field))
             if ex.swapped and gold is not None:
                 # The swapped order is true exactly when the original is false.
                 gold = {"true": "false", "false": "true"}.get(gold, gold)
@@ -549,19 +377,10 @@ def _agreement(step: Step, gold: Optional[list[Optional[str]]], words: tuple[str
     if gold is None:
         return None
     hits = total = 0
-    names = [_normalized(w) for w in words]
+    names = [normalized(w) for w in words]
     for y, g in zip(step.labels, gold):
         if y is None or g is None:
             continue
         total += 1
         hits += names[y] == g
     return hits / total if total else None
-
-
-def _normalized(value: Any) -> Optional[str]:
-    from .metrics import normalize_label
-
-    try:
-        return normalize_label(value)
-    except ValueError:
-        return None
