@@ -166,7 +166,7 @@ def exactness_part(args: argparse.Namespace, directory: Path, results: dict) -> 
     the log-odds of one evaluation on the fast path against from scratch."""
     import torch
 
-    from icm_cli.scoring import CoherenceScorer
+    from icm_cli.algorithm.scoring import CoherenceScorer
 
     print("\n== exactness on the 270M shape", flush=True)
     out: dict = {}

@@ -49,11 +49,11 @@ from icm_cli.backends.base import ScoreRequest  # noqa: E402
 from icm_cli.backends.cpu_dtype import cpu_has_fast_bf16  # noqa: E402
 from icm_cli.backends.loading import load_backend  # noqa: E402
 from icm_cli.backends.prefix_tree import build_trie, trie_tokens  # noqa: E402
-from icm_cli.config import BackendConfig, HFOptions, SearchConfig, TaskConfig  # noqa: E402
-from icm_cli.scoring import CoherenceScorer, PromptSet  # noqa: E402
-from icm_cli.search import Problem, run_search  # noqa: E402
-from icm_cli.tasks import TaskShape  # noqa: E402
-from icm_cli.transfer import ChunkRows, Transfer  # noqa: E402
+from icm_cli.foundation.config import BackendConfig, HFOptions, SearchConfig, TaskConfig  # noqa: E402
+from icm_cli.algorithm.scoring import CoherenceScorer, PromptSet  # noqa: E402
+from icm_cli.algorithm.search import Problem, run_search  # noqa: E402
+from icm_cli.algorithm.tasks import TaskShape  # noqa: E402
+from icm_cli.algorithm.transfer import ChunkRows, Transfer  # noqa: E402
 
 TEMPLATE = "Tweet: {}\nSentiment:"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from icm_cli.data import load_rows  # noqa: E402  (icm's own JSONL reader)
+from icm_cli.data.tables import load_rows  # noqa: E402  (icm's own JSONL reader)
 
 SOURCE = ROOT.parent / "shared" / "data" / "tweets_sentiment.jsonl"
 

@@ -21,13 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from icm_cli.backends.loading import load_backend  # noqa: E402
-from icm_cli.compare import gold_by_example  # noqa: E402
-from icm_cli.config import load_config  # noqa: E402
-from icm_cli.data import load_rows  # noqa: E402
-from icm_cli.metrics import normalize_label  # noqa: E402
-from icm_cli.scoring import CoherenceScorer, PromptSet  # noqa: E402
-from icm_cli.search import predictability  # noqa: E402
-from icm_cli.tasks import build_task  # noqa: E402
+from icm_cli.run.compare import gold_by_example  # noqa: E402
+from icm_cli.foundation.config import load_config  # noqa: E402
+from icm_cli.data.tables import load_rows  # noqa: E402
+from icm_cli.foundation.metrics import normalize_label  # noqa: E402
+from icm_cli.algorithm.scoring import CoherenceScorer, PromptSet  # noqa: E402
+from icm_cli.algorithm.search import predictability  # noqa: E402
+from icm_cli.algorithm.tasks import build_task  # noqa: E402
 
 
 def spearman(xs: list[float], ys: list[float]) -> float:

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from icm_cli.agreement import cohen_kappa  # noqa: E402
+from icm_cli.foundation.agreement import cohen_kappa  # noqa: E402
 
 CALIBRATION = 512
 CHECK = 256

@@ -21,16 +21,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from icm_cli import runner  # noqa: E402
+from icm_cli.run import runner  # noqa: E402
 from icm_cli.backends.loading import load_backend  # noqa: E402
-from icm_cli.config import load_config  # noqa: E402
-from icm_cli.overrides import parse_set  # noqa: E402
-from icm_cli.row_index import Selection, build_index  # noqa: E402
-from icm_cli.runner import Run, RunInput, RunState  # noqa: E402
-from icm_cli.signal_check import scramble  # noqa: E402
-from icm_cli.sources import open_source  # noqa: E402
-from icm_cli.tasks import TaskShape  # noqa: E402
-from icm_cli.transfer import Transfer  # noqa: E402
+from icm_cli.foundation.config import load_config  # noqa: E402
+from icm_cli.foundation.overrides import parse_set  # noqa: E402
+from icm_cli.data.row_index import Selection, build_index  # noqa: E402
+from icm_cli.run.runner import Run, RunInput, RunState  # noqa: E402
+from icm_cli.run.signal_check import scramble  # noqa: E402
+from icm_cli.data.sources import open_source  # noqa: E402
+from icm_cli.algorithm.tasks import TaskShape  # noqa: E402
+from icm_cli.algorithm.transfer import Transfer  # noqa: E402
 
 SCRAMBLED = 256
 
@@ -87,7 +87,7 @@ def search(run: Run, backend) -> list[dict]:
 
 
 def read_everything(run: Run, backend, config, shape: TaskShape, cores: list[dict]) -> dict:
-    from icm_cli.transfer import demonstrations
+    from icm_cli.algorithm.transfer import demonstrations
 
     contexts = [demonstrations(run.core_prompts(c), tuple(info["labels"]), tuple(info["order"]))
                 for c, info in enumerate(cores)]

@@ -32,7 +32,7 @@ def vllm_cpu():
             pytest.fail(f"ICM_REQUIRE_VLLM=1 but {reason}", pytrace=False)
         pytest.skip(reason)
     from icm_cli.backends.loading import load_backend
-    from icm_cli.config import BackendConfig
+    from icm_cli.foundation.config import BackendConfig
 
     return load_backend(BackendConfig(type="vllm", model="embedded", dtype="float32", max_context=4096,
                                       kv_cache_mib=512))

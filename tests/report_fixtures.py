@@ -8,12 +8,12 @@ import json
 import random
 from pathlib import Path
 
-from icm_cli.config import CheckConfig, Config, CoreConfig, SearchConfig, TaskConfig, TransferConfig
-from icm_cli.output import summary_text
-from icm_cli.row_index import Selection, build_index
-from icm_cli.runner import RunInput, label_dataset
-from icm_cli.sources import MemorySource
-from icm_cli.tasks import SOURCE_FIELD, TaskShape
+from icm_cli.foundation.config import CheckConfig, Config, CoreConfig, SearchConfig, TaskConfig, TransferConfig
+from icm_cli.data.output import summary_text
+from icm_cli.data.row_index import Selection, build_index
+from icm_cli.run.runner import RunInput, label_dataset
+from icm_cli.data.sources import MemorySource
+from icm_cli.algorithm.tasks import SOURCE_FIELD, TaskShape
 
 from fakes import BAD, GOOD, SentimentBackend
 

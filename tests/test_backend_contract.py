@@ -29,8 +29,8 @@ import pytest
 from icm_cli.backends.base import ScoreRequest
 from icm_cli.backends.embedded import embedded_model_dir
 from icm_cli.backends.loading import load_backend
-from icm_cli.config import BackendConfig
-from icm_cli.errors import EXIT_USAGE, InputError
+from icm_cli.foundation.config import BackendConfig
+from icm_cli.foundation.errors import EXIT_USAGE, InputError
 from llama_server import SERVED_MODEL, llama_server  # noqa: F401 - the fixture, used by name
 
 ROOT = Path(__file__).resolve().parents[1]

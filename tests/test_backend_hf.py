@@ -10,9 +10,9 @@ import pytest
 
 from icm_cli.backends.base import ScoreRequest
 from icm_cli.backends.loading import load_backend
-from icm_cli.config import BackendConfig
-from icm_cli.errors import InputError
-from icm_cli.scoring import CoherenceScorer, PromptSet
+from icm_cli.foundation.config import BackendConfig
+from icm_cli.foundation.errors import InputError
+from icm_cli.algorithm.scoring import CoherenceScorer, PromptSet
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.model

@@ -25,8 +25,8 @@ from icm_cli.backends.base import ScoreRequest
 from icm_cli.backends.loading import load_backend
 from icm_cli.backends.openai_logprobs import Malformed, echo_logprob, parse_logprobs, topk_candidates, topk_logprob
 from icm_cli.backends.openai_server import OpenAIBackend
-from icm_cli.config import BackendConfig
-from icm_cli.errors import EXIT_BACKEND, EXIT_USAGE, BackendError, InputError
+from icm_cli.foundation.config import BackendConfig
+from icm_cli.foundation.errors import EXIT_BACKEND, EXIT_USAGE, BackendError, InputError
 
 TOKEN_RE = re.compile(r"\s?[^\s]+|\s+")
 VOCAB = (" positive", " negative", " neutral", " the", " a", " I", " True", " False", " very", "\n")

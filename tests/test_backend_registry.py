@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from icm_cli.backends import registry
 from icm_cli.backends.registry import BackendType, backend_type
 from icm_cli.cli import app
-from icm_cli.errors import InputError
+from icm_cli.foundation.errors import InputError
 
 
 def test_a_new_backend_type_is_one_module_and_one_registry_entry(tmp_path, monkeypatch):

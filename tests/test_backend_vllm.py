@@ -18,19 +18,9 @@ import pytest
 from icm_cli.backends.base import ScoreRequest
 from icm_cli.backends.loading import load_backend
 from icm_cli.backends.pieces import continuation_ids
-from icm_cli.backends.vllm_backend import (
-    GENERATED,
-    MISSING_VLLM,
-    PlannedPrompt,
-    VLLMBackend,
-    engine_prefix_cache,
-    gguf_problem,
-    plan_prompts,
-    read_output,
-    shared_block_tokens,
-)
-from icm_cli.config import BackendConfig
-from icm_cli.errors import BackendError, InputError
+from icm_cli.backends.vllm_backend import GENERATED, MISSING_VLLM, PlannedPrompt, VLLMBackend, engine_prefix_cache, gguf_problem, plan_prompts, read_output, shared_block_tokens
+from icm_cli.foundation.config import BackendConfig
+from icm_cli.foundation.errors import BackendError, InputError
 
 TOKEN_RE = re.compile(r"\s?[^\s]+|\s+")
 BOS = 1

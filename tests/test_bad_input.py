@@ -34,7 +34,7 @@ from typer.testing import CliRunner
 
 from icm_cli.backends import loading
 from icm_cli.cli import app
-from icm_cli.config import BackendConfig
+from icm_cli.foundation.config import BackendConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -649,7 +649,7 @@ PLANTED = "sk-planted-secret-123"
 
 def _backend_fields() -> set[str]:
     """The backend section's keys, the flat names of each backend's own options included."""
-    from icm_cli.config import FLAT_BACKEND_KEYS
+    from icm_cli.foundation.config import FLAT_BACKEND_KEYS
 
     return {f.name for f in dataclasses.fields(BackendConfig)} | set(FLAT_BACKEND_KEYS)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from icm_cli.backends.loading import load_backend
-from icm_cli.config import BackendConfig, HFOptions
+from icm_cli.foundation.config import BackendConfig, HFOptions
 from llama_server import SERVED_MODEL, llama_server  # noqa: F401 - fixture by name
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from icm_cli.class_prior import estimate, uniform
-from icm_cli.class_shares import SharesReport, decide, finish
+from icm_cli.algorithm.class_prior import estimate, uniform
+from icm_cli.run.class_shares import SharesReport, decide, finish
 
 
 def readings(shares, rows, signal, seed):

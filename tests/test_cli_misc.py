@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from icm_cli.backends import loading
 from icm_cli.cli import app
-from icm_cli.config import load_config
+from icm_cli.foundation.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -171,7 +171,7 @@ def test_open_stdout_keeps_the_real_exit_code(eval_files):
 
 
 def test_stdout_closed_detects_a_pipe_without_reader():
-    from icm_cli import stdout_pipe
+    from icm_cli.commands import stdout_pipe
 
     read_end, write_end = os.pipe()
     with os.fdopen(write_end, "w") as writer:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import icm_cli
 from icm_cli.cli import app
-from icm_cli.config import load_config
+from icm_cli.foundation.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("classification", "claims", "comparison")

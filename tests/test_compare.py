@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from icm_cli import compare as compare_module
+from icm_cli.run import compare as compare_module
 from icm_cli.backends import loading
 from icm_cli.cli import app
-from icm_cli.compare import METHODS, MethodResult, compare, format_gap, gap_note, gap_recovered, gold_by_example
-from icm_cli.config import Config, CoreConfig, SearchConfig, TaskConfig
-from icm_cli.errors import InputError
-from icm_cli.row_index import Selection, build_index
-from icm_cli.runner import RunInput
-from icm_cli.sources import MemorySource
-from icm_cli.tasks import TaskShape
+from icm_cli.run.compare import METHODS, MethodResult, compare, format_gap, gap_note, gap_recovered, gold_by_example
+from icm_cli.foundation.config import Config, CoreConfig, SearchConfig, TaskConfig
+from icm_cli.foundation.errors import InputError
+from icm_cli.data.row_index import Selection, build_index
+from icm_cli.run.runner import RunInput
+from icm_cli.data.sources import MemorySource
+from icm_cli.algorithm.tasks import TaskShape
 
 from fakes import SentimentBackend
 

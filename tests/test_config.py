@@ -1,4 +1,4 @@
-"""Unit tests for icm_cli.config: reading YAML into typed settings, and one-line errors."""
+"""Unit tests for icm_cli.foundation.config: reading YAML into typed settings, and one-line errors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from icm_cli.config import BackendConfig, CoreConfig, Config, SearchConfig, TaskConfig, load_config, parse_config
-from icm_cli.errors import EXIT_USAGE, InputError
+from icm_cli.foundation.config import BackendConfig, CoreConfig, Config, SearchConfig, TaskConfig, load_config, parse_config
+from icm_cli.foundation.errors import EXIT_USAGE, InputError
 
 
 def write(tmp_path: Path, text: str, name: str = "icm.yaml") -> Path:
@@ -360,7 +360,7 @@ def test_core_transfer_and_method_settings_are_checked(tmp_path, text, key):
 
 
 def _with(path, *sets: str, model=None, iterations=None) -> Config:
-    from icm_cli.overrides import cli_overrides
+    from icm_cli.foundation.overrides import cli_overrides
 
     return load_config(path, cli_overrides(sets, model, iterations))
 
@@ -482,9 +482,9 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
     import os
     import stat
 
-    from icm_cli.checkpoint import Checkpoint
-    from icm_cli.output import atomic_write_text, write_rows
-    from icm_cli.runner import RunState
+    from icm_cli.run.checkpoint import Checkpoint
+    from icm_cli.data.output import atomic_write_text, write_rows
+    from icm_cli.run.runner import RunState
 
     old = os.umask(umask)
     try:

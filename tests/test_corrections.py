@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from icm_cli.cli import app
-from icm_cli.corrections import fixed_labels, load_corrections
-from icm_cli.errors import InputError
+from icm_cli.data.corrections import fixed_labels, load_corrections
+from icm_cli.foundation.errors import InputError
 
 runner = CliRunner()
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from icm_cli.data import load_rows
-from icm_cli.errors import InputError
+from icm_cli.data.tables import load_rows
+from icm_cli.foundation.errors import InputError
 
 ROWS = [{"id": "a", "text": "great flight"}, {"id": "b", "text": "lost my bag, again"}]
 
@@ -52,7 +52,7 @@ def test_csv_cells_stay_text(tmp_path):
 
 def test_csv_ids_join_with_gold_as_written(tmp_path):
     """The id field read from CSV matches a gold file's string ids exactly (no 7 for '007')."""
-    from icm_cli.data import row_ids
+    from icm_cli.data.tables import row_ids
 
     csv = tmp_path / "x.csv"
     csv.write_text("id,text\n007,a\n0.10,b\n")
@@ -75,7 +75,7 @@ OUT_ROWS = [
 def test_output_format_follows_the_extension(name, fmt):
     from pathlib import Path
 
-    from icm_cli.output import output_format
+    from icm_cli.data.output import output_format
 
     assert output_format(Path(name)) == fmt
 
@@ -84,14 +84,14 @@ def test_output_format_follows_the_extension(name, fmt):
 def test_unknown_output_extension_is_refused(name):
     from pathlib import Path
 
-    from icm_cli.output import output_format
+    from icm_cli.data.output import output_format
 
     with pytest.raises(InputError, match=r"\.jsonl, \.json, \.csv or \.parquet"):
         output_format(Path(name))
 
 
 def test_jsonl_output_round_trips(tmp_path):
-    from icm_cli.output import write_rows
+    from icm_cli.data.output import write_rows
 
     out = tmp_path / "x.json"
     write_rows(OUT_ROWS, out)
@@ -101,7 +101,7 @@ def test_jsonl_output_round_trips(tmp_path):
 def test_csv_output_is_csv_with_every_field(tmp_path):
     import csv as csvlib
 
-    from icm_cli.output import write_rows
+    from icm_cli.data.output import write_rows
 
     out = tmp_path / "x.csv"
     write_rows(OUT_ROWS, out)
@@ -118,7 +118,7 @@ def test_csv_output_is_csv_with_every_field(tmp_path):
 
 def test_parquet_output_is_typed_where_the_column_allows(tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
-    from icm_cli.output import write_rows
+    from icm_cli.data.output import write_rows
 
     out = tmp_path / "x.parquet"
     write_rows(OUT_ROWS, out)
@@ -135,7 +135,7 @@ def test_parquet_output_is_typed_where_the_column_allows(tmp_path):
 
 
 def test_a_failed_write_leaves_no_file_and_no_temp(tmp_path, monkeypatch):
-    from icm_cli import output
+    from icm_cli.data import output
 
     def broken(self):
         self._file.write(b"PAR1 half")
@@ -368,7 +368,7 @@ def test_label_dry_run_reads_a_saved_dataset_dict_split(tmp_path, monkeypatch, w
 
 
 def _numbered(n: int):
-    from icm_cli.sources import MemorySource
+    from icm_cli.data.sources import MemorySource
 
     return MemorySource("d.jsonl", [{"id": k} for k in range(n)])
 
@@ -383,7 +383,7 @@ class _Any:
 
 
 def _select(n: int, **selection):
-    from icm_cli.row_index import Selection, build_index
+    from icm_cli.data.row_index import Selection, build_index
 
     index = build_index(_numbered(n), Selection(**selection), _Any(), "id")
     return index, [row.fields["id"] for _, row in index.stream()]
@@ -399,8 +399,8 @@ def test_limit_takes_the_first_rows_and_names_the_selection():
 
 def test_limit_reads_only_the_rows_it_takes(tmp_path):
     """--limit stops reading: a broken line after the first N rows is never reached."""
-    from icm_cli.row_index import Selection, build_index
-    from icm_cli.sources import open_source
+    from icm_cli.data.row_index import Selection, build_index
+    from icm_cli.data.sources import open_source
 
     data = tmp_path / "d.jsonl"
     data.write_text('{"id": 1}\n{"id": 2}\nnot json at all\n')
@@ -418,7 +418,7 @@ def test_sample_is_seeded_uniform_and_in_input_order():
     assert other_ids != ids and other.digest != a.digest
     assert _select(40, limit=10)[0].digest != a.digest
     # Uniform: over many seeds every row is drawn about 10/40 of the time (binomial bounds).
-    from icm_cli.row_index import reservoir
+    from icm_cli.data.row_index import reservoir
 
     counts = [0] * 40
     rows = list(_numbered(40).rows())
@@ -429,7 +429,7 @@ def test_sample_is_seeded_uniform_and_in_input_order():
 
 
 def test_limit_and_sample_together_are_refused():
-    from icm_cli.row_index import Selection
+    from icm_cli.data.row_index import Selection
 
     with pytest.raises(InputError, match="--limit and --sample"):
         Selection(limit=2, sample=2)
@@ -457,13 +457,13 @@ def test_a_checkpoint_of_one_selection_does_not_resume_another(tmp_path, monkeyp
     from typer.testing import CliRunner
 
     from icm_cli.backends import loading
-    from icm_cli.checkpoint import Checkpoint
+    from icm_cli.run.checkpoint import Checkpoint
     from icm_cli.cli import app
-    from icm_cli.config import load_config
-    from icm_cli.row_index import Selection, build_index
-    from icm_cli.runner import RunState
-    from icm_cli.sources import open_source
-    from icm_cli.tasks import TaskShape
+    from icm_cli.foundation.config import load_config
+    from icm_cli.data.row_index import Selection, build_index
+    from icm_cli.run.runner import RunState
+    from icm_cli.data.sources import open_source
+    from icm_cli.algorithm.tasks import TaskShape
 
     class Loaded(Exception):
         pass

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from icm_cli import cli
 from icm_cli.commands import label as label_command
-from icm_cli.errors import InputError
-from icm_cli.labels_io import load_labels
-from icm_cli.tasks import SOURCE_FIELD
+from icm_cli.foundation.errors import InputError
+from icm_cli.data.labels_io import load_labels
+from icm_cli.algorithm.tasks import SOURCE_FIELD
 
 runner = CliRunner()
 

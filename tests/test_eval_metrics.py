@@ -2,16 +2,7 @@ import json
 
 import pytest
 
-from icm_cli.metrics import (
-    Agreement,
-    ClassStats,
-    Slice,
-    accuracy_by_confidence,
-    accuracy_by_group,
-    compare_label_sets,
-    compute_agreement,
-    normalize_label,
-)
+from icm_cli.foundation.metrics import Agreement, ClassStats, Slice, accuracy_by_confidence, accuracy_by_group, compare_label_sets, compute_agreement, normalize_label
 
 
 @pytest.mark.parametrize(

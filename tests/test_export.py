@@ -15,10 +15,11 @@ import datasets
 import pytest
 from typer.testing import CliRunner
 
-from icm_cli import cli, export
+from icm_cli import cli
+from icm_cli.run import export
 from icm_cli.commands import label as label_command
 from icm_cli.cli import app
-from icm_cli.errors import InputError
+from icm_cli.foundation.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -397,7 +398,7 @@ def test_force_replaces_a_directory_save_to_disk_wrote_in_any_number_of_shards(t
 
 
 def test_saved_dataset_directory_is_recognised_by_its_entries(tmp_path):
-    from icm_cli.output import replace_refusal
+    from icm_cli.data.output import replace_refusal
 
     one, two = _saved_dataset(tmp_path / "one"), _saved_dataset(tmp_path / "two", shards=3)
     assert replace_refusal(one, directory=True) is None and replace_refusal(two, directory=True) is None

@@ -14,21 +14,21 @@ from typing import Sequence
 import pytest
 from typer.testing import CliRunner
 
-import icm_cli.search as search_module
+import icm_cli.algorithm.search as search_module
 from icm_cli.backends import loading
 from icm_cli.cli import app
-from icm_cli.checkpoint import Checkpoint
-from icm_cli.config import Config, CoreConfig, SearchConfig, TaskConfig
-from icm_cli.core_labels import label_core
-from icm_cli.cores import plan_run
-from icm_cli.errors import InputError
-from icm_cli.human_labels import HumanLabels, read_human_labels
-from icm_cli.row_index import Selection, build_index
-from icm_cli.runner import RunInput, RunState, label_dataset
-from icm_cli.scoring import PromptSet
-from icm_cli.search import TRUE, ConsistencyGroup, Evaluation, Problem, run_search
-from icm_cli.sources import MemorySource
-from icm_cli.tasks import TaskShape, pair_constraints
+from icm_cli.run.checkpoint import Checkpoint
+from icm_cli.foundation.config import Config, CoreConfig, SearchConfig, TaskConfig
+from icm_cli.algorithm.core_labels import label_core
+from icm_cli.algorithm.cores import plan_run
+from icm_cli.foundation.errors import InputError
+from icm_cli.data.human_labels import HumanLabels, read_human_labels
+from icm_cli.data.row_index import Selection, build_index
+from icm_cli.run.runner import RunInput, RunState, label_dataset
+from icm_cli.algorithm.scoring import PromptSet
+from icm_cli.algorithm.search import TRUE, ConsistencyGroup, Evaluation, Problem, run_search
+from icm_cli.data.sources import MemorySource
+from icm_cli.algorithm.tasks import TaskShape, pair_constraints
 
 from fakes import SentimentBackend
 from test_run_shape import TASK, config, tweet_rows, words

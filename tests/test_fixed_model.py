@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from icm_cli.checkpoint import checkpoint_path
+from icm_cli.run.checkpoint import checkpoint_path
 
 pytestmark = pytest.mark.model
 

@@ -50,7 +50,7 @@ def torch_cuda():
 
 def backend(dtype: str):
     from icm_cli.backends.loading import load_backend
-    from icm_cli.config import BackendConfig
+    from icm_cli.foundation.config import BackendConfig
 
     return load_backend(BackendConfig(model=MODEL, dtype=dtype, device=DEVICE))
 
@@ -74,9 +74,9 @@ def test_dry_run_probe_on_cuda(torch_cuda):
 
 
 def test_float32_search_on_the_fast_path_labels_as_from_scratch(torch_cuda):
-    from icm_cli.config import SearchConfig
-    from icm_cli.scoring import CoherenceScorer, PromptSet
-    from icm_cli.search import Problem, run_search
+    from icm_cli.foundation.config import SearchConfig
+    from icm_cli.algorithm.scoring import CoherenceScorer, PromptSet
+    from icm_cli.algorithm.search import Problem, run_search
 
     rows = [json.loads(line) for line in (ROOT / "examples" / "tweets-64.jsonl").read_text().splitlines()][:16]
     prompts = PromptSet(tuple(f"Tweet: {r['text']}\nSentiment:" for r in rows), ("positive", "negative"),
@@ -92,7 +92,7 @@ def test_float32_search_on_the_fast_path_labels_as_from_scratch(torch_cuda):
 
 
 def test_no_tensor_is_made_without_a_device_on_cuda(torch_cuda):
-    from icm_cli.scoring import CoherenceScorer, PromptSet
+    from icm_cli.algorithm.scoring import CoherenceScorer, PromptSet
 
     prompts = PromptSet(tuple(f"Tweet: t{k} is {'good' if k % 2 else 'bad'}\nSentiment:" for k in range(6)),
                         ("positive", "negative"), calibrate=True)

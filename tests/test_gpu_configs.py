@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from icm_cli.cli import app
-from icm_cli.config import load_config
+from icm_cli.foundation.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_CONFIGS = sorted(ROOT.glob("configs/llama-3.1-*.yaml"))

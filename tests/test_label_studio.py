@@ -27,8 +27,8 @@ import pytest
 from typer.testing import CliRunner
 
 from icm_cli.cli import app
-from icm_cli.corrections import load_corrections
-from icm_cli.review_export import READING_FIELDS
+from icm_cli.data.corrections import load_corrections
+from icm_cli.run.review_export import READING_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(os.environ.get("ICM_LABEL_STUDIO_VENV", ROOT / ".venv-labelstudio"))

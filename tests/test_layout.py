@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from icm_cli.scoring import CoherenceScorer, PromptSet, layout
-from icm_cli.search import extend_order
+from icm_cli.algorithm.scoring import CoherenceScorer, PromptSet, layout
+from icm_cli.algorithm.search import extend_order
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 23, 64])

@@ -24,8 +24,8 @@ import yaml
 
 from icm_cli.backends.base import ScoreRequest
 from icm_cli.backends.loading import load_backend
-from icm_cli.config import BackendConfig
-from icm_cli.errors import EXIT_BACKEND, EXIT_USAGE, InputError
+from icm_cli.foundation.config import BackendConfig
+from icm_cli.foundation.errors import EXIT_BACKEND, EXIT_USAGE, InputError
 from llama_server import SERVED_MODEL, LlamaServer, llama_server, start_server  # noqa: F401 - fixture by name
 
 ROOT = Path(__file__).resolve().parents[1]

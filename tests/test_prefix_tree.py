@@ -7,7 +7,7 @@ import math
 import pytest
 
 from icm_cli.backends.prefix_tree import Row, build_trie, trie_tokens
-from icm_cli.scoring import leave_one_out_contexts
+from icm_cli.algorithm.scoring import leave_one_out_contexts
 
 
 def row(request: int, *pieces: tuple[int, ...], tail: tuple[int, ...] = ()) -> Row:

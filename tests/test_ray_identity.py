@@ -8,8 +8,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from icm_cli.config import Config, RayConfig
-from icm_cli.ray_engine import Shipped, ShardLabeller, gpu_actors_on_a_cpu_driver
+from icm_cli.foundation.config import Config, RayConfig
+from icm_cli.run.ray_engine import Shipped, ShardLabeller, gpu_actors_on_a_cpu_driver
 
 DRIVER = "/models/m (files abc123) [float32, cpu]"
 

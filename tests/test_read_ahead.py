@@ -10,9 +10,9 @@ import zlib
 import pytest
 
 from fakes import SentimentBackend
-from icm_cli.config import SearchConfig
-from icm_cli.scoring import CoherenceScorer, PromptSet
-from icm_cli.search import Constraint, Problem, run_search
+from icm_cli.foundation.config import SearchConfig
+from icm_cli.algorithm.scoring import CoherenceScorer, PromptSet
+from icm_cli.algorithm.search import Constraint, Problem, run_search
 
 WORDS = ["good", "great", "bad", "awful", "love", "hate", "nice", "sad", "late", "happy", "meh", "ok"]
 

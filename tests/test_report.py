@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from icm_cli.cli import app
 from icm_cli.commands.report import ReportJob, run_report
-from icm_cli.search import Step
-from icm_cli.search_trace import MAX_POINTS, CoreTrace
+from icm_cli.algorithm.search import Step
+from icm_cli.algorithm.search_trace import MAX_POINTS, CoreTrace
 
 from report_fixtures import fake_run
 

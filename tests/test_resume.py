@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from icm_cli import output
-from icm_cli.checkpoint import Checkpoint, checkpoint_path
-from icm_cli.config import Config
-from icm_cli.errors import InputError, OutputError
-from icm_cli.runner import RunState
-from icm_cli.search import SearchState
+from icm_cli.data import output
+from icm_cli.run.checkpoint import Checkpoint, checkpoint_path
+from icm_cli.foundation.config import Config
+from icm_cli.foundation.errors import InputError, OutputError
+from icm_cli.run.runner import RunState
+from icm_cli.algorithm.search import SearchState
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "tweets-64.jsonl"

@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from icm_cli.cli import app
-from icm_cli.config import load_config
-from icm_cli.output import atomic_write_texts
+from icm_cli.foundation.config import load_config
+from icm_cli.data.output import atomic_write_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 TWEETS = ROOT / "configs" / "tweets-sentiment.yaml"

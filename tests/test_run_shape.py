@@ -14,15 +14,15 @@ from typing import Any, Optional
 
 import pytest
 
-from icm_cli.config import CheckConfig, Config, CoreConfig, SearchConfig, TaskConfig, TransferConfig
-from icm_cli.consistency import repair
-from icm_cli.cores import plan_run
-from icm_cli.row_index import Selection, build_index
-from icm_cli.runner import RunInput, RunState, label_dataset
-from icm_cli.search import TRUE, ConsistencyGroup
-from icm_cli.sources import MemorySource
-from icm_cli.tasks import TaskShape
-from icm_cli.transfer import ChunkRows, Transfer, TransferChunk, plan_chunks
+from icm_cli.foundation.config import CheckConfig, Config, CoreConfig, SearchConfig, TaskConfig, TransferConfig
+from icm_cli.algorithm.consistency import repair
+from icm_cli.algorithm.cores import plan_run
+from icm_cli.data.row_index import Selection, build_index
+from icm_cli.run.runner import RunInput, RunState, label_dataset
+from icm_cli.algorithm.search import TRUE, ConsistencyGroup
+from icm_cli.data.sources import MemorySource
+from icm_cli.algorithm.tasks import TaskShape
+from icm_cli.algorithm.transfer import ChunkRows, Transfer, TransferChunk, plan_chunks
 
 from fakes import BAD, GOOD, SentimentBackend
 

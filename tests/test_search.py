@@ -1,4 +1,4 @@
-"""Unit tests for icm_cli.search: constraints, objective, temperature, and the ICM search loop.
+"""Unit tests for icm_cli.algorithm.search: constraints, objective, temperature, and the ICM search loop.
 
 Everything here runs against deterministic fake scorers; no model is loaded.
 """
@@ -14,19 +14,9 @@ from typing import Optional, Sequence
 
 import pytest
 
-import icm_cli.search as search_module
-from icm_cli.config import SearchConfig
-from icm_cli.search import (
-    TRUE,
-    Constraint,
-    Evaluation,
-    Problem,
-    Step,
-    predictability,
-    run_search,
-    temperature,
-    violations,
-)
+import icm_cli.algorithm.search as search_module
+from icm_cli.foundation.config import SearchConfig
+from icm_cli.algorithm.search import TRUE, Constraint, Evaluation, Problem, Step, predictability, run_search, temperature, violations
 
 FALSE = 1
 

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from icm_cli.agreement import bootstrap_interval, cohen_kappa
-from icm_cli.signal_check import Readings, judge, scramble
+from icm_cli.foundation.agreement import bootstrap_interval, cohen_kappa
+from icm_cli.run.signal_check import Readings, judge, scramble
 
 
 def test_scramble_keeps_the_texts_shape_and_letters_and_is_seeded():

@@ -18,15 +18,15 @@ from typing import Any, Optional
 import pytest
 from typer.testing import CliRunner
 
-from icm_cli import output
+from icm_cli.data import output
 from icm_cli.backends import loading
-from icm_cli.checkpoint import Checkpoint, checkpoint_path
+from icm_cli.run.checkpoint import Checkpoint, checkpoint_path
 from icm_cli.cli import app
-from icm_cli.config import BackendConfig, Config, load_config
-from icm_cli.errors import BackendError, InputError
-from icm_cli.run_lock import RunLock, lock_path
-from icm_cli.runner import RunState
-from icm_cli.transfer import TransferChunk
+from icm_cli.foundation.config import BackendConfig, Config, load_config
+from icm_cli.foundation.errors import BackendError, InputError
+from icm_cli.data.run_lock import RunLock, lock_path
+from icm_cli.run.runner import RunState
+from icm_cli.algorithm.transfer import TransferChunk
 
 from fakes import BAD, GOOD, SentimentBackend
 

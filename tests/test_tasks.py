@@ -1,5 +1,5 @@
-"""Unit tests for icm_cli.tasks (rows -> examples, constraints, batches, row labels) and
-icm_cli.scoring (prompt layout and the coherence scorer), with fake backends only."""
+"""Unit tests for icm_cli.algorithm.tasks (rows -> examples, constraints, batches, row labels) and
+icm_cli.algorithm.scoring (prompt layout and the coherence scorer), with fake backends only."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from typing import Any, Sequence
 import pytest
 
 from icm_cli.backends.base import BackendStats, ScoreRequest
-from icm_cli.config import TaskConfig
-from icm_cli.data import Dataset, Row
-from icm_cli.errors import InputError
-from icm_cli.scoring import CoherenceScorer, PromptSet, leave_one_out_contexts
-from icm_cli.search import TRUE, Constraint, predictability
-from icm_cli.tasks import Task, build_task, row_label
+from icm_cli.foundation.config import TaskConfig
+from icm_cli.data.tables import Dataset, Row
+from icm_cli.foundation.errors import InputError
+from icm_cli.algorithm.scoring import CoherenceScorer, PromptSet, leave_one_out_contexts
+from icm_cli.algorithm.search import TRUE, Constraint, predictability
+from icm_cli.algorithm.tasks import Task, build_task, row_label
 
 FALSE = 1
 

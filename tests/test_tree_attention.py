@@ -17,9 +17,9 @@ import torch
 
 from icm_cli.backends.loading import load_backend
 from icm_cli.backends.tree_attention import BLOCK, Layout, TreeStep, block_table, subtree_ends
-from icm_cli.config import BackendConfig, HFOptions, SearchConfig
-from icm_cli.scoring import CoherenceScorer, PromptSet
-from icm_cli.search import Problem, run_search
+from icm_cli.foundation.config import BackendConfig, HFOptions, SearchConfig
+from icm_cli.algorithm.scoring import CoherenceScorer, PromptSet
+from icm_cli.algorithm.search import Problem, run_search
 
 ROOT = Path(__file__).resolve().parents[1]
 # Eager FlexAttention says once that it is unfused; on a CPU that is the point.

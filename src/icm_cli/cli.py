@@ -11,8 +11,8 @@ from .commands.export import export_command
 from .commands.init import init_command
 from .commands.label import label_command
 from .commands.report import report_command
-from .stdout_pipe import run as run_app
-from .typer_app import IcmTyper, print_version
+from .commands.stdout_pipe import run as run_app
+from .commands.typer_app import IcmTyper, print_version
 
 EXIT_CODES = """Exit codes: 0 done; 1 eval accuracy under --min-accuracy or gold ids labelled under
 --min-coverage, or --require-signal with no signal; 2 usage or input error; 3 backend (model) error;

@@ -52,7 +52,7 @@ def cpu_has_fast_bf16() -> bool:
     speedup = _bf16_speedup()
     fast = speedup >= BF16_MIN_SPEEDUP
     try:
-        from ..output import atomic_write_text
+        from ..data.output import atomic_write_text
 
         # One entry per CPU, torch and thread count: a process with another thread count (a
         # Ray actor, OMP_NUM_THREADS) keeps its own answer instead of overwriting this one.

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..errors import BackendError
+from ..foundation.errors import BackendError
 
 EMBEDDED = "embedded"
 EMBEDDED_NAME = "gemma-3-270m (embedded, Q4_K_M GGUF dequantized)"

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from ..config import BackendConfig
-from ..errors import BackendError, InputError, first_line
+from ..foundation.config import BackendConfig
+from ..foundation.errors import BackendError, InputError, first_line
 from .cpu_dtype import resolve_device, resolve_dtype
 from .embedded import EMBEDDED, EMBEDDED_NAME, embedded_model_dir
 from .models import model_identity, resolve_model

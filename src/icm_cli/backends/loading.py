@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..config import BackendConfig
+from ..foundation.config import BackendConfig
 from .base import Backend
 from .registry import backend_type
 

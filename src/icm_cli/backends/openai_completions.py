@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Optional, Sequence, Union
 
-from ..errors import BackendError, InputError
+from ..foundation.errors import BackendError, InputError
 from .base import ScoreRequest
 from .openai_logprobs import Malformed, NoEcho, echo_logprob, parse_logprobs, topk_candidates, topk_logprob
 from .openai_retry import Rejected

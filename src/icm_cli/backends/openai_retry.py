@@ -21,7 +21,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator, Optional, Sequence
 
-from ..errors import BackendError
+from ..foundation.errors import BackendError
 
 
 TRANSIENT_STATUS = {408, 429}  # plus every 5xx

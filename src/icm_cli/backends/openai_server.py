@@ -36,8 +36,8 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional, Sequence, TypeVar, Union
 
-from ..config import BackendConfig
-from ..errors import BackendError, InputError
+from ..foundation.config import BackendConfig
+from ..foundation.errors import BackendError, InputError
 from .base import BackendStats, ScoreRequest
 from .openai_completions import Completions, Slot
 from .openai_key import Secret, sent_in_clear

@@ -11,7 +11,7 @@ import threading
 from collections import OrderedDict
 from typing import Any, Callable, Optional, Union
 
-from ..errors import BackendError
+from ..foundation.errors import BackendError
 from .openai_logprobs import Malformed
 from .openai_transport import Cancelled, Rejected, Transport
 

@@ -33,10 +33,9 @@ from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
 import httpx
 
-from ..errors import BackendError
+from ..foundation.errors import BackendError
 from .openai_key import Secret
-from .openai_retry import (THROTTLE_BUDGET_S, TRANSIENT_STATUS, Cancelled, Rejected, Replicas, RetriesExhausted,
-                           Transient, backoff_delay, retry_after_s, throttle_delay)
+from .openai_retry import THROTTLE_BUDGET_S, TRANSIENT_STATUS, Cancelled, Rejected, Replicas, RetriesExhausted, Transient, backoff_delay, retry_after_s, throttle_delay
 
 
 def error_text(data: bytes) -> str:

@@ -14,7 +14,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..errors import InputError
+from ..foundation.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-from ..config import BackendConfig
-from ..errors import InputError, first_line
+from ..foundation.config import BackendConfig
+from ..foundation.errors import InputError, first_line
 from .embedded import EMBEDDED, embedded_tokenizer_source
 from .registry import backend_type
 

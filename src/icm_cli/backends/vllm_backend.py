@@ -34,8 +34,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from ..config import BackendConfig
-from ..errors import BackendError, InputError, first_line
+from ..foundation.config import BackendConfig
+from ..foundation.errors import BackendError, InputError, first_line
 from .base import BackendStats, ScoreRequest
 from .cpu_dtype import cpu_has_fast_bf16
 from .embedded import EMBEDDED, EMBEDDED_NAME, embedded_model_dir

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Callable, Iterator, Optional
 import typer
 from rich.console import Console
 
-from ..errors import EXIT_INTERRUPTED, IcmError, Interrupted, Stopped
+from ..foundation.errors import EXIT_INTERRUPTED, IcmError, Interrupted, Stopped
 
 # ---- shared options: one definition each, used by every command that takes them
 
@@ -73,7 +73,7 @@ def bars_wanted(quiet: bool) -> bool:
 
 def warn_if_defaults(config: Optional[Path], quiet: bool) -> None:
     if config is None and not quiet:
-        from ..config import TaskConfig
+        from ..foundation.config import TaskConfig
 
         task = TaskConfig()
         print(f"icm: warning: no -c CONFIG given, so the built-in defaults are used (template "
@@ -83,8 +83,8 @@ def warn_if_defaults(config: Optional[Path], quiet: bool) -> None:
 
 def load_run_config(config: Optional[Path], sets: list[str], model: Optional[str], iterations: Optional[int],
                     seed: Optional[int] = None):
-    from ..config import load_config
-    from ..overrides import cli_overrides
+    from ..foundation.config import load_config
+    from ..foundation.overrides import cli_overrides
 
     cfg = load_config(config, cli_overrides(sets, model, iterations))
     return cfg.with_seed(seed) if seed is not None else cfg

@@ -13,10 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..config import Config
-from ..errors import EXIT_BELOW_THRESHOLD, InputError
-from .common import (ConfigOpt, IterationsOpt, ModelOpt, QuietOpt, RequireSignalOpt, SetOpt, bars_wanted,
-                     load_run_config, logger, stderr_console, warn_if_defaults)
+from ..foundation.config import Config
+from ..foundation.errors import EXIT_BELOW_THRESHOLD, InputError
+from .common import ConfigOpt, IterationsOpt, ModelOpt, QuietOpt, RequireSignalOpt, SetOpt, bars_wanted, load_run_config, logger, stderr_console, warn_if_defaults
 
 METHODS = ("zero_shot", "random_few_shot", "bootstrap", "icm", "icm_alone", "golden")
 
@@ -63,12 +62,12 @@ def run_comparison(data: str, gold: Path, cfg: Config, methods: tuple[str, ...],
                    quiet: bool = True) -> Comparison:
     """Every method on `data`, scored against the gold file."""
     from ..backends import loading
-    from ..compare import compare
-    from ..labels_io import load_labels
-    from ..row_index import Selection, build_index
-    from ..runner import RunInput
-    from ..sources import open_source
-    from ..tasks import TaskShape
+    from ..run.compare import compare
+    from ..data.labels_io import load_labels
+    from ..data.row_index import Selection, build_index
+    from ..run.runner import RunInput
+    from ..data.sources import open_source
+    from ..algorithm.tasks import TaskShape
 
     shape = TaskShape(cfg.task)
     with open_source(data, progress=bars_wanted(quiet)) as source:
@@ -86,7 +85,7 @@ def run_comparison(data: str, gold: Path, cfg: Config, methods: tuple[str, ...],
 
 
 def print_comparison(comparison: Comparison, as_json: bool, quiet: bool) -> None:
-    from ..compare import format_gap, gap_note, gap_recovered
+    from ..run.compare import format_gap, gap_note, gap_recovered
 
     results = comparison.results
     gaps = gap_recovered(results)

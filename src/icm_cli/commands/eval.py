@@ -14,21 +14,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..corrections import load_corrections
-from ..errors import EXIT_BELOW_THRESHOLD, InputError
-from ..labels_io import LabelFile, load_labels
-from ..metrics import (
-    Agreement,
-    ConfidenceRow,
-    LabelSets,
-    Slice,
-    accuracy_by_confidence,
-    accuracy_by_group,
-    compare_label_sets,
-    compute_agreement,
-    normalize_label,
-)
-from ..tasks import SOURCE_FIELD
+from ..data.corrections import load_corrections
+from ..foundation.errors import EXIT_BELOW_THRESHOLD, InputError
+from ..data.labels_io import LabelFile, load_labels
+from ..foundation.metrics import Agreement, ConfidenceRow, LabelSets, Slice, accuracy_by_confidence, accuracy_by_group, compare_label_sets, compute_agreement, normalize_label
+from ..algorithm.tasks import SOURCE_FIELD
 
 
 # Fixed, round thresholds rather than deciles of the observed confidences: the table is read to

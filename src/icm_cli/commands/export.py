@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import InputError
+from ..foundation.errors import InputError
 from .common import ForceOpt, OutOpt
 
 
@@ -53,7 +53,7 @@ def export_command(
     -o x.jsonl writes JSONL; a directory (dir/ or a name without suffix) is written by
     Dataset.save_to_disk; without -o, JSONL goes to stdout. Review formats (label-studio, argilla):
     -o x.json, with the tool's configuration beside it."""
-    from ..review_export import REVIEW_FORMATS, ReviewOptions
+    from ..run.review_export import REVIEW_FORMATS, ReviewOptions
 
     if fmt in REVIEW_FORMATS:
 
@@ -66,8 +66,8 @@ def export_command(
         opts = ReviewOptions(fmt, review, min_confidence, source, label_field, confidence_field, id_field)
         print(run_review_export(labels, config, opts, out, force), file=sys.stderr)
         return
-    from ..export import ExportOptions
-    from ..hub_push import HubTarget
+    from ..run.export import ExportOptions
+    from ..run.hub_push import HubTarget
 
     for flag, on in (("--review", review is not None), ("--id-field", id_field is not None),
                      ("--private", private and push_to_hub is None)):
@@ -84,12 +84,12 @@ def run_export(labels: str, config: Path, opts: object, out: Optional[str] = Non
                hub: object = None) -> str:
     """Export `labels` as `opts` say (and push them to `hub`, a HubTarget); returns the line that
     says what was written."""
-    from ..config import load_config
-    from ..data import load_rows
-    from ..export import destination, export_rows, export_summary, save_directory, to_dataset
-    from ..hub_push import card_text, check_repo_id, push
-    from ..output import write_rows
-    from ..review_export import run_summary
+    from ..foundation.config import load_config
+    from ..data.tables import load_rows
+    from ..run.export import destination, export_rows, export_summary, save_directory, to_dataset
+    from ..run.hub_push import card_text, check_repo_id, push
+    from ..data.output import write_rows
+    from ..run.review_export import run_summary
 
     if hub is not None:
         check_repo_id(hub.repo_id)  # type: ignore[attr-defined]
@@ -117,11 +117,11 @@ def run_export(labels: str, config: Path, opts: object, out: Optional[str] = Non
 def run_review_export(labels: str, config: Path, opts: object, out: Optional[str] = None, force: bool = False) -> str:
     """Write the review queue of `labels` (opts: a ReviewOptions) as Label Studio's tasks and
     labelling config, or Argilla's records and settings; returns the line that says what was written."""
-    from .. import argilla_export, label_studio_export
-    from ..config import load_config
-    from ..data import load_rows
-    from ..output import atomic_write_texts, json_text
-    from ..review_export import check_review_options, model_version, review_destination, review_queue, review_summary
+    from ..run import argilla_export, label_studio_export
+    from ..foundation.config import load_config
+    from ..data.tables import load_rows
+    from ..data.output import atomic_write_texts, json_text
+    from ..run.review_export import check_review_options, model_version, review_destination, review_queue, review_summary
 
     check_review_options(opts)  # type: ignore[arg-type]
     files = review_destination(out, labels, opts.format, force)  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ def init_command(
     force: ForceOpt = False,
 ) -> None:
     """Write a commented starter config for a task type, sized for the embedded CPU model."""
-    from ..starter import write_starter
+    from ..run.starter import write_starter
 
     write_starter(task_type, out, force)
     if out != "-":

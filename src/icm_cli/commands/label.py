@@ -12,13 +12,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..errors import EXIT_BELOW_THRESHOLD, BackendError, IcmError, InputError, Interrupted, OutputError, Stopped
-from ..label_job import LabelJob, read_input  # LabelJob, run_label's argument, is imported from here
-from ..row_index import KIND_FLOAT, KIND_NULL, KIND_STR, Selection
-from ..tasks import AGREEMENT_FIELD, SOURCE_FIELD, RowLabel
-from .common import (ConfigOpt, ForceOpt, IterationsOpt, ModelOpt, OutOpt, QuietOpt, RequireSignalOpt, SetOpt,
-                     bars_wanted, command_line, load_run_config, logger, stderr_console, stop_signals,
-                     warn_if_defaults)
+from ..foundation.errors import EXIT_BELOW_THRESHOLD, BackendError, IcmError, InputError, Interrupted, OutputError, Stopped
+from ..run.label_job import LabelJob, read_input  # LabelJob, run_label's argument, is imported from here
+from ..data.row_index import KIND_FLOAT, KIND_NULL, KIND_STR, Selection
+from ..algorithm.tasks import AGREEMENT_FIELD, SOURCE_FIELD, RowLabel
+from .common import ConfigOpt, ForceOpt, IterationsOpt, ModelOpt, OutOpt, QuietOpt, RequireSignalOpt, SetOpt, bars_wanted, command_line, load_run_config, logger, stderr_console, stop_signals, warn_if_defaults
 
 
 def label_command(
@@ -90,15 +88,15 @@ def label_command(
 def run_label(job: LabelJob) -> Any:
     """Check everything that can be checked before a model loads, then label; returns the
     RunSummary (None for a dry run). Raises IcmError for the user's mistakes and failures."""
-    from ..output import check_destination
-    from ..run_lock import RunLock
+    from ..data.output import check_destination
+    from ..data.run_lock import RunLock
 
     if job.report:
         _check_report(job)
     if job.fixed is not None:
         _check_fixed(job)
     if job.engine == "ray":
-        from ..ray_labelling import run_ray
+        from ..run.ray_labelling import run_ray
 
         return run_ray(job, _terminal(job))
     if job.resume and job.out is None:
@@ -120,8 +118,8 @@ def run_label(job: LabelJob) -> Any:
 
 def _check_report(job: LabelJob) -> None:
     """--report is refused before anything runs where it could not be written at the end."""
-    from ..output import check_replaceable
-    from ..report_plots import pyplot
+    from ..data.output import check_replaceable
+    from ..run.report_plots import pyplot
     from .report import report_path
 
     if job.out is None:
@@ -146,7 +144,7 @@ def _check_fixed(job: LabelJob) -> None:
 def _terminal(job: LabelJob) -> Any:
     """What the Ray labelling (on the run floor) shows people through: this command's console,
     log, stop signals, progress view and printed reports."""
-    from ..ray_labelling import Terminal
+    from ..run.ray_labelling import Terminal
     from .label_report import print_dry_run, print_summary
     from .progress import ProgressView
 
@@ -169,7 +167,7 @@ class _Labelling:
 
     def run(self, stack: contextlib.ExitStack) -> Any:
         from ..backends import loading
-        from ..output import RowWriter
+        from ..data.output import RowWriter
         from .progress import ProgressView
 
         job, index = self.job, self.run_input.index
@@ -201,7 +199,7 @@ class _Labelling:
         return summary
 
     def _label(self, backend: Any, view: Any, state: Any, writer: Any) -> Any:
-        from ..runner import label_dataset
+        from ..run.runner import label_dataset
 
         job = self.job
         several = job.config.core.count > 1
@@ -220,7 +218,7 @@ class _Labelling:
 
     def _open_checkpoint(self) -> Any:
         """The checkpoint beside OUT, and the state to resume from (None: start afresh)."""
-        from ..checkpoint import Checkpoint, checkpoint_path, legacy_files
+        from ..run.checkpoint import Checkpoint, checkpoint_path, legacy_files
 
         job = self.job
         if job.out is None:
@@ -257,7 +255,7 @@ class _Labelling:
         return e
 
     def _finish(self, summary: Any) -> None:
-        from ..output import atomic_write_text, summary_path, summary_text
+        from ..data.output import atomic_write_text, summary_path, summary_text
 
         out = self.job.out
         assert out is not None

@@ -9,12 +9,12 @@ from typing import Any, Optional
 from rich.console import Console
 from rich.table import Table
 
-from ..config import Config
+from ..foundation.config import Config
 
 
 def print_dry_run(run_input: Any, cfg: Config, probe: bool) -> None:
     from ..backends.tokens import token_counter
-    from ..dry_run import dry_run, probe_rate
+    from ..run.dry_run import dry_run, probe_rate
 
     count, how = token_counter(cfg.backend)
     report = dry_run(run_input, cfg, count)

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from ..runner import Progress
+from ..run.runner import Progress
 
 
 def _fmt_eta(seconds: Optional[float]) -> str:

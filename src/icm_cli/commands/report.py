@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Annotated, Optional, Sequence
 
 import typer
 
-from ..errors import InputError, OutputError
+from ..foundation.errors import InputError, OutputError
 from .common import ForceOpt
 
 if TYPE_CHECKING:
-    from ..data import Dataset
-    from ..report_data import GoldView, ReportData, ReportRow
+    from ..data.tables import Dataset
+    from ..run.report_data import GoldView, ReportData, ReportRow
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,10 @@ def report_path(labels: Path) -> Path:
 
 def run_report(job: ReportJob) -> Optional[Path]:
     """Build the page and write it; returns where (None: stdout). Raises IcmError."""
-    from ..output import atomic_write_text
-    from ..report_html import render
-    from ..report_plots import pyplot
-    from ..version import installed_version
+    from ..data.output import atomic_write_text
+    from ..run.report_html import render
+    from ..run.report_plots import pyplot
+    from ..foundation.version import installed_version
 
     dest = _destination(job)  # first: a refused -o is refused before anything is read
     pyplot()  # and a missing matplotlib before anything is read
@@ -89,7 +89,7 @@ def run_report(job: ReportJob) -> Optional[Path]:
 
 
 def _destination(job: ReportJob) -> Optional[Path]:
-    from ..output import check_replaceable
+    from ..data.output import check_replaceable
 
     if job.out == "-":
         return None
@@ -107,9 +107,9 @@ def _destination(job: ReportJob) -> Optional[Path]:
 
 
 def _gather(job: ReportJob) -> ReportData:
-    from ..data import load_rows
-    from ..output import summary_path
-    from ..report_data import ReportData, label_order, read_summary, report_rows
+    from ..data.tables import load_rows
+    from ..data.output import summary_path
+    from ..run.report_data import ReportData, label_order, read_summary, report_rows
 
     if job.labels != "-" and Path(job.labels).is_dir():
         raise InputError(f"{job.labels}: a directory; icm report reads one labels file (with --engine ray, the "
@@ -133,10 +133,10 @@ def _gather(job: ReportJob) -> ReportData:
 
 def _gold(job: ReportJob, dataset: Dataset, rows: Sequence[ReportRow], labels: int) -> GoldView:
     """The scores against gold, with icm eval's reading of both files and of --map."""
-    from ..labels_io import labels_of, load_labels
-    from ..metrics import compare_label_sets
-    from ..report_data import gold_view
-    from ..tasks import SOURCE_FIELD
+    from ..data.labels_io import labels_of, load_labels
+    from ..foundation.metrics import compare_label_sets
+    from ..run.report_data import gold_view
+    from ..algorithm.tasks import SOURCE_FIELD
     from .eval import apply_label_map, label_set_warnings, parse_label_map
 
     assert job.gold is not None

@@ -1,0 +1,90 @@
+"""Rows out of a run in input order: each row's label from its examples' (a person's, the
+transfer's or the search's), held until every row before it is out, and counted for the summary."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional
+
+from ..data.row_index import RowIndex
+from ..algorithm.tasks import RowLabel, TaskShape, row_label
+
+RowsOut = Callable[[list[tuple[int, dict[str, Any], RowLabel]]], None]
+
+
+def label_row(shape: TaskShape, r: int, fields: dict[str, Any], results: dict[int, tuple[int, tuple[float, ...], float]],
+              core_labels: dict[int, Optional[int]], core_scores: dict[int, tuple[float, ...]],
+              several: bool, human: Mapping[int, int] = {}) -> RowLabel:  # noqa: B006 - read only
+    """Row r's label from its examples': a person's (`human`, by example id), transferred
+    (`results`) or searched."""
+    labels, scores, sources, agreements = [], [], [], []
+    for i in range(r * shape.per_row, (r + 1) * shape.per_row):
+        if i in human:
+            labels.append(human[i]), scores.append(core_scores.get(i, ())), sources.append("human")
+            agreements.append(None)
+        elif i in results:
+            y, s, a = results[i]
+            labels.append(y), scores.append(s), sources.append("transfer")
+            agreements.append(a if several else None)
+        else:
+            labels.append(core_labels[i]), scores.append(core_scores[i]), sources.append("core")
+            agreements.append(None)
+    examples = shape.examples(r, fields) if shape.per_row > 1 else ()
+    return row_label(shape.label_words, examples, labels, scores, sources, agreements)
+
+
+class Emitter:
+    """Row labels in, rows out in input order; counts what the summary reports."""
+
+    def __init__(self, index: RowIndex, out: RowsOut, monitor_field: Optional[str]):
+        self.index = index
+        self.out = out
+        self.monitor_field = monitor_field
+        self.next = 0
+        # Rows finished ahead of the next one to go out (consistency groups spread over the
+        # file). Past a chunk or so, their fields are dropped and read again when they go.
+        self.pending: dict[int, tuple[Optional[dict[str, Any]], RowLabel]] = {}
+        self.keep_fields = 4096
+        self.label_counts: dict[str, int] = {}
+        self.core_rows = 0
+        self.human_rows = 0
+        self.agreements: list[float] = []
+        self.monitor_hits = self.monitor_total = 0
+
+    def add(self, row: int, fields: dict[str, Any], label: RowLabel) -> None:
+        self.pending[row] = (fields if len(self.pending) < self.keep_fields else None, label)
+
+    def flush(self) -> None:
+        out: list[tuple[int, dict[str, Any], RowLabel]] = []
+        while self.next in self.pending:
+            fields, label = self.pending.pop(self.next)
+            if fields is None:
+                fields = self.index.read([self.next])[0].fields
+            out.append((self.next, fields, label))
+            self._count(fields, label)
+            self.next += 1
+        if out:
+            self.out(out)
+
+    def _count(self, fields: dict[str, Any], label: RowLabel) -> None:
+        self.label_counts[label.label] = self.label_counts.get(label.label, 0) + 1
+        self.core_rows += label.source == "core"
+        self.human_rows += label.source == "human"
+        if label.agreement is not None:
+            self.agreements.append(label.agreement)
+        if self.monitor_field is not None and label.source == "transfer":
+            gold = normalized(fields.get(self.monitor_field))
+            if gold is not None:
+                self.monitor_total += 1
+                self.monitor_hits += normalized(label.label) == gold
+
+    def monitor(self) -> Optional[float]:
+        return self.monitor_hits / self.monitor_total if self.monitor_total else None
+
+
+def normalized(value: Any) -> Optional[str]:
+    from ..foundation.metrics import normalize_label
+
+    try:
+        return normalize_label(value)
+    except ValueError:
+        return None

@@ -1,0 +1,293 @@
+"""Does the model know? A gold-free check of a run's labels: signal, weak or none.
+
+A run's summary looks the same whether its labels track the asked-for concept or are noise the
+search made self-consistent. This check reads a seeded sample of the labelled rows two more ways,
+with nothing but the model, and compares:
+
+- content: how far the run's reading of each row spreads (its label log-odds, in the run's own
+  context: after the cores' demonstrations, centred as the run centres them) against the same
+  reading of the same row with the letters of its fields shuffled (spaces, digits and
+  punctuation kept: the text's shape without its words). Readings that follow what the words say
+  spread more on the rows than on their scrambles; readings of text whose words say nothing
+  (random letters) spread alike.
+- zero-shot agreement: the run's labels against the model's calibrated zero-shot labels (no
+  demonstrations at all), as Cohen's kappa with a bootstrap interval. The search and the
+  demonstrations may move labels; they should not turn them away from what the model reads in
+  the rows themselves.
+- balance: the share of the commonest label, in the run and zero-shot; one label taking nearly
+  everything, or the two disagreeing about the balance, is a warning.
+
+Verdict: `none` when the words make no measurable difference to the readings (the content ratio's
+interval reaches 1.1) or one label takes nearly every row; `signal` when they clearly do (its
+interval above 1.5) and the labels agree with zero-shot well beyond chance (kappa's interval
+above 0.4); `weak` otherwise. Measured on the embedded model (README, "Is there signal?").
+
+It rules out noise, not error: a model that reads a salient feature which is not the asked-for
+concept passes it; `icm compare` on a little gold is how to measure accuracy. Where a run has
+fewer than 32 rows outside its core, the check reads the core itself, each example with the
+others as context (the search's leave-one-out prompts).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional, Sequence
+
+from ..foundation.agreement import bootstrap_interval, kappa_with_interval
+from ..backends.base import ScoreRequest
+from ..data.row_index import seeded_sample
+from ..algorithm.scoring import layout, log_softmax
+from ..algorithm.search import argmax
+from ..algorithm.tasks import Example
+
+SAMPLE = 256  # rows read again; the kappa's interval is about +-0.1 at this size
+MIN_ROWS = 16  # fewer than this: no verdict (an interval over a handful of rows says nothing)
+NO_CONTENT = 1.1  # content ratio: words that make a difference spread the readings more than this
+CONTENT = 1.5
+AGREEMENT = 0.4  # zero-shot kappa, lower end of its interval, for `signal`
+ONE_LABEL = 0.95  # majority share past which the labels say nothing about the rows
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    value: float
+    interval: Optional[tuple[float, float]]
+    meaning: str  # one line: what the figure says
+
+
+@dataclass(frozen=True)
+class ReadingSample:
+    """The sample the check read, each example's label probabilities as the many-shot (run's
+    context), zero-shot and scrambled readings give them: what `icm report` draws. `rows` are
+    positions in OUT (its rows are the input's, in order); with several examples a row
+    (comparisons), `examples` says which."""
+
+    label_words: list[str]
+    rows: list[int]
+    examples: list[int]
+    labels: list[int]  # the run's labels
+    many_shot: list[list[float]]
+    zero_shot: list[list[float]]
+    scrambled: list[list[float]]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SignalReport:
+    verdict: str  # signal | weak | none | unchecked
+    reason: str  # one line
+    figures: list[Figure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    rows: int = 0  # the sample's size
+    seconds: float = 0.0
+    tokens: int = 0  # what the check had the model compute
+    sample: Optional[ReadingSample] = None  # kept apart in the summary (`readings`), not in `signal`
+
+    def to_json(self) -> dict:
+        doc = asdict(self)
+        del doc["sample"]
+        return doc
+
+
+def scramble(text: str, seed: int) -> str:
+    """The text's letters in a seeded random order, every other character (spaces, digits,
+    punctuation, emoji) left where it was: the shape of the text kept, its words gone."""
+    letters = [c for c in text if c.isalpha()]
+    random.Random(seed).shuffle(letters)
+    mixed = iter(letters)
+    return "".join(next(mixed) if c.isalpha() else c for c in text)
+
+
+@dataclass
+class Readings:
+    """One sample, read three ways: label log-probs per example."""
+
+    labels: list[int]  # the run's labels (with transfer.zero_shot, the zero-shot reading averaged in)
+    mine: list[list[float]]  # the run's many-shot reading: after the cores' demonstrations
+    scrambled: list[list[float]]  # the same, the rows' letters shuffled
+    zero_shot: list[list[float]]  # no context, calibrated as the run calibrates
+    ids: list[int] = field(default_factory=list)  # the examples', in the same order
+
+    def sample(self, words: Sequence[str], per_row: int) -> ReadingSample:
+        def probabilities(readings: list[list[float]]) -> list[list[float]]:
+            return [[round(math.exp(v), 4) for v in r] for r in readings]
+
+        return ReadingSample(list(words), [i // per_row for i in self.ids], [i % per_row for i in self.ids],
+                             list(self.labels), probabilities(self.mine), probabilities(self.zero_shot),
+                             probabilities(self.scrambled))
+
+
+def measure(run: Any, transfer: Any, centres: Optional[list[list[float]]], seed: int) -> SignalReport:
+    start, before = time.monotonic(), run.backend.stats.tokens_computed
+    readings = _transferred(run, transfer, centres, seed) or _core(run, seed)
+    if readings is None or len(readings.labels) < MIN_ROWS:
+        return SignalReport("unchecked", f"fewer than {MIN_ROWS} labelled rows to read again: too few to check",
+                            seconds=round(time.monotonic() - start, 2))
+    report = judge(readings, len(run.shape.label_words), seed)
+    if readings.ids:
+        report.sample = readings.sample(run.shape.label_words, run.shape.per_row)
+    report.seconds = round(time.monotonic() - start, 2)
+    report.tokens = run.backend.stats.tokens_computed - before
+    return report
+
+
+def judge(r: Readings, labels: int, seed: int) -> SignalReport:
+    """The figures of one sample's readings, and the verdict they give."""
+    zs_labels = [argmax(s) for s in r.zero_shot]
+    # The many-shot reading's labels, not the run's: with transfer.zero_shot the run's labels
+    # already hold the zero-shot reading, and would agree with it by construction.
+    kappa, kappa_ci = kappa_with_interval([argmax(s) for s in r.mine], zs_labels, seed)
+    spread, spread_mixed = [_logodds(s) for s in r.mine], [_logodds(s) for s in r.scrambled]
+    ratio = _spread_ratio(spread, spread_mixed)
+    ratio_ci = bootstrap_interval(lambda idx: _spread_ratio([spread[i] for i in idx], [spread_mixed[i] for i in idx]),
+                                  len(spread), seed)
+    major = max(r.labels.count(y) for y in range(labels)) / len(r.labels)
+    zs_major = max(zs_labels.count(y) for y in range(labels)) / len(zs_labels)
+    figures = [
+        Figure("content_ratio", round(ratio, 3), (round(ratio_ci[0], 3), round(ratio_ci[1], 3)),
+               "how much more the run's readings vary on the rows than on their letters shuffled (1: the words add nothing)"),
+        Figure("zero_shot_kappa", round(kappa, 3), (round(kappa_ci[0], 3), round(kappa_ci[1], 3)),
+               "agreement of the many-shot reading's labels with the model's zero-shot labels beyond chance "
+               "(0: none, 1: all)"),
+        Figure("majority_share", round(major, 3), None, "the share of rows the commonest label takes"),
+        Figure("zero_shot_majority_share", round(zs_major, 3), None, "the same, for the zero-shot labels"),
+    ]
+    warnings = []
+    if major >= ONE_LABEL:
+        warnings.append(f"one label takes {major:.0%} of the rows: the labels say little about any row")
+    if abs(major - zs_major) > 0.2:
+        warnings.append(f"the run and zero-shot disagree about the balance: the commonest label takes {major:.0%} of "
+                        f"the run's labels and {zs_major:.0%} of zero-shot's")
+    verdict, reason = _verdict(ratio_ci, kappa_ci, major)
+    return SignalReport(verdict, reason, figures, warnings, rows=len(r.labels))
+
+
+def _verdict(ratio_ci: tuple[float, float], kappa_ci: tuple[float, float], major: float) -> tuple[str, str]:
+    if major >= ONE_LABEL:
+        return "none", "one label takes nearly every row"
+    if ratio_ci[0] <= NO_CONTENT:
+        return "none", "the readings vary as much on the rows' shuffled letters as on their words"
+    if ratio_ci[0] > CONTENT and kappa_ci[0] > AGREEMENT:
+        return "signal", "the readings follow the words, and the labels agree with the model's zero-shot reading"
+    if ratio_ci[0] > CONTENT:
+        return "weak", "the readings follow the words, but the labels depart from the model's zero-shot reading"
+    return "weak", "the words make only a small difference to the readings"
+
+
+# ---- reading a sample three ways
+
+
+def sample_ids(run: Any, centres: Optional[list[list[float]]], seed: int) -> list[int]:
+    """The transferred examples the check reads again: a quarter of them, at most SAMPLE (two
+    more reads of a quarter keep the check's cost well under the transfer's own), taken from the
+    calibration sample where there is one (already read in the run's context)."""
+    transferred = run.plan.examples - sum(y is not None for y in run.core_labels.values())
+    size = min(SAMPLE, max(2 * MIN_ROWS, transferred // 4))
+    pool = run.calibration_sample
+    if centres is not None and len(pool) >= size:
+        return sorted(random.Random(seed + 7919).sample(pool, size))
+    labelled = {i for i, y in run.core_labels.items() if y is not None}
+    return seeded_sample(run.plan.examples, size, seed + 7919, labelled.__contains__)
+
+
+def _transferred(run: Any, transfer: Any, centres: Optional[list[list[float]]], seed: int) -> Optional[Readings]:
+    """A sample of the rows the run transferred (their scores in the run's context were kept as
+    the transfer read them, so the run's own reading costs nothing more)."""
+    ids = run.check_sample or sample_ids(run, centres, seed)
+    if len(ids) < 2 * MIN_ROWS:
+        return None
+    examples = run.examples_of(ids)
+
+    cores = max(1, transfer.cores)
+
+    def in_context(items: Sequence[tuple[int, Example]]) -> tuple[list[list[float]], list[int]]:
+        """The many-shot reading (the cores' contexts) and the run's labels (every context)."""
+        many, labels = [], []
+        for scores in transfer.raw(list(items)):
+            per_context, combined = transfer.readings(scores, centres)
+            many.append(_mean(per_context[:cores]))
+            labels.append(argmax(combined))
+        return many, labels
+
+    mine, labels = in_context(examples)
+    mixed, _ = in_context([(-1 - i, ex) for i, ex in _scrambled(run, examples, seed)])
+    return Readings(labels, mine, mixed, _zero_shot(run, examples, transfer.continuations), [i for i, _ in examples])
+
+
+def _core(run: Any, seed: int) -> Optional[Readings]:
+    """The first core, each example read with the others as context (the search's own
+    leave-one-out prompts): for runs that are (nearly) all core."""
+    if not run.plan.cores or not run.outcomes:
+        return None
+    core, outcome = run.plan.cores[0], run.outcomes[0]
+    labels = outcome.row_labels()
+    local = [k for k, y in enumerate(labels) if y is not None]
+    if len(local) < MIN_ROWS:
+        return None
+    prompts = run.core_prompts(0)
+    contexts, _ = layout([k for k in outcome.order if outcome.labels[k] is not None])
+    examples = [(core.ids[k], core.examples[k]) for k in local]
+    mixed_queries = [ex.query for _, ex in _scrambled(run, examples, seed)]
+    conts = prompts.continuations()
+
+    def read(queries: Sequence[str]) -> list[list[float]]:
+        requests = [ScoreRequest(tuple(prompts.demo(j, outcome.labels[j]) for j in contexts.get(k, ())) + (q,), conts)
+                    for k, q in zip(local, queries)]
+        raw = run.backend.score(requests)
+        return _centred(raw) if prompts.calibrate else [log_softmax(v) for v in raw]
+
+    mine = read([core.examples[k].query for k in local])
+    final = [run.core_labels[core.ids[k]] for k in local]
+    return Readings(final, mine, read(mixed_queries), _zero_shot(run, examples, conts), [i for i, _ in examples])
+
+
+def _scrambled(run: Any, examples: Sequence[tuple[int, Example]], seed: int) -> list[tuple[int, Example]]:
+    """Each example as its row would read with the letters of its template's fields shuffled."""
+    shape = run.shape
+    rows = sorted({i // shape.per_row for i, _ in examples})
+    fields = {r: row.fields for r, row in zip(rows, run.index.read(rows))}
+    out = []
+    for i, _ in examples:
+        r = i // shape.per_row
+        mixed = {k: scramble(v, seed * 1_000_003 + r) if isinstance(v, str) and k in shape.needed else v
+                 for k, v in fields[r].items()}
+        out.append((i, shape.examples(r, mixed)[i % shape.per_row]))
+    return out
+
+
+def _zero_shot(run: Any, examples: Sequence[tuple[int, Example]], continuations: tuple[str, ...]) -> list[list[float]]:
+    known = run.zero_shot_readings
+    if known and all(i in known for i, _ in examples):
+        return [known[i] for i, _ in examples]  # read before the transfer, by zero_shot_rule
+    raw = run.backend.score([ScoreRequest((ex.query,), continuations) for _, ex in examples])
+    return _centred(raw) if run.shape.calibrate else [log_softmax(r) for r in raw]
+
+
+def _mean(readings: Sequence[Sequence[float]]) -> list[float]:
+    return log_softmax([sum(col) / len(col) for col in zip(*readings)])
+
+
+def _centred(raw: Sequence[Sequence[float]]) -> list[list[float]]:
+    mean = [sum(col) / len(col) for col in zip(*raw)]
+    return [log_softmax([v - m for v, m in zip(r, mean)]) for r in raw]
+
+
+def _logodds(scores: Sequence[float]) -> float:
+    return scores[0] - max(scores[1:])
+
+
+def _spread_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    sa, sb = _sd(a), _sd(b)
+    return sa / sb if sb > 0 else (math.inf if sa > 0 else 1.0)
+
+
+def _sd(values: Sequence[float]) -> float:
+    return statistics.pstdev(values) if len(values) > 1 else 0.0
+
