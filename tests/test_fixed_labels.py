@@ -382,3 +382,18 @@ def test_the_dry_run_says_how_many_fixed_rows_are_demonstrations(tmp_path, monke
     line = next(line for line in result.stdout.splitlines() if line.startswith("--fixed:"))
     assert line.startswith("--fixed: 40 rows keep a person's label; each core holds ")
     assert "(core.fixed_tokens caps them at 1,024 tokens); the others are kept in the output only" in line
+
+
+def test_with_fixed_demonstrations_auto_averages_the_zero_shot_reading():
+    rows = tweet_rows(40)
+    fixed = {1: 1, 3: 0, 5: 1}
+    auto = config(transfer={"zero_shot": "auto"})
+    _, summary = run_rows(as_input(rows, fixed), auto)
+    assert summary.zero_shot_averaged and summary.zero_shot_kappa is None
+    assert "3 rows a person labelled are demonstrations" in summary.zero_shot_rule
+    # Without corrections the same config decides by the readings' agreement.
+    _, plain = run_rows(as_input(rows, {}), auto)
+    assert plain.zero_shot_kappa is not None and "kappa" in plain.zero_shot_rule
+    # Fixed rows that are no demonstrations (fixed_tokens 0) leave the rule as it was.
+    _, held = run_rows(as_input(rows, fixed), config(transfer={"zero_shot": "auto"}, core={"fixed_tokens": 0}))
+    assert held.zero_shot_kappa is not None
