@@ -123,11 +123,19 @@ def test_more_rows_than_a_core_are_transferred(tmp_path, small_config):
     config = tmp_path / "core.yaml"
     config.write_text(small_config.read_text().replace("max_tokens: 1024", "max_tokens: 200"))
     out = tmp_path / "out.jsonl"
-    result = icm("label", str(SAMPLE), "-c", str(config), "-o", str(out), "--quiet")
+    result = icm("label", str(SAMPLE), "-c", str(config), "-o", str(out), "--quiet", "--set", "transfer.zero_shot=on")
     assert result.returncode == 0, result.stderr.decode()
     rows = jsonl(out.read_text(encoding="utf-8"))
     sources = [r["icm_source"] for r in rows]
     assert sources.count("core") >= 4 and sources.count("transfer") >= 8
+    # Each transferred row keeps the label each of the two averaged readings chose alone.
+    for r in rows:
+        readings = (r["icm_many_shot"], r["icm_zero_shot"])
+        if r["icm_source"] == "transfer":
+            assert set(readings) <= {"positive", "negative"}
+            assert readings[0] != readings[1] or r["label"] == readings[0]
+        else:
+            assert readings == (None, None)
     summary = json.loads(out.with_name(out.name + ".summary.json").read_text())
     assert summary["core_rows"] + summary["transfer_rows"] == 16
     assert summary["tokens_transfer"] > 0 and summary["transfer_s"] >= 0

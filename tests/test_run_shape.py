@@ -389,3 +389,29 @@ def test_a_resumed_run_makes_the_zero_shot_choice_the_uninterrupted_one_made(bac
                                                                      full_summary.zero_shot_averaged)
     assert summary.signal == full_summary.signal
     assert resumed == full
+
+
+def test_where_the_zero_shot_reading_is_averaged_each_transferred_row_keeps_both_readings_choices():
+    data = tweets(60)
+    labels, summary = run(data, config(transfer={"zero_shot": "on"}))
+    assert summary.zero_shot_averaged
+    transferred = [r for r in labels if r.source == "transfer"]
+    assert transferred and all(r.readings is not None and set(r.readings) <= {"positive", "negative"}
+                               for r in transferred)
+    assert all(r.readings is None for r in labels if r.source == "core")
+    # Where both readings chose the same label, that is the row's label.
+    assert all(r.label == r.readings[0] for r in transferred if r.readings[0] == r.readings[1])
+    # Without the zero-shot reading there is nothing to compare.
+    alone, _ = run(data, config())
+    assert all(r.readings is None for r in alone)
+
+
+def test_a_resumed_run_keeps_the_readings_of_the_chunks_it_did_not_score_again():
+    data, cfg = tweets(60), config(transfer={"zero_shot": "on"})
+    full, _ = run(data, cfg)
+    recorder = Recorder(stop_after_chunks=2)
+    with pytest.raises(KeyboardInterrupt):
+        run(data, cfg, recorder=recorder)
+    recorder.stop_after_chunks = None
+    resumed, _ = run(data, cfg, resume=recorder.resume_state(), recorder=recorder)
+    assert [r.readings for r in resumed] == [r.readings for r in full]

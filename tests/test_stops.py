@@ -365,3 +365,16 @@ def test_no_server_at_start_up_says_so_and_mentions_no_loss(workdir):
     assert line.startswith(f"icm: error: no server answered at start-up") and f"127.0.0.1:{port}" in line, line
     assert "lost" not in line and "resume" not in line and "--force" not in line
     assert leftovers(workdir) == [] and not checkpoint_path(workdir / "out.jsonl").exists()
+
+
+def test_a_logged_chunk_keeps_its_readings_and_an_older_log_without_them_still_reads(tmp_path):
+    path = tmp_path / "out.jsonl.checkpoint"
+    store = Checkpoint(path, Config(), "d" * 16)
+    store.save(RunState(calibrated=True))
+    with_readings = TransferChunk((0, 1), (0, 1), ((-0.1, -2.3), (-2.0, -0.2)), (1.0, 1.0), ((0, 1), (1, 1)))
+    store.save_chunk(0, with_readings)
+    with open(path / "chunks.jsonl", "a") as f:  # a chunk an earlier version logged
+        f.write(json.dumps({"index": 1, "examples": [2], "labels": [0], "scores": [[-0.1, -2.3]],
+                            "agreement": [1.0]}) + "\n")
+    logged = list(Checkpoint(path, Config(), "d" * 16).load().chunks)
+    assert logged[0] == with_readings and logged[1].readings == ()

@@ -134,6 +134,10 @@ def build_task(dataset: Dataset, task: TaskConfig) -> Task:
 # Output fields `icm label` writes beside the label; eval and export read them back.
 SOURCE_FIELD = "icm_source"  # core: chosen by the search; transfer: read off the core's labels; human: --fixed
 AGREEMENT_FIELD = "icm_agreement"  # several cores: the share whose own choice is the label
+# Where a transferred row's label averages two readings (the zero-shot rule): the label each chose
+# alone, after the cores' demonstrations and with none. A review queue puts rows where they differ first.
+MANY_SHOT_FIELD = "icm_many_shot"
+ZERO_SHOT_FIELD = "icm_zero_shot"
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,7 @@ class RowLabel:
     confidence: float  # the label's probability under the scores that chose it
     source: str  # "core": chosen by the core's method (the search); "transfer": read off the cores; "human": --fixed
     agreement: Optional[float] = None  # several cores: the share whose own choice is the label
+    readings: Optional[tuple[str, str]] = None  # the label the many-shot and the zero-shot reading chose alone
 
     @property
     def searched(self) -> bool:

@@ -45,6 +45,9 @@ class TransferChunk:
     labels: tuple[int, ...]
     scores: tuple[tuple[float, ...], ...]  # combined, normalised label log-probabilities
     agreement: tuple[float, ...]  # share of cores whose own choice is the label
+    # Per example, where the zero-shot reading is averaged in: (the cores' reading's choice, the
+    # zero-shot reading's choice), each alone. Empty otherwise.
+    readings: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass
@@ -182,7 +185,11 @@ class Transfer:
         agreement = tuple(
             round(sum(argmax(s) == y for s in ctx[:cores]) / cores, 4) for ctx, y in zip(per_context, labels)
         )
-        return TransferChunk(chunk.ids(), tuple(labels), tuple(tuple(s) for s in combined), agreement)
+        readings: tuple[tuple[int, int], ...] = ()
+        if self.cores and len(self.contexts) > self.cores:
+            readings = tuple((argmax([sum(col) for col in zip(*ctx[:self.cores])]), argmax(ctx[self.cores]))
+                             for ctx in per_context)
+        return TransferChunk(chunk.ids(), tuple(labels), tuple(tuple(s) for s in combined), agreement, readings)
 
     def _consistent(self, chunk: ChunkRows, scores: list[list[float]]) -> list[int]:
         examples = [ex for _, ex in chunk.targets] + [ex for _, ex, _ in chunk.fixed]

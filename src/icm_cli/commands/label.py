@@ -174,7 +174,7 @@ class _Labelling:
         state = self._open_checkpoint()
         added = job.added_fields()
         kinds = {**index.kinds, job.label_field: KIND_STR, job.confidence_field: KIND_FLOAT, SOURCE_FIELD: KIND_STR,
-                 AGREEMENT_FIELD: KIND_FLOAT | KIND_NULL}
+                 AGREEMENT_FIELD: KIND_FLOAT | KIND_NULL, **{f: KIND_STR | KIND_NULL for f in job.reading_fields()}}
         writer = RowWriter(job.out, [*index.fields, *added], kinds)
         stack.callback(writer.abort)  # nothing once committed
         try:
@@ -203,6 +203,7 @@ class _Labelling:
 
         job = self.job
         several = job.config.core.count > 1
+        readings = job.reading_fields()
 
         def write(rows: list[tuple[int, dict[str, Any], RowLabel]]) -> None:
             out = []
@@ -210,6 +211,7 @@ class _Labelling:
                 row = {**fields, job.label_field: r.label, job.confidence_field: r.confidence, SOURCE_FIELD: r.source}
                 if several:
                     row[AGREEMENT_FIELD] = r.agreement
+                row.update(zip(readings, r.readings or (None, None)))
                 out.append(row)
             writer.write(out)
 

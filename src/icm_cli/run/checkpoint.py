@@ -212,7 +212,7 @@ class Checkpoint:
                         return
                     chunk = TransferChunk(
                         tuple(doc["examples"]), tuple(doc["labels"]), tuple(tuple(s) for s in doc["scores"]),
-                        tuple(doc["agreement"]),
+                        tuple(doc["agreement"]), tuple(tuple(r) for r in doc.get("readings", ())),
                     )
                 except (ValueError, KeyError, TypeError):
                     return

@@ -18,7 +18,7 @@ from ..data.labels_io import row_id
 from .ray_input import read_rows
 from .ray_shards import write_shard
 from ..data.row_index import hash64
-from ..algorithm.tasks import AGREEMENT_FIELD, SOURCE_FIELD
+from ..algorithm.tasks import AGREEMENT_FIELD, MANY_SHOT_FIELD, SOURCE_FIELD, ZERO_SHOT_FIELD
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,9 @@ class ShardLabeller:
                 else:
                     chunk.targets.append((i, ex))
         done = self.transfer.label(chunk, shipped.centres)
-        results = {i: (y, s, a) for i, y, s, a in zip(done.examples, done.labels, done.scores, done.agreement)}
+        readings = done.readings or (None,) * len(done.examples)
+        results = {i: (y, s, a, two) for i, y, s, a, two in
+                   zip(done.examples, done.labels, done.scores, done.agreement, readings)}
         several = len(shipped.contexts) > 1
         out = []
         for r, fields in chunk.rows:
@@ -134,6 +136,8 @@ def output_row(fields: dict[str, Any], label: Any, label_field: str, confidence_
     row = {**fields, label_field: label.label, confidence_field: label.confidence, SOURCE_FIELD: label.source}
     if several:
         row[AGREEMENT_FIELD] = label.agreement
+    if label.readings is not None:
+        row[MANY_SHOT_FIELD], row[ZERO_SHOT_FIELD] = label.readings
     return row
 
 

@@ -26,12 +26,12 @@ from ..data.tables import Dataset, Row, probability
 from ..foundation.errors import InputError, where
 from ..data.labels_io import label_position, row_id
 from ..data.output import check_replaceable, summary_path
-from ..algorithm.tasks import AGREEMENT_FIELD, SOURCE_FIELD
+from ..algorithm.tasks import AGREEMENT_FIELD, MANY_SHOT_FIELD, SOURCE_FIELD, ZERO_SHOT_FIELD
 
 REVIEW_FORMATS: tuple[str, ...] = ("label-studio", "argilla")
 # Optional per-row readings, as `icm label` may write them: the many-shot reading (after the
 # core's demonstrations) and the zero-shot one. Disagreeing readings mark a row to look at first.
-READING_FIELDS: tuple[str, ...] = ("icm_many_shot", "icm_zero_shot")
+READING_FIELDS: tuple[str, ...] = (MANY_SHOT_FIELD, ZERO_SHOT_FIELD)
 RANK_FIELD = "icm_review_rank"  # 1 = the first row to review; kept in each task, to sort by in the tool
 SOURCES = ("core", "transfer", "human", "all")
 

@@ -3,33 +3,42 @@ transfer's or the search's), held until every row before it is out, and counted 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping, Optional
 
 from ..data.row_index import RowIndex
 from ..algorithm.tasks import RowLabel, TaskShape, row_label
 
+# An example's transfer result: label, scores, the cores' agreement, and the two readings' own choices.
+Result = tuple[int, tuple[float, ...], float, Optional[tuple[int, int]]]
 RowsOut = Callable[[list[tuple[int, dict[str, Any], RowLabel]]], None]
 
 
-def label_row(shape: TaskShape, r: int, fields: dict[str, Any], results: dict[int, tuple[int, tuple[float, ...], float]],
+def label_row(shape: TaskShape, r: int, fields: dict[str, Any], results: dict[int, Result],
               core_labels: dict[int, Optional[int]], core_scores: dict[int, tuple[float, ...]],
               several: bool, human: Mapping[int, int] = {}) -> RowLabel:  # noqa: B006 - read only
     """Row r's label from its examples': a person's (`human`, by example id), transferred
     (`results`) or searched."""
     labels, scores, sources, agreements = [], [], [], []
+    two: Optional[tuple[int, int]] = None
     for i in range(r * shape.per_row, (r + 1) * shape.per_row):
         if i in human:
             labels.append(human[i]), scores.append(core_scores.get(i, ())), sources.append("human")
             agreements.append(None)
         elif i in results:
-            y, s, a = results[i]
+            y, s, a, *rest = results[i]
+            two = rest[0] if rest and shape.per_row == 1 else None
             labels.append(y), scores.append(s), sources.append("transfer")
             agreements.append(a if several else None)
         else:
             labels.append(core_labels[i]), scores.append(core_scores[i]), sources.append("core")
             agreements.append(None)
     examples = shape.examples(r, fields) if shape.per_row > 1 else ()
-    return row_label(shape.label_words, examples, labels, scores, sources, agreements)
+    label = row_label(shape.label_words, examples, labels, scores, sources, agreements)
+    if two is None:
+        return label
+    words = shape.label_words
+    return dataclasses.replace(label, readings=(words[two[0]], words[two[1]]))
 
 
 class Emitter:

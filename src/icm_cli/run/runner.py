@@ -19,7 +19,7 @@ from ..backends.base import Backend
 from ..foundation.config import Config, SearchConfig
 from ..algorithm.core_labels import CoreOutcome, label_core
 from ..algorithm.cores import Core, RunPlan, demo_cost, plan_run
-from .row_emitter import Emitter, RowsOut, label_row, normalized
+from .row_emitter import Emitter, Result, RowsOut, label_row, normalized
 from ..data.row_index import seeded_sample
 from .run_records import Progress, Recorder, RunInput, RunState, RunSummary
 from ..algorithm.scoring import PromptSet
@@ -275,7 +275,7 @@ class Run:
         logged: Optional[Iterator[TransferChunk]] = iter(resume.chunks)
         k = 0
         for chunk in plan_chunks(self.index, self.shape, self.core_labels, self.config.transfer.chunk_size):
-            results: dict[int, tuple[int, tuple[float, ...], float]] = {}
+            results: dict[int, Result] = {}
             if chunk.targets:
                 done = next(logged, None) if logged is not None else None
                 if done is None or done.examples != chunk.ids():
@@ -283,14 +283,15 @@ class Run:
                     done = transfer.label(chunk, centres)
                     if self.recorder is not None:
                         self.recorder.save_chunk(k, done)
-                for i, y, s, a in zip(done.examples, done.labels, done.scores, done.agreement):
-                    results[i] = (y, s, a)
+                readings = done.readings or (None,) * len(done.examples)
+                for i, y, s, a, two in zip(done.examples, done.labels, done.scores, done.agreement, readings):
+                    results[i] = (y, s, a, two)
                 k += 1
                 self.transferred += len(chunk.targets)
             self._emit(chunk, results, several)
             self._report("transfer", len(self.plan.cores), None, self.emitter.monitor())
 
-    def _emit(self, chunk: ChunkRows, results: dict[int, tuple[int, tuple[float, ...], float]],
+    def _emit(self, chunk: ChunkRows, results: dict[int, Result],
               several: bool) -> None:
         for r, fields in chunk.rows:
             self.emitter.add(r, fields, label_row(self.shape, r, fields, results, self.core_labels, self.core_scores,
