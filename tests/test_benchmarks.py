@@ -17,7 +17,7 @@ from llama_server import SERVED_MODEL, llama_server  # noqa: F401 - fixture by n
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-pytestmark = [pytest.mark.model, pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")]
+pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")]
 
 
 def test_every_part_of_bench_scoring_runs(vllm_cpu, llama_server, capsys):  # noqa: F811

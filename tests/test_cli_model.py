@@ -109,6 +109,7 @@ def test_same_seed_same_labels_and_stdout_pipeline(labelled, small_config):
     assert first == second
 
 
+@pytest.mark.slow
 def test_compare_runs_the_methods_side_by_side(small_config):
     result = icm("compare", str(SAMPLE), "--gold", str(GOLD), "-c", str(small_config), "--json",
                  "--methods", "zero_shot,bootstrap,icm", "--quiet")
@@ -157,6 +158,7 @@ def test_the_summary_gives_the_signal_verdict_and_what_it_rests_on(labelled):
     assert "signal check" in result.stderr.decode()
 
 
+@pytest.mark.slow
 def test_random_letters_have_no_signal_and_require_signal_exits_1_after_writing(tmp_path, small_config):
     import random
     import string

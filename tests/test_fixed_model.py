@@ -43,7 +43,8 @@ def test_fixed_rows_keep_their_labels_and_a_resume_with_others_is_refused(tmp_pa
     config = tmp_path / "c.yaml"
     # The shipped config with a shorter search: the test is about what happens to the fixed rows.
     config.write_text((ROOT / "configs" / "tweets-sentiment.yaml").read_text().replace("iterations: 125",
-                                                                                      "iterations: 30"))
+                                                                                      "iterations: 10")
+                      .replace("max_tokens: 1024", "max_tokens: 384"))
     fixed = corrections(tmp_path / "fix.jsonl", GOLD, range(0, 64, 9))  # 8 rows
     other = corrections(tmp_path / "other.jsonl", GOLD, range(1, 64, 9))
     assert fixed.keys() != other.keys()
@@ -81,6 +82,7 @@ def test_fixed_rows_keep_their_labels_and_a_resume_with_others_is_refused(tmp_pa
     assert 0 <= summary["fixed_disagreed"] <= 8 and len(summary["fixed_digest"]) == 16
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
 def test_the_ray_engine_writes_the_local_runs_labels_with_fixed_rows(tmp_path):
     rows = (ROOT / "examples" / "tweets-1000.jsonl").read_text(encoding="utf-8").split("\n")[500:620]

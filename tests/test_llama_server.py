@@ -109,6 +109,7 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, proce
 # --------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_label_end_to_end_through_the_server(llama_server, tmp_path):
     config = write_config(tmp_path / "openai.yaml", [llama_server.url])
     out = tmp_path / "labels.jsonl"
@@ -136,7 +137,7 @@ def test_echo_and_top_k_read_the_same_log_probs(llama_server):
     assert topk.stats.topk_floors == 0
     assert a == pytest.approx(b, abs=0.1)
     # llama-cpp-python reads max_tokens 0 as "until the context is full": echo must ask for 1.
-    assert echo._echo_max_tokens == 1
+    assert echo.echo_max_tokens == 1
 
 
 def test_prompt_past_the_server_context_is_an_input_error(llama_server):

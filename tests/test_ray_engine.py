@@ -59,6 +59,7 @@ def labels_in(paths: list[str]) -> dict[str, tuple]:
     return out
 
 
+@pytest.mark.slow
 def test_the_ray_engine_gives_the_local_labels_and_completes_a_killed_run(setup):
     work = setup
     subprocess.run(icm(work, "-o", "local.jsonl"), cwd=work, check=True, timeout=900)

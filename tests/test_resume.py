@@ -66,6 +66,7 @@ def run_to_completion(config: Path, out: Path) -> None:
     assert proc.returncode == 0, proc.stderr.decode()
 
 
+@pytest.mark.slow
 @pytest.mark.model
 def test_killed_runs_resume_to_the_uninterrupted_labels(tmp_path, config, baseline):
     reference, full_time = baseline
@@ -145,6 +146,7 @@ def test_resume_refuses_changed_config_or_data(tmp_path):
         Checkpoint(path, Config(), "xyz").load()
 
 
+@pytest.mark.slow
 @pytest.mark.model
 @pytest.mark.parametrize("when", ["search", "transfer"])
 def test_sigterm_keeps_the_checkpoint_and_the_resumed_run_gives_the_uninterrupted_labels(tmp_path, config, baseline,

@@ -45,6 +45,12 @@ class Completions:
         self._mode: Optional[str] = None  # "echo" or "topk", fixed on the first score()
         self._echo_max_tokens = 0  # raised to 1 if the server refuses 0
 
+    @property
+    def echo_max_tokens(self) -> int:
+        """The max_tokens echo requests ask for: 0, or 1 where the server refused 0 (or reads 0 as
+        "until the context is full", as llama-cpp-python does)."""
+        return self._echo_max_tokens
+
     def rejection(self, e: Rejected, echo: bool) -> Exception:
         """A 4xx or 501 answer as the error the user can act on."""
         if CONTEXT_RE.search(e.message):

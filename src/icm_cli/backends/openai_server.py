@@ -267,6 +267,10 @@ class OpenAIBackend:
             for f in futures:
                 f.cancel()
 
+    @property
+    def echo_max_tokens(self) -> int:
+        return self._completions.echo_max_tokens
+
     def close(self) -> None:
         """Returns within about a second, even with requests waiting on a server that never answers."""
         if self._pool is not None:
