@@ -19,7 +19,6 @@ Two ways to run the walk, chosen by `backend.hf.attention` (auto: by device):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 

@@ -199,6 +199,7 @@ class _Labelling:
         return summary
 
     def _label(self, backend: Any, view: Any, state: Any, writer: Any) -> Any:
+        from ..run.row_emitter import output_row
         from ..run.runner import label_dataset
 
         job = self.job
@@ -208,11 +209,7 @@ class _Labelling:
         def write(rows: list[tuple[int, dict[str, Any], RowLabel]]) -> None:
             out = []
             for _, fields, r in rows:
-                row = {**fields, job.label_field: r.label, job.confidence_field: r.confidence, SOURCE_FIELD: r.source}
-                if several:
-                    row[AGREEMENT_FIELD] = r.agreement
-                row.update(zip(readings, r.readings or (None, None)))
-                out.append(row)
+                out.append(output_row(fields, r, job.label_field, job.confidence_field, several, readings))
             writer.write(out)
 
         return label_dataset(self.run_input, job.config, backend, view, job.config.task.monitor_field,

@@ -12,7 +12,8 @@ from typing import Any, Optional
 from ..foundation.config import Config
 from ..foundation.errors import InputError
 from ..data.row_index import Selection
-from ..algorithm.tasks import AGREEMENT_FIELD, MANY_SHOT_FIELD, SOURCE_FIELD, ZERO_SHOT_FIELD
+from .row_emitter import reading_fields
+from ..algorithm.tasks import AGREEMENT_FIELD, SOURCE_FIELD
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,8 @@ class LabelJob:
         return [self.label_field, self.confidence_field, SOURCE_FIELD, *several, *self.reading_fields()]
 
     def reading_fields(self) -> list[str]:
-        """The two readings' own labels, where a row's label may average them (zero_shot_rule):
-        declared up front so CSV and Parquet have the columns; empty on the rows that have none."""
-        cfg = self.config
-        averages = cfg.transfer.zero_shot != "off" and cfg.search.method != "zero_shot"
-        return [MANY_SHOT_FIELD, ZERO_SHOT_FIELD] if averages and cfg.task.type != "comparison" else []
+        """The reading fields every row of this run carries (row_emitter.reading_fields)."""
+        return reading_fields(self.config)
 
 
 def read_input(job: LabelJob, stack: contextlib.ExitStack, progress: bool) -> Any:

@@ -18,7 +18,6 @@ from ..data.labels_io import row_id
 from .ray_input import read_rows
 from .ray_shards import write_shard
 from ..data.row_index import hash64
-from ..algorithm.tasks import AGREEMENT_FIELD, MANY_SHOT_FIELD, SOURCE_FIELD, ZERO_SHOT_FIELD
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,7 @@ class ShardLabeller:
         return batch.to_pylist()
 
     def _label(self, rows: list[dict[str, Any]], ids: list[str]) -> list[dict[str, Any]]:
-        from .runner import label_row
+        from .row_emitter import label_row, output_row
         from ..algorithm.transfer import ChunkRows
 
         shape, shipped = self.shape, self.shipped
@@ -129,16 +128,6 @@ class ShardLabeller:
             label = label_row(shape, r, fields, results, core_labels, core_scores, several)
             out.append(output_row(fields, label, shipped.label_field, shipped.confidence_field, several))
         return out
-
-
-def output_row(fields: dict[str, Any], label: Any, label_field: str, confidence_field: str,
-               several: bool) -> dict[str, Any]:
-    row = {**fields, label_field: label.label, confidence_field: label.confidence, SOURCE_FIELD: label.source}
-    if several:
-        row[AGREEMENT_FIELD] = label.agreement
-    if label.readings is not None:
-        row[MANY_SHOT_FIELD], row[ZERO_SHOT_FIELD] = label.readings
-    return row
 
 
 @dataclass

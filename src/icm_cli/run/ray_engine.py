@@ -29,7 +29,8 @@ from typing import Any, Iterator
 from ..foundation.config import Config
 from ..foundation.errors import InputError
 from ..data.labels_io import row_id
-from .ray_actors import RayTally, ShardLabeller, Shipped, output_row, run_transfer
+from .ray_actors import RayTally, ShardLabeller, Shipped, run_transfer
+from .row_emitter import output_row
 from .ray_input import input_kind, is_remote, read_rows
 from .ray_shards import CHECKPOINT, CORE_SHARD, SUMMARY, check_out_dir, finished_ids, write_shard
 from ..data.row_index import hash64

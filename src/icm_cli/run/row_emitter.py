@@ -4,10 +4,11 @@ transfer's or the search's), held until every row before it is out, and counted 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..data.row_index import RowIndex
-from ..algorithm.tasks import RowLabel, TaskShape, row_label
+from ..algorithm.tasks import AGREEMENT_FIELD, MANY_SHOT_FIELD, SOURCE_FIELD, ZERO_SHOT_FIELD, RowLabel, TaskShape, row_label
+from ..foundation.config import Config
 
 # An example's transfer result: label, scores, the cores' agreement, and the two readings' own choices.
 Result = tuple[int, tuple[float, ...], float, Optional[tuple[int, int]]]
@@ -39,6 +40,28 @@ def label_row(shape: TaskShape, r: int, fields: dict[str, Any], results: dict[in
         return label
     words = shape.label_words
     return dataclasses.replace(label, readings=(words[two[0]], words[two[1]]))
+
+
+def reading_fields(config: Config) -> list[str]:
+    """The two readings' own labels, where a row's label may average them (zero_shot_rule):
+    declared up front so CSV and Parquet have the columns; empty on the rows that have none."""
+    averages = config.transfer.zero_shot != "off" and config.search.method != "zero_shot"
+    return [MANY_SHOT_FIELD, ZERO_SHOT_FIELD] if averages and config.task.type != "comparison" else []
+
+
+def output_row(fields: dict[str, Any], label: RowLabel, label_field: str, confidence_field: str, several: bool,
+               readings: Sequence[str] = ()) -> dict[str, Any]:
+    """A row as written: its input fields and what the run adds. `readings`: the reading fields
+    declared for every row (null where a row has none); without them a row carries its readings
+    only where it has some (Ray's JSONL shards)."""
+    row = {**fields, label_field: label.label, confidence_field: label.confidence, SOURCE_FIELD: label.source}
+    if several:
+        row[AGREEMENT_FIELD] = label.agreement
+    if readings:
+        row.update(zip(readings, label.readings or (None, None)))
+    elif label.readings is not None:
+        row[MANY_SHOT_FIELD], row[ZERO_SHOT_FIELD] = label.readings
+    return row
 
 
 class Emitter:
