@@ -56,8 +56,9 @@ def demo_cost(shape: TaskShape, count_tokens: Callable[[str], int]) -> Callable[
 
 
 def plan_run(index: RowIndex, shape: TaskShape, count_tokens: Callable[[str], int], core: CoreConfig,
-             seed: int, with_cores: bool = True, fixed: Optional[Mapping[int, int]] = None) -> RunPlan:
-    """Fill `core.count` cores in turn from the units in seeded order, each up to
+             seed: int, with_cores: bool = True, fixed: Optional[Mapping[int, int]] = None,
+             count: Optional[int] = None) -> RunPlan:
+    """Fill `count` cores (default: those `core` plans up front) in turn from the units in seeded order, each up to
     `core.max_tokens` of demonstrations, plus the fixed rows' demonstrations; what is left is
     transferred. `fixed`: row -> the label (a label word's index) a person gave the row.
 
@@ -75,7 +76,7 @@ def plan_run(index: RowIndex, shape: TaskShape, count_tokens: Callable[[str], in
     demos = fixed_demonstrations(index, shape, fixed, cost, budget, seed)
     units = _Units(index, shape, seed, _all_fixed(index, fixed))
     cores: list[Core] = []
-    for _ in range(core.count):
+    for _ in range(core.planned if count is None else count):
         chosen: list[tuple[int, dict[str, Any], list[Example]]] = []
         used = 0
         while True:

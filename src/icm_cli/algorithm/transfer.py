@@ -119,6 +119,9 @@ class Transfer:
         # The data's class shares as estimated on a sample (class_prior.py), added to every
         # combined reading; None: labels follow the centred readings (equal shares).
         self.prior: Optional[ClassPrior] = None
+        # Per context, its weight in the combined reading (None: equal). `core.count: auto` weighs
+        # each reading by its agreement with the others (run/second_core.py).
+        self.weights: Optional[list[float]] = None
 
     def raw(self, examples: Sequence[tuple[int, Example]], keep: bool = False) -> list[list[list[float]]]:
         """Per example, per context, the label log-probabilities after that context."""
@@ -147,6 +150,19 @@ class Transfer:
             else:
                 del self._raw[i]
 
+    def add_core(self, context: tuple[str, ...], kept: Sequence[tuple[int, Example]]) -> None:
+        """One more core's demonstrations, after the cores there are (before a zero-shot context).
+        `kept`: the examples whose scores are kept; each is read after the new context only."""
+        assert len(self.contexts) == self.cores and self.weights is None, "add cores before the zero-shot reading"
+        self.contexts.append(context)
+        self.cores += 1
+        ids = [(i, ex) for i, ex in kept if i in self._raw]
+        values = self.backend.score([ScoreRequest(context + (ex.query,), self.continuations) for _, ex in ids])
+        for (i, _), v in zip(ids, values):
+            self._raw[i] = self._raw[i] + [list(v)]
+        for i in set(self._raw) - {i for i, _ in ids}:
+            del self._raw[i]  # read again whole when asked for
+
     def centres(self, sample: Sequence[tuple[int, Example]]) -> Optional[list[list[float]]]:
         """Per context, each label's mean raw score over `sample`; None when not calibrating."""
         if not self.calibrate or not sample:
@@ -161,10 +177,14 @@ class Transfer:
     def readings(self, scores: Sequence[Sequence[float]], centres: Optional[list[list[float]]],
                  with_prior: bool = True) -> tuple[list[list[float]], list[float]]:
         """One example's readings (per context, centred and normalised) and their combination:
-        the mean, with the class prior added."""
+        the mean (weighted, with weights), with the class prior added."""
         per_context = [log_softmax([v - m for v, m in zip(s, centres[c])] if centres else list(s))
                        for c, s in enumerate(scores)]
-        combined = log_softmax([sum(col) / len(col) for col in zip(*per_context)])
+        if self.weights is None:
+            combined = log_softmax([sum(col) / len(col) for col in zip(*per_context)])
+        else:
+            total = sum(self.weights)
+            combined = log_softmax([sum(w * v for w, v in zip(self.weights, col)) / total for col in zip(*per_context)])
         if with_prior and self.prior is not None:
             combined = self.prior.apply(combined)
         return per_context, combined

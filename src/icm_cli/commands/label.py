@@ -203,7 +203,7 @@ class _Labelling:
         from ..run.runner import label_dataset
 
         job = self.job
-        several = job.config.core.count > 1
+        several = job.config.core.several
         readings = job.reading_fields()
 
         def write(rows: list[tuple[int, dict[str, Any], RowLabel]]) -> None:

@@ -107,8 +107,13 @@ def print_summary(console: Console, summary: Any, out: Optional[Path]) -> None:
         table.add_row("final U", ", ".join(f"{u:.3f}" for u in s.final_utility))
         table.add_row("inconsistencies left", str(s.inconsistencies_left))
     table.add_row("labels", ", ".join(f"{k}: {v}" for k, v in sorted(s.label_counts.items())))
+    if s.core_choice:
+        table.add_row("cores (auto)", s.core_choice)
     if s.zero_shot_rule:
         table.add_row("zero-shot reading", s.zero_shot_rule)
+    if s.reading_weights:
+        table.add_row("reading weights", ", ".join(f"{w:.2f}" for w in s.reading_weights)
+                      + " (each core's, then zero-shot's: agreement with the others)")
     _class_shares(table, s.class_shares)
     if s.mean_agreement is not None:
         table.add_row("core agreement (transfer)", f"{s.mean_agreement:.3f}")

@@ -8,7 +8,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from .backend_options import BackendConfig
 
@@ -82,12 +82,25 @@ class CoreConfig:
     # through that cheap reading. It must leave room in the model's context for one query.
     max_tokens: int = 2048
     # Independent cores on disjoint samples; their transfer scores are averaged, and how many
-    # agree on a row is written as icm_agreement.
-    count: int = 1
+    # agree on a row is written as icm_agreement. auto: one core, and a second where the first
+    # core's reading departs from the model's zero-shot reading on a sample; then each reading
+    # (the cores', the zero-shot one) is weighted by its agreement with the others
+    # (run/second_core.py).
+    count: Union[int, Literal["auto"]] = 1
     # `icm label --fixed`: the rows a person labelled join every core on top of its sample, as
     # demonstrations, up to this many tokens of them (unset: max_tokens; 0: none, the labels are
     # then only kept in the output). Those past it keep their labels but are no demonstrations.
     fixed_tokens: Optional[int] = None
+
+    @property
+    def planned(self) -> int:
+        """The cores planned and searched up front (auto: one; a second may follow)."""
+        return 1 if self.count == "auto" else self.count
+
+    @property
+    def several(self) -> bool:
+        """Whether a run may have more than one core (its rows then carry icm_agreement)."""
+        return self.count == "auto" or self.count > 1
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ def build_section(cls: type, values: dict[str, Any], source: str, section: str) 
         key = f"{section}.{name}"
         kwargs[name] = _coerce(value, hints[name], source, key)
         bounds = _RANGES.get(key)
-        if bounds and kwargs[name] is not None:
+        if bounds and isinstance(kwargs[name], (int, float)):
             low, high = bounds
             if (low is not None and kwargs[name] < low) or (high is not None and kwargs[name] > high):
                 raise InputError(f"{source}: '{key}' is {value}, must be {'> 0' if low == 1e-9 else f'>= {low}'}")
@@ -85,7 +85,19 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], source, key)
+        for hint_ in inner[:-1]:  # e.g. an integer or a word (core.count: 2 or auto)
+            try:
+                return _coerce(value, hint_, source, key)
+            except InputError:
+                pass
+        try:
+            return _coerce(value, inner[-1], source, key)
+        except InputError:
+            if len(inner) == 1:
+                raise
+            words = [str(w) for h in inner for w in (typing.get_args(h) if typing.get_origin(h) is Literal
+                                                        else (f"an {h.__name__ if h is int else h}",))]
+            raise InputError(f"{source}: '{key}' is {value!r}, must be {' or '.join(words)}") from None
     if origin is Literal:
         if value not in args:
             raise InputError(f"{source}: '{key}' is {value!r}, must be one of {', '.join(map(str, args))}")

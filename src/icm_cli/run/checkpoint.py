@@ -105,6 +105,8 @@ class Checkpoint:
             "search": _search_json(state.search),
             "centres": [list(c) for c in state.centres] if state.centres is not None else None,
             "calibrated": state.calibrated,
+            "core_choice": state.core_choice,
+            "core_kappa": state.core_kappa,
         }
         self.path.mkdir(exist_ok=True)
         atomic_write_text(self.state_path, json.dumps(doc))
@@ -163,6 +165,7 @@ class Checkpoint:
                 done, _search_state(doc["search"]),
                 tuple(tuple(float(v) for v in c) for c in centres) if centres is not None else None,
                 bool(doc["calibrated"]), self._logged() if doc["calibrated"] else (),
+                doc.get("core_choice"), doc.get("core_kappa"),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"{self.describe()}: checkpoint is malformed ({e}); pass --force to start again")

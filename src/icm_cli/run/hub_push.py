@@ -53,7 +53,7 @@ def card_text(repo_id: str, export_line: str, summary: Optional[dict[str, Any]])
              ("rows", summary.get("rows")), ("labelled by the search (core)", summary.get("core_rows")),
              ("labelled by transfer", summary.get("transfer_rows")), ("label counts", summary.get("label_counts")),
              ("signal check", f"{signal.get('verdict')}: {signal.get('reason')}" if signal else None),
-             ("zero-shot rule", summary.get("zero_shot_rule"))]
+             ("cores", summary.get("core_choice")), ("zero-shot rule", summary.get("zero_shot_rule"))]
     lines += ["## The run", ""]
     lines += [f"- {name}: {value if not isinstance(value, dict) else json.dumps(value)}"
               for name, value in facts if value is not None]

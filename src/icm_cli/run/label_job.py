@@ -40,7 +40,7 @@ class LabelJob:
 
     def added_fields(self) -> list[str]:
         """The fields the run adds to each row."""
-        several = [AGREEMENT_FIELD] if self.config.core.count > 1 else []
+        several = [AGREEMENT_FIELD] if self.config.core.several else []
         return [self.label_field, self.confidence_field, SOURCE_FIELD, *several, *self.reading_fields()]
 
     def reading_fields(self) -> list[str]:

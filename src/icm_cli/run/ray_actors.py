@@ -40,6 +40,7 @@ class Shipped:
     # no GPU): actors must load the same weights, and run them in their own device's dtype.
     devices_differ: bool = False
     prior: Optional[tuple[float, ...]] = None  # the class shares every reading takes (class_shares.py)
+    weights: Optional[list[float]] = None  # each reading's weight (core.count auto: second_core.py)
 
 
 class ShardLabeller:
@@ -70,6 +71,7 @@ class ShardLabeller:
             from ..algorithm.class_prior import ClassPrior
 
             self.transfer.prior = ClassPrior(shipped.prior, 0)
+        self.transfer.weights = shipped.weights
         self.out = Path(shipped.out_dir)
 
     def __call__(self, batch: Any) -> dict[str, list[Any]]:

@@ -144,11 +144,9 @@ class RayRun:
 
         run = Run(self.run_input, self.config, backend, view, None, checkpoint, None)
         resume = state or RunState()
-        outcomes = run.search(resume)
-        transfer, centres = run.calibrate(outcomes, resume)
-        centres = run.choose_reading(transfer, centres)
+        transfer, centres = run.prepare(resume)
         run.check(transfer, centres)  # the signal check reads its sample here, on the driver
-        several = len(outcomes) > 1
+        several = len(run.outcomes) > 1
         fixed, core_hashes = self._core_rows(run, several)
         skip = finished_ids(self.out, self.config.task.id_field)
         import numpy as np
@@ -164,7 +162,7 @@ class RayRun:
         shipped = Shipped(config, transfer.contexts[:transfer.cores], len(transfer.contexts) > transfer.cores,
                           centres, skip, fixed, self.label_field,
                           self.confidence_field, str(self.out.resolve()), self.kind, identity, threads, differ,
-                          transfer.prior.shares if transfer.prior is not None else None)
+                          transfer.prior.shares if transfer.prior is not None else None, transfer.weights)
         ray = start_ray(self.config, self.quiet)
         self.log(f"ray: labelling the rows outside the core on {self.config.ray.actors} actor(s) "
                  f"({len(skip):,} rows already labelled)")

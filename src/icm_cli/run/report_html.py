@@ -99,6 +99,8 @@ def _run(run: RunView, data: ReportData) -> str:
         ("tokens scored", f"{s.tokens_scored:,} of {s.tokens_requested:,} in prompts ({s.prefix_reuse:.0%} reused)"),
         ("data hash", s.data_hash),
     ]
+    if s.core_choice:
+        facts.append(("cores (auto)", s.core_choice))
     if s.zero_shot_rule:
         facts.append(("zero-shot reading", s.zero_shot_rule))
     total = sum(s.label_counts.values()) or 1

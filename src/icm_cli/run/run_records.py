@@ -53,6 +53,9 @@ class RunState:
     centres: Optional[tuple[tuple[float, ...], ...]] = None
     calibrated: bool = False  # centres are final (None then means "not calibrating")
     chunks: Iterable[TransferChunk] = ()
+    # core.count auto: why a second core is searched (set once decided, before its search).
+    core_choice: Optional[str] = None
+    core_kappa: Optional[float] = None
 
 
 class Recorder(Protocol):
@@ -87,6 +90,12 @@ class RunSummary:
     zero_shot_averaged: bool = False  # every row's label averages in its zero-shot reading (zero_shot_rule)
     zero_shot_kappa: Optional[float] = None  # the many-shot reading's agreement with zero-shot, on a sample
     zero_shot_rule: Optional[str] = None  # what the rule chose, and why
+    # core.count auto (second_core.py): whether a second core was searched, and why; the first
+    # core's agreement with zero-shot it was decided on; each reading's weight (cores, zero-shot).
+    second_core: Optional[bool] = None
+    core_choice: Optional[str] = None
+    core_kappa: Optional[float] = None
+    reading_weights: Optional[list[float]] = None
     label_counts: dict[str, int] = field(default_factory=dict)
     mean_agreement: Optional[float] = None  # transfer rows, several cores only
     tokens_scored: int = 0

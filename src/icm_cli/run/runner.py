@@ -19,9 +19,10 @@ from ..backends.base import Backend
 from ..foundation.config import Config, SearchConfig
 from ..algorithm.core_labels import CoreOutcome, label_core
 from ..algorithm.cores import Core, RunPlan, demo_cost, plan_run
-from .row_emitter import Emitter, Result, RowsOut, label_row, normalized
+from .row_emitter import Emitter, Result, RowsOut, label_row
 from ..data.row_index import seeded_sample
 from .run_records import Progress, Recorder, RunInput, RunState, RunSummary
+from .search_monitor import agreement, core_gold
 from ..algorithm.scoring import PromptSet
 from ..algorithm.search import Step, argmax
 from ..algorithm.search_trace import CoreTrace
@@ -45,9 +46,10 @@ def core_setup(shape: TaskShape, config: Config, core: Core, c: int) -> tuple[Pr
     return prompts, dataclasses.replace(config.search, seed=config.search.seed + c)
 
 
-def plan(run_input: RunInput, config: Config, count_tokens: Callable[[str], int]) -> RunPlan:
+def plan(run_input: RunInput, config: Config, count_tokens: Callable[[str], int],
+         count: Optional[int] = None) -> RunPlan:
     return plan_run(run_input.index, run_input.shape, count_tokens, config.core, config.search.seed,
-                    config.search.method != "zero_shot", run_input.fixed.rows)
+                    config.search.method != "zero_shot", run_input.fixed.rows, count)
 
 
 # (problem, prompts, backend, params, on_step, resume, ids=...) -> outcome; `icm compare`
@@ -86,6 +88,7 @@ class Run:
     def __init__(self, run_input: RunInput, config: Config, backend: Backend,
                  on_progress: Optional[Callable[[Progress], None]], monitor_field: Optional[str],
                  recorder: Optional[Recorder], on_rows: Optional[RowsOut]):
+        self.run_input = run_input
         self.index, self.shape = run_input.index, run_input.shape
         self.human = run_input.fixed
         self.config = config
@@ -114,10 +117,18 @@ class Run:
         self.calibration_sample: list[int] = []  # example ids whose transfer scores the calibration read
         self.check_sample: list[int] = []  # example ids the signal check reads again
         self.zero_shot_readings: dict[int, list[float]] = {}  # the sample's, read by zero_shot_rule
+        self.zero_shot_raw: dict[int, list[float]] = {}  # raw zero-shot scores read already (second_core)
         self.check_tokens = 0
         self.shares: Optional[Any] = None  # class_shares.SharesReport, where estimated
         self.transfer_tokens = self._transfer_estimate()
         self.traces: list[CoreTrace] = []  # the searches this process watched
+
+    def replan(self, count: int) -> None:
+        """The same plan with `count` cores (core.count auto): the cores there are stay the same."""
+        self.plan = plan(self.run_input, self.config, self.backend.count_tokens, count)
+        self.summary.cores = len(self.plan.cores)
+        self.to_transfer = self.plan.examples - self.plan.core_examples()
+        self.transfer_tokens = self._transfer_estimate()
 
     def _transfer_estimate(self) -> int:
         """What transfer will cost, for the ETA: a sample of targets' tokens, scaled up."""
@@ -143,12 +154,22 @@ class Run:
     # ---- the two phases -----------------------------------------------------------------
 
     def run(self, resume: RunState) -> RunSummary:
-        outcomes = self.search(resume)
-        transfer, centres = self.calibrate(outcomes, resume)
-        centres = self.choose_reading(transfer, centres)
-        self._transfer(transfer, centres, resume, several=len(outcomes) > 1)
+        transfer, centres = self.prepare(resume)
+        self._transfer(transfer, centres, resume, several=len(self.outcomes) > 1)
         self.check(transfer, centres)
         return self.finish()
+
+    def prepare(self, resume: RunState) -> tuple[Transfer, Optional[list[list[float]]]]:
+        """Everything before the transfer: the search, the calibration, a second core where
+        core.count is auto and the first departs (second_core.py), the choice of reading."""
+        from .second_core import second_core
+
+        if self.config.core.count == "auto" and len(resume.done) > len(self.plan.cores):
+            self.replan(len(resume.done))
+        outcomes = self.search(resume)
+        transfer, centres = self.calibrate(outcomes, resume)
+        transfer, centres = second_core(self, transfer, centres, resume)
+        return transfer, self.choose_reading(transfer, centres)
 
     def choose_reading(self, transfer: Transfer, centres: Optional[list[list[float]]]) -> Optional[list[list[float]]]:
         """Whether labels average in the zero-shot reading (zero_shot_rule.py), decided on the
@@ -173,6 +194,10 @@ class Run:
             choice, centres = choose(self, transfer, centres, self.check_sample, mode)
             s = self.summary
             s.zero_shot_averaged, s.zero_shot_kappa, s.zero_shot_rule = choice.averaged, choice.kappa, choice.reason
+        if searched and self.config.core.count == "auto" and len(self.outcomes) > 1 and self.check_sample:
+            from .second_core import weigh
+
+            weigh(self, transfer, centres)
         if shares and self.check_sample:
             from .class_shares import estimate_and_apply
 
@@ -194,13 +219,19 @@ class Run:
 
     def search(self, resume: RunState) -> list[CoreOutcome]:
         """Phase 1: label the cores (or take them from `resume`)."""
-        self.state = RunState(done=resume.done, search=resume.search)
-        outcomes = [self._core(c, resume) for c in range(len(self.plan.cores))]
-        self.outcomes = outcomes
+        self.state = RunState(done=resume.done, search=resume.search, core_choice=resume.core_choice,
+                              core_kappa=resume.core_kappa)
+        self.outcomes = []
+        self.search_more(resume)
+        return self.outcomes
+
+    def search_more(self, resume: RunState) -> None:
+        """The planned cores not searched yet (all of them, the first time)."""
+        for c in range(len(self.outcomes), len(self.plan.cores)):
+            self.outcomes.append(self._core(c, resume))
         self.search_end = time.monotonic()
         self.summary.tokens_search = self.backend.stats.tokens_computed - self.tokens_before
         self.summary.search_s = round(self.search_end - self.start, 2)
-        return outcomes
 
     def _core(self, c: int, resume: RunState) -> CoreOutcome:
         core = self.plan.cores[c]
@@ -208,7 +239,7 @@ class Run:
             outcome = resume.done[c]
         else:
             prompts, params = core_setup(self.shape, self.config, core, c)
-            gold = self._gold(core)
+            gold = core_gold(core, self.shape.per_row, self.monitor_field)
             search_resume = resume.search if c == len(resume.done) else None
             trace = CoreTrace(c)
             self.traces.append(trace)
@@ -218,14 +249,15 @@ class Run:
                 if self.recorder is not None and step.state is not None:
                     self.state = dataclasses.replace(self.state, search=step.state)
                     self.recorder.save(self.state)
-                self._report("search", c, step, _agreement(step, gold, self.shape.label_words))
+                self._report("search", c, step, agreement(step, gold, self.shape.label_words))
 
             if self.core_labeller is not None:
                 outcome = self.core_labeller(core.problem, prompts, self.backend, params, observe, search_resume,
                                              ids=core.ids)
             else:
                 outcome = label_core(core.problem, prompts, self.backend, params, observe, search_resume)
-            self.state = RunState(done=self.state.done + (outcome,))
+            self.state = RunState(done=self.state.done + (outcome,), core_choice=self.state.core_choice,
+                                  core_kappa=self.state.core_kappa)
             if self.recorder is not None:
                 self.recorder.save(self.state)
         s = self.summary
@@ -359,29 +391,3 @@ class Run:
         if done < 0.02 or rate is None:
             return None
         return elapsed * (1 - done) / done + self.transfer_tokens / rate
-
-    def _gold(self, core: Core) -> Optional[list[Optional[str]]]:
-        if self.monitor_field is None:
-            return None
-        per_row = self.shape.per_row
-        out = []
-        for i, ex in zip(core.ids, core.examples):
-            gold = normalized(core.fields[core.rows.index(i // per_row)].get(self.monitor_field))
-            if ex.swapped and gold is not None:
-                # The swapped order is true exactly when the original is false.
-                gold = {"true": "false", "false": "true"}.get(gold, gold)
-            out.append(gold)
-        return out
-
-
-def _agreement(step: Step, gold: Optional[list[Optional[str]]], words: tuple[str, ...]) -> Optional[float]:
-    if gold is None:
-        return None
-    hits = total = 0
-    names = [normalized(w) for w in words]
-    for y, g in zip(step.labels, gold):
-        if y is None or g is None:
-            continue
-        total += 1
-        hits += names[y] == g
-    return hits / total if total else None

@@ -1,0 +1,107 @@
+"""`core.count: auto`: a second core only where the first one's reading departs from the model's.
+
+One searched core sometimes drifts: the search finds labels the model finds self-consistent that
+are not what it reads in the rows themselves, and many-shot prompting carries them to every row.
+On held-out tweets one core in three did (README, "One run is enough"), and it is the unlucky
+seed that falls below asking the model. Its many-shot reading then departs from the zero-shot one
+on a sample (Cohen's kappa below DEPARTS), where the cores that did not drift agreed at 0.45-0.60.
+
+So, after the first core is searched and calibrated, a seeded sample of the rows to transfer is
+read both ways (the signal check's sample; the zero-shot reads are reused by the zero-shot rule):
+- kappa at or above DEPARTS: the run is the one-core run, label for label, at the same cost;
+- below: a second core is searched on the next disjoint sample of the data, the transfer is
+  calibrated again with both, and every row's label combines the readings (each core's, and the
+  zero-shot one where the zero-shot rule averages it in) weighted by each reading's mean
+  agreement with the others on the sample (each kappa floored at 0): the drifted reading is
+  outvoted by the two that agree. The first core's own rows keep its search's labels (with the
+  zero-shot reading averaged in, as the zero-shot rule does for every core). Its cost is one more search and one more read of each row.
+
+The decision is kept in the checkpoint, so a resumed run makes the same one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+from ..algorithm.scoring import log_softmax
+from ..algorithm.search import argmax
+from ..backends.base import ScoreRequest
+from ..foundation.agreement import cohen_kappa
+from .run_records import RunState
+
+DEPARTS = 0.45
+MIN_SAMPLE = 16  # fewer rows to compare on: no second core (a kappa over a handful says nothing)
+
+
+def second_core(run: Any, transfer: Any, centres: Optional[list[list[float]]],
+                resume: RunState) -> tuple[Any, Optional[list[list[float]]]]:
+    """Decide, and where the first core departs, search and calibrate a second one. Returns the
+    transfer and centres the run goes on with."""
+    if run.config.core.count != "auto" or run.core_labeller is not None or not run.plan.cores:
+        return transfer, centres
+    s = run.summary
+    if len(run.outcomes) > 1:  # resumed after the second core was searched and calibrated
+        s.second_core, s.core_choice, s.core_kappa = True, resume.core_choice, resume.core_kappa
+        return transfer, centres
+    if resume.core_choice is not None:  # resumed during the second core's search
+        reason, kappa = resume.core_choice, resume.core_kappa
+    else:
+        kappa = _first_core_kappa(run, transfer, centres)
+        if kappa is None:
+            s.second_core, s.core_choice = False, f"fewer than {MIN_SAMPLE} rows to transfer: one core"
+            return transfer, centres
+        if kappa >= DEPARTS:
+            s.second_core, s.core_kappa = False, kappa
+            s.core_choice = f"the core's reading agrees with zero-shot (kappa {kappa} >= {DEPARTS}): one core"
+            return transfer, centres
+        reason = f"the core's reading departs from zero-shot (kappa {kappa} < {DEPARTS}): a second core"
+        run.state = dataclasses.replace(run.state, core_choice=reason, core_kappa=kappa)
+        if run.recorder is not None:
+            run.recorder.save(run.state)
+    run.replan(2)
+    s.core_kappa = kappa
+    if len(run.plan.cores) < 2:
+        s.second_core, s.core_choice = False, reason.replace(": a second core", ": no rows left for a second core")
+        return transfer, centres
+    s.second_core, s.core_choice = True, reason
+    run.search_more(resume)
+    # Calibrated afresh, on a sample drawn outside both cores: exactly as a run resumed with both
+    # cores searched calibrates.
+    return run.calibrate(run.outcomes, RunState())
+
+
+def _first_core_kappa(run: Any, transfer: Any, centres: Optional[list[list[float]]]) -> Optional[float]:
+    from .signal_check import sample_ids
+    from .zero_shot_rule import centred
+
+    ids = sample_ids(run, centres, run.config.search.seed)
+    if len(ids) < MIN_SAMPLE:
+        return None
+    transfer.keep = set(ids)
+    examples = run.examples_of(ids)
+    many = [_centred(scores[0], centres[0] if centres else None) for scores in transfer.raw(examples)]
+    raw = run.backend.score([ScoreRequest((ex.query,), transfer.continuations) for _, ex in examples])
+    run.zero_shot_raw.update(zip(ids, raw))
+    zero = centred(raw) if run.shape.calibrate else [log_softmax(r) for r in raw]
+    return round(cohen_kappa([argmax(r) for r in many], [argmax(r) for r in zero]), 3)
+
+
+def weigh(run: Any, transfer: Any, centres: Optional[list[list[float]]]) -> None:
+    """Each reading's weight: its mean kappa with the other readings on the check sample."""
+    examples = run.examples_of(run.check_sample)
+    per_context = [transfer.readings(scores, centres, with_prior=False)[0] for scores in transfer.raw(examples)]
+    contexts = len(transfer.contexts)
+    choices = [[argmax(row[c]) for row in per_context] for c in range(contexts)]
+    weights = []
+    for a in range(contexts):
+        # Floored pair by pair: a reading that contradicts the others must not pull their weights down.
+        kappas = [max(0.0, cohen_kappa(choices[a], choices[b])) for b in range(contexts) if b != a]
+        weights.append(round(sum(kappas) / len(kappas), 4))
+    if sum(weights) > 0:
+        transfer.weights = weights
+    run.summary.reading_weights = transfer.weights
+
+
+def _centred(scores: list[float], centre: Optional[list[float]]) -> list[float]:
+    return log_softmax([v - m for v, m in zip(scores, centre)] if centre else list(scores))

@@ -1,0 +1,166 @@
+"""`core.count: auto` (run/second_core.py) with a fake model whose reading drifts after one core's
+demonstrations and not after another's: the run searches a second core exactly where the first
+departs from zero-shot, outvotes the drifted reading, and resumes to the same labels. The real
+model runs the same path in tests/test_cli_model.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import pytest
+
+from icm_cli.algorithm.cores import plan_run
+from icm_cli.foundation.errors import InputError
+from icm_cli.foundation.config_reading import load_config
+
+from fakes import SentimentBackend
+from test_run_shape import Recorder, config, run, tweets
+
+N = 90
+
+
+def truth(k: int) -> str:
+    return "negative" if k % 3 == 0 else "positive"
+
+
+class DriftsAfter(SentimentBackend):
+    """Reads the opposite of the words wherever the demonstrations hold one of `triggers` (the
+    first core's rows), as a core whose search drifted makes the model read."""
+
+    def __init__(self, triggers: set[str]):
+        super().__init__()
+        self.triggers = triggers
+
+    def score(self, requests):
+        out = super().score(requests)
+        return [list(reversed(s)) if any(t in seg for seg in r.segments[:-1] for t in self.triggers) else s
+                for r, s in zip(requests, out)]
+
+
+def auto(**changes):
+    cfg = config(transfer={"zero_shot": "auto", "calibration_size": 64}, core={"count": "auto", "max_tokens": 60},
+                 **changes)
+    return cfg
+
+
+def first_core_texts(cfg) -> set[str]:
+    data = tweets(N)
+    plan = plan_run(data.index, data.shape, lambda t: len(t.split()), cfg.core, cfg.search.seed)
+    return {f"tweet {r} was " for r in plan.cores[0].rows}
+
+
+def accuracy(rows) -> float:
+    moved = [(r.label, truth(k)) for k, r in enumerate(rows) if r.source == "transfer"]
+    return sum(a == b for a, b in moved) / len(moved)
+
+
+def test_where_the_first_core_agrees_the_run_is_the_one_core_run():
+    cfg = auto()
+    rows, summary = run(tweets(N), cfg)
+    one, one_summary = run(tweets(N), dataclasses.replace(cfg, core=dataclasses.replace(cfg.core, count=1)))
+    assert summary.second_core is False and summary.cores == 1
+    assert "agrees with zero-shot" in summary.core_choice and summary.core_kappa >= 0.45
+    assert [(r.label, r.confidence, r.source) for r in rows] == [(r.label, r.confidence, r.source) for r in one]
+    assert summary.reading_weights is None
+    # The zero-shot reads the decision made are the zero-shot rule's too: nothing read twice.
+    backends = [SentimentBackend(), SentimentBackend()]
+    run(tweets(N), cfg, backend=backends[0])
+    run(tweets(N), dataclasses.replace(cfg, core=dataclasses.replace(cfg.core, count=1)), backend=backends[1])
+    assert backends[0].requests == backends[1].requests
+
+
+def test_where_the_first_core_drifts_a_second_core_outvotes_it():
+    cfg = auto()
+    drift = first_core_texts(cfg)
+    rows, summary = run(tweets(N), cfg, backend=DriftsAfter(drift))
+    one, _ = run(tweets(N), dataclasses.replace(cfg, core=dataclasses.replace(cfg.core, count=1)),
+                 backend=DriftsAfter(drift))
+    assert summary.second_core is True and summary.cores == 2
+    assert "departs from zero-shot" in summary.core_choice and summary.core_kappa < 0.45
+    weights = summary.reading_weights
+    assert weights is not None and len(weights) == 3  # two cores, then zero-shot
+    assert weights[0] < min(weights[1:])  # the drifted core counts least
+    assert accuracy(rows) >= 0.9 > accuracy(one)
+    assert all(r.agreement in (0.5, 1.0) for r in rows if r.source == "transfer")
+
+
+def stop_in_second_search(recorder: Recorder):
+    original = recorder.save
+
+    def save(state):
+        original(state)
+        if state.core_choice is not None and len(state.done) == 1 and state.search is not None:
+            raise KeyboardInterrupt
+
+    recorder.save = save
+    return original
+
+
+@pytest.mark.parametrize("where", ["second search", "transfer"])
+def test_a_resumed_run_gives_the_uninterrupted_ones_labels(where):
+    cfg = auto()
+    drift = first_core_texts(cfg)
+    full, full_summary = run(tweets(N), cfg, backend=DriftsAfter(drift))
+    recorder = Recorder(stop_after_chunks=2 if where == "transfer" else None)
+    original = stop_in_second_search(recorder) if where == "second search" else None
+    with pytest.raises(KeyboardInterrupt):
+        run(tweets(N), cfg, recorder=recorder, backend=DriftsAfter(drift))
+    assert recorder.state.core_choice is not None
+    if original is not None:
+        recorder.save = original
+    recorder.stop_after_chunks = None
+    resumed, summary = run(tweets(N), cfg, resume=recorder.resume_state(), recorder=recorder,
+                           backend=DriftsAfter(drift))
+    assert resumed == full
+    for name in ("second_core", "core_choice", "core_kappa", "reading_weights", "cores"):
+        assert getattr(summary, name) == getattr(full_summary, name), name
+
+
+@pytest.mark.parametrize("value, ok", [("auto", True), (3, True), ("many", False), (0, False)])
+def test_core_count_is_a_number_or_auto(tmp_path, value, ok):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"task:\n  template: 'T: {{text}}'\n  labels: [a, b]\ncore:\n  count: {value}\n")
+    if ok:
+        assert load_config(path).core.count == value
+        return
+    with pytest.raises(InputError) as e:
+        load_config(path)
+    message = str(e.value)
+    assert "core.count" in message and "\n" not in message
+    if value == "many":
+        assert "auto" in message
+
+
+@pytest.mark.model
+def test_the_real_model_searches_a_second_core_and_weighs_the_readings(monkeypatch):
+    """The embedded model on 64 shipped tweets, with the threshold set so that any departure
+    (kappa below 1.01) asks for a second core: the path that runs on a drifted core."""
+    from pathlib import Path
+
+    from icm_cli.algorithm.tasks import TaskShape
+    from icm_cli.backends.loading import load_backend
+    from icm_cli.data.row_index import Selection, build_index
+    from icm_cli.data.sources import open_source
+    from icm_cli.foundation.overrides import parse_set
+    from icm_cli.run import second_core
+    from icm_cli.run.runner import RunInput, label_dataset
+
+    root = Path(__file__).resolve().parents[1]
+    sets = ["search.iterations=8", "core.max_tokens=256", "core.count=auto", "transfer.calibration_size=40"]
+    cfg = load_config(root / "configs" / "tweets-sentiment.yaml", [parse_set(s) for s in sets])
+    cfg = dataclasses.replace(cfg, backend=dataclasses.replace(cfg.backend, dtype="float32"))
+    monkeypatch.setattr(second_core, "DEPARTS", 1.01)
+    shape = TaskShape(cfg.task)
+    index = build_index(open_source(str(root / "examples" / "tweets-64.jsonl")), Selection(), shape.check,
+                        cfg.task.id_field)
+    backend = load_backend(cfg.backend)
+    try:
+        rows: list = []
+        summary = label_dataset(RunInput(index, shape), cfg, backend, on_rows=rows.extend)
+    finally:
+        backend.close()
+    assert summary.second_core is True and summary.cores == 2 and "a second core" in summary.core_choice
+    weights = summary.reading_weights
+    assert weights is not None and len(weights) == 2 + summary.zero_shot_averaged and sum(weights) > 0
+    labels = [label for _, _, label in rows]
+    assert len(labels) == 64 and sum(r.source == "core" for r in labels) == summary.core_rows
+    assert all(r.agreement in (0.5, 1.0) for r in labels if r.source == "transfer")
