@@ -47,6 +47,10 @@ def print_dry_run(run_input: Any, cfg: Config, probe: bool) -> None:
         how_often = "always" if cfg.transfer.zero_shot == "on" else "if a sample shows the readings disagree"
         console.print(f"  + about {alone:,} tokens{when(alone)} for each row's zero-shot reading "
                       f"(transfer.zero_shot: {cfg.transfer.zero_shot}: {how_often})")
+    if report.cores and cfg.core.count == "auto":
+        console.print(f"  + core.count auto: where the first core's reading departs from zero-shot, a second core "
+                      f"(about {report.search_tokens():,} tokens more) and a transfer read after it "
+                      f"(about {report.transfer_tokens:,})")
     if not probe:
         console.print("time: pass --probe to load the model and measure its speed on these prompts")
     for k, (prompt, conts) in enumerate(report.first_prompts):

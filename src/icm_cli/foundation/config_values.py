@@ -95,8 +95,9 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
         except InputError:
             if len(inner) == 1:
                 raise
+            kinds = {int: "an integer", float: "a number", str: "a string"}
             words = [str(w) for h in inner for w in (typing.get_args(h) if typing.get_origin(h) is Literal
-                                                        else (f"an {h.__name__ if h is int else h}",))]
+                                                        else (kinds.get(h, str(h)),))]
             raise InputError(f"{source}: '{key}' is {value!r}, must be {' or '.join(words)}") from None
     if origin is Literal:
         if value not in args:
