@@ -207,8 +207,9 @@ class Transfer:
         )
         readings: tuple[tuple[int, int], ...] = ()
         if self.cores and len(self.contexts) > self.cores:
-            readings = tuple((argmax([sum(col) for col in zip(*ctx[:self.cores])]), argmax(ctx[self.cores]))
-                             for ctx in per_context)
+            w = self.weights[:self.cores] if self.weights and sum(self.weights[:self.cores]) > 0 else [1.0] * self.cores
+            readings = tuple((argmax([sum(a * v for a, v in zip(w, col)) for col in zip(*ctx[:self.cores])]),
+                              argmax(ctx[self.cores])) for ctx in per_context)
         return TransferChunk(chunk.ids(), tuple(labels), tuple(tuple(s) for s in combined), agreement, readings)
 
     def _consistent(self, chunk: ChunkRows, scores: list[list[float]]) -> list[int]:

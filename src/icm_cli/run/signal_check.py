@@ -206,13 +206,16 @@ def _transferred(run: Any, transfer: Any, centres: Optional[list[list[float]]], 
     examples = run.examples_of(ids)
 
     cores = max(1, transfer.cores)
+    # core.count auto weighs the readings (second_core.weigh): the many-shot reading is the cores'
+    # as the labels weigh them, so a drifted core the weights outvote does not speak for the run.
+    weights = transfer.weights[:cores] if transfer.weights and sum(transfer.weights[:cores]) > 0 else None
 
     def in_context(items: Sequence[tuple[int, Example]]) -> tuple[list[list[float]], list[int]]:
         """The many-shot reading (the cores' contexts) and the run's labels (every context)."""
         many, labels = [], []
         for scores in transfer.raw(list(items)):
             per_context, combined = transfer.readings(scores, centres)
-            many.append(_mean(per_context[:cores]))
+            many.append(_mean(per_context[:cores], weights))
             labels.append(argmax(combined))
         return many, labels
 
@@ -270,8 +273,9 @@ def _zero_shot(run: Any, examples: Sequence[tuple[int, Example]], continuations:
     return _centred(raw) if run.shape.calibrate else [log_softmax(r) for r in raw]
 
 
-def _mean(readings: Sequence[Sequence[float]]) -> list[float]:
-    return log_softmax([sum(col) / len(col) for col in zip(*readings)])
+def _mean(readings: Sequence[Sequence[float]], weights: Optional[Sequence[float]] = None) -> list[float]:
+    w = weights or [1.0] * len(readings)
+    return log_softmax([sum(a * v for a, v in zip(w, col)) / sum(w) for col in zip(*readings)])
 
 
 def _centred(raw: Sequence[Sequence[float]]) -> list[list[float]]:
