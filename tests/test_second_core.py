@@ -80,7 +80,7 @@ def test_where_the_first_core_drifts_a_second_core_outvotes_it():
     assert weights is not None and len(weights) == 3  # two cores, then zero-shot
     assert weights[0] < min(weights[1:])  # the drifted core counts least
     assert accuracy(rows) >= 0.9 > accuracy(one)
-    assert all(r.agreement in (0.5, 1.0) for r in rows if r.source == "transfer")
+    assert all(r.agreement in (0.0, 0.5, 1.0) for r in rows if r.source == "transfer")
 
 
 def stop_in_second_search(recorder: Recorder):
@@ -131,6 +131,7 @@ def test_core_count_is_a_number_or_auto(tmp_path, value, ok):
 
 
 @pytest.mark.model
+@pytest.mark.slow  # about a minute on 2 cores: make test-slow (CI runs it after make test)
 def test_the_real_model_searches_a_second_core_and_weighs_the_readings(monkeypatch):
     """The embedded model on 64 shipped tweets, with the threshold set so that any departure
     (kappa below 1.01) asks for a second core: the path that runs on a drifted core."""
@@ -145,7 +146,7 @@ def test_the_real_model_searches_a_second_core_and_weighs_the_readings(monkeypat
     from icm_cli.run.runner import RunInput, label_dataset
 
     root = Path(__file__).resolve().parents[1]
-    sets = ["search.iterations=8", "core.max_tokens=256", "core.count=auto", "transfer.calibration_size=40"]
+    sets = ["search.iterations=4", "core.max_tokens=160", "core.count=auto", "transfer.calibration_size=36"]
     cfg = load_config(root / "configs" / "tweets-sentiment.yaml", [parse_set(s) for s in sets])
     cfg = dataclasses.replace(cfg, backend=dataclasses.replace(cfg.backend, dtype="float32"))
     monkeypatch.setattr(second_core, "DEPARTS", 1.01)
@@ -163,4 +164,4 @@ def test_the_real_model_searches_a_second_core_and_weighs_the_readings(monkeypat
     assert weights is not None and len(weights) == 2 + summary.zero_shot_averaged and sum(weights) > 0
     labels = [label for _, _, label in rows]
     assert len(labels) == 64 and sum(r.source == "core" for r in labels) == summary.core_rows
-    assert all(r.agreement in (0.5, 1.0) for r in labels if r.source == "transfer")
+    assert all(r.agreement in (0.0, 0.5, 1.0) for r in labels if r.source == "transfer")
