@@ -33,6 +33,14 @@ from .search import Labels, argmax
 from .tasks import Example, TaskShape
 
 
+def combine(readings: Sequence[Sequence[float]], weights: Optional[Sequence[float]] = None) -> list[float]:
+    """Normalised readings of one example combined: their mean, weighted where `weights` is given."""
+    if weights is None:
+        return log_softmax([sum(col) / len(col) for col in zip(*readings)])
+    total = sum(weights)
+    return log_softmax([sum(w * v for w, v in zip(weights, col)) / total for col in zip(*readings)])
+
+
 def demonstrations(prompts: PromptSet, labels: Labels, order: Sequence[int]) -> tuple[str, ...]:
     """A core's labelled examples as demonstrations, in its search's full-context order."""
     _, everything = layout(order)
@@ -150,19 +158,6 @@ class Transfer:
             else:
                 del self._raw[i]
 
-    def add_core(self, context: tuple[str, ...], kept: Sequence[tuple[int, Example]]) -> None:
-        """One more core's demonstrations, after the cores there are (before a zero-shot context).
-        `kept`: the examples whose scores are kept; each is read after the new context only."""
-        assert len(self.contexts) == self.cores and self.weights is None, "add cores before the zero-shot reading"
-        self.contexts.append(context)
-        self.cores += 1
-        ids = [(i, ex) for i, ex in kept if i in self._raw]
-        values = self.backend.score([ScoreRequest(context + (ex.query,), self.continuations) for _, ex in ids])
-        for (i, _), v in zip(ids, values):
-            self._raw[i] = self._raw[i] + [list(v)]
-        for i in set(self._raw) - {i for i, _ in ids}:
-            del self._raw[i]  # read again whole when asked for
-
     def centres(self, sample: Sequence[tuple[int, Example]]) -> Optional[list[list[float]]]:
         """Per context, each label's mean raw score over `sample`; None when not calibrating."""
         if not self.calibrate or not sample:
@@ -180,11 +175,7 @@ class Transfer:
         the mean (weighted, with weights), with the class prior added."""
         per_context = [log_softmax([v - m for v, m in zip(s, centres[c])] if centres else list(s))
                        for c, s in enumerate(scores)]
-        if self.weights is None:
-            combined = log_softmax([sum(col) / len(col) for col in zip(*per_context)])
-        else:
-            total = sum(self.weights)
-            combined = log_softmax([sum(w * v for w, v in zip(self.weights, col)) / total for col in zip(*per_context)])
+        combined = combine(per_context, self.weights)
         if with_prior and self.prior is not None:
             combined = self.prior.apply(combined)
         return per_context, combined
@@ -207,10 +198,14 @@ class Transfer:
         )
         readings: tuple[tuple[int, int], ...] = ()
         if self.cores and len(self.contexts) > self.cores:
-            w = self.weights[:self.cores] if self.weights and sum(self.weights[:self.cores]) > 0 else [1.0] * self.cores
-            readings = tuple((argmax([sum(a * v for a, v in zip(w, col)) for col in zip(*ctx[:self.cores])]),
-                              argmax(ctx[self.cores])) for ctx in per_context)
+            weights = self.core_weights()
+            readings = tuple((argmax(combine(ctx[:self.cores], weights)), argmax(ctx[self.cores])) for ctx in per_context)
         return TransferChunk(chunk.ids(), tuple(labels), tuple(tuple(s) for s in combined), agreement, readings)
+
+    def core_weights(self) -> Optional[list[float]]:
+        """The cores' own weights, where they weigh anything (None: equal)."""
+        weights = self.weights[:self.cores] if self.weights else None
+        return weights if weights and sum(weights) > 0 else None
 
     def _consistent(self, chunk: ChunkRows, scores: list[list[float]]) -> list[int]:
         examples = [ex for _, ex in chunk.targets] + [ex for _, ex, _ in chunk.fixed]

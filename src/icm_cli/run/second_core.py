@@ -14,7 +14,8 @@ read both ways (the signal check's sample; the zero-shot reads are reused by the
   zero-shot one where the zero-shot rule averages it in) weighted by each reading's mean
   agreement with the others on the sample (each kappa floored at 0): the drifted reading is
   outvoted by the two that agree. The first core's own rows keep its search's labels (with the
-  zero-shot reading averaged in, as the zero-shot rule does for every core). Its cost is one more search and one more read of each row.
+  zero-shot reading averaged in, as the zero-shot rule does for every core). Its cost is one more
+  search and one more read of each row.
 
 The decision is kept in the checkpoint, so a resumed run makes the same one.
 """
@@ -80,7 +81,7 @@ def _first_core_kappa(run: Any, transfer: Any, centres: Optional[list[list[float
         return None
     transfer.keep = set(ids)
     examples = run.examples_of(ids)
-    many = [_centred(scores[0], centres[0] if centres else None) for scores in transfer.raw(examples)]
+    many = [transfer.readings(scores, centres, with_prior=False)[0][0] for scores in transfer.raw(examples)]
     raw = run.backend.score([ScoreRequest((ex.query,), transfer.continuations) for _, ex in examples])
     run.zero_shot_raw.update(zip(ids, raw))
     zero = centred(raw) if run.shape.calibrate else [log_softmax(r) for r in raw]
@@ -101,7 +102,3 @@ def weigh(run: Any, transfer: Any, centres: Optional[list[list[float]]]) -> None
     if sum(weights) > 0:
         transfer.weights = weights
     run.summary.reading_weights = transfer.weights
-
-
-def _centred(scores: list[float], centre: Optional[list[float]]) -> list[float]:
-    return log_softmax([v - m for v, m in zip(scores, centre)] if centre else list(scores))

@@ -43,6 +43,7 @@ from ..data.row_index import seeded_sample
 from ..algorithm.scoring import layout, log_softmax
 from ..algorithm.search import argmax
 from ..algorithm.tasks import Example
+from ..algorithm.transfer import combine
 
 SAMPLE = 256  # rows read again; the kappa's interval is about +-0.1 at this size
 MIN_ROWS = 16  # fewer than this: no verdict (an interval over a handful of rows says nothing)
@@ -208,14 +209,14 @@ def _transferred(run: Any, transfer: Any, centres: Optional[list[list[float]]], 
     cores = max(1, transfer.cores)
     # core.count auto weighs the readings (second_core.weigh): the many-shot reading is the cores'
     # as the labels weigh them, so a drifted core the weights outvote does not speak for the run.
-    weights = transfer.weights[:cores] if transfer.weights and sum(transfer.weights[:cores]) > 0 else None
+    weights = transfer.core_weights()
 
     def in_context(items: Sequence[tuple[int, Example]]) -> tuple[list[list[float]], list[int]]:
         """The many-shot reading (the cores' contexts) and the run's labels (every context)."""
         many, labels = [], []
         for scores in transfer.raw(list(items)):
             per_context, combined = transfer.readings(scores, centres)
-            many.append(_mean(per_context[:cores], weights))
+            many.append(combine(per_context[:cores], weights))
             labels.append(argmax(combined))
         return many, labels
 
@@ -272,10 +273,6 @@ def _zero_shot(run: Any, examples: Sequence[tuple[int, Example]], continuations:
     raw = run.backend.score([ScoreRequest((ex.query,), continuations) for _, ex in examples])
     return _centred(raw) if run.shape.calibrate else [log_softmax(r) for r in raw]
 
-
-def _mean(readings: Sequence[Sequence[float]], weights: Optional[Sequence[float]] = None) -> list[float]:
-    w = weights or [1.0] * len(readings)
-    return log_softmax([sum(a * v for a, v in zip(w, col)) / sum(w) for col in zip(*readings)])
 
 
 def _centred(raw: Sequence[Sequence[float]]) -> list[list[float]]:
