@@ -58,8 +58,8 @@ def demo_cost(shape: TaskShape, count_tokens: Callable[[str], int]) -> Callable[
 def plan_run(index: RowIndex, shape: TaskShape, count_tokens: Callable[[str], int], core: CoreConfig,
              seed: int, with_cores: bool = True, fixed: Optional[Mapping[int, int]] = None,
              count: Optional[int] = None) -> RunPlan:
-    """Fill `count` cores (default: those `core` plans up front) in turn from the units in seeded order, each up to
-    `core.max_tokens` of demonstrations, plus the fixed rows' demonstrations; what is left is
+    """Fill `count` cores (default: those `core` plans up front) in turn from the units in seeded
+    order, each up to `core.max_tokens` of demonstrations, plus the fixed rows' demonstrations; what is left is
     transferred. `fixed`: row -> the label (a label word's index) a person gave the row.
 
     Files are often sorted by label or source; a core must be a random sample of them.

@@ -85,20 +85,18 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        for hint_ in inner[:-1]:  # e.g. an integer or a word (core.count: 2 or auto)
+        errors = []
+        for each in inner:  # in order: e.g. an integer, else a word (core.count: 2 or auto)
             try:
-                return _coerce(value, hint_, source, key)
-            except InputError:
-                pass
-        try:
-            return _coerce(value, inner[-1], source, key)
-        except InputError:
-            if len(inner) == 1:
-                raise
-            kinds = {int: "an integer", float: "a number", str: "a string"}
-            words = [str(w) for h in inner for w in (typing.get_args(h) if typing.get_origin(h) is Literal
-                                                        else (kinds.get(h, str(h)),))]
-            raise InputError(f"{source}: '{key}' is {value!r}, must be {' or '.join(words)}") from None
+                return _coerce(value, each, source, key)
+            except InputError as e:
+                errors.append(e)
+        if len(inner) == 1:
+            raise errors[0]
+        kinds = {int: "an integer", float: "a number", str: "a string"}
+        words = [str(w) for h in inner for w in (typing.get_args(h) if typing.get_origin(h) is Literal
+                                                    else (kinds.get(h, str(h)),))]
+        raise InputError(f"{source}: '{key}' is {value!r}, must be {' or '.join(words)}")
     if origin is Literal:
         if value not in args:
             raise InputError(f"{source}: '{key}' is {value!r}, must be one of {', '.join(map(str, args))}")
