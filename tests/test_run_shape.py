@@ -48,8 +48,9 @@ def tweets(n: int) -> RunInput:
 
 def config(**changes: Any) -> Config:
     search = SearchConfig(initial_labels=2, iterations=30, seed=1)
-    # No signal check and no zero-shot rule: these tests count the model's requests of the run itself.
-    base = Config(task=TASK, search=search, core=CoreConfig(max_tokens=80),
+    # No signal check, no zero-shot rule and one core (core.count auto reads a sample zero-shot to
+    # decide on a second): these tests count the model's requests of the run itself.
+    base = Config(task=TASK, search=search, core=CoreConfig(max_tokens=80, count=1),
                   transfer=TransferConfig(chunk_size=7, calibration_size=11, zero_shot="off"),
                   check=CheckConfig(signal=False))
     for section, values in changes.items():

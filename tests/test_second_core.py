@@ -115,6 +115,45 @@ def test_a_resumed_run_gives_the_uninterrupted_ones_labels(where):
         assert getattr(summary, name) == getattr(full_summary, name), name
 
 
+def test_a_resumed_run_keeps_the_one_core_decision_without_reading_again():
+    """Killed in the transfer after deciding on one core: the resumed run reads what a resumed
+    count: 1 run reads, and writes the same labels (no zero-shot rule here, whose reads of the
+    sample would hide a decision made again)."""
+    counts = []
+    agreeing = dataclasses.replace(auto(), transfer=dataclasses.replace(auto().transfer, zero_shot="off"))
+    for cfg in (agreeing, dataclasses.replace(agreeing, core=dataclasses.replace(agreeing.core, count=1))):
+        full, _ = run(tweets(N), cfg)
+        recorder = Recorder(stop_after_chunks=2)
+        with pytest.raises(KeyboardInterrupt):
+            run(tweets(N), cfg, recorder=recorder)
+        recorder.stop_after_chunks = None
+        backend = SentimentBackend()
+        resumed, summary = run(tweets(N), cfg, resume=recorder.resume_state(), recorder=recorder, backend=backend)
+        assert resumed == full
+        counts.append(backend.requests)
+        if cfg.core.count == "auto":
+            assert summary.second_core is False and "agrees with zero-shot" in summary.core_choice
+    assert counts[0] == counts[1]
+
+
+@pytest.mark.parametrize("second_tokens, budget", [(None, 30), (40, 40)])
+def test_the_second_core_fills_its_own_smaller_budget(second_tokens, budget):
+    """A second opinion, not a second run: half the first core's demonstrations unless set."""
+    cfg = auto()
+    cfg = dataclasses.replace(cfg, core=dataclasses.replace(cfg.core, second_tokens=second_tokens))
+    data = tweets(N)
+    words = lambda t: len(t.split())  # noqa: E731
+    plan = plan_run(data.index, data.shape, words, cfg.core, cfg.search.seed, count=2)
+    first = plan_run(data.index, data.shape, words, cfg.core, cfg.search.seed)
+    assert plan.cores[0].rows == first.cores[0].rows  # the first core does not move
+    cost = lambda core: sum(words(ex.query) + 3 for ex in core.examples)  # noqa: E731
+    assert cost(plan.cores[0]) <= 60 and budget - 10 < cost(plan.cores[1]) <= budget
+    assert not set(plan.cores[0].rows) & set(plan.cores[1].rows)
+    fixed = dataclasses.replace(cfg.core, count=2)  # a fixed count keeps every core the same size
+    two = plan_run(data.index, data.shape, words, fixed, cfg.search.seed)
+    assert cost(two.cores[1]) > 50
+
+
 @pytest.mark.parametrize("value, ok", [("auto", True), (3, True), ("many", False), (0, False)])
 def test_core_count_is_a_number_or_auto(tmp_path, value, ok):
     path = tmp_path / "c.yaml"

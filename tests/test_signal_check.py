@@ -3,6 +3,7 @@ verdict the figures give (signal_check.judge). The check on real runs is in test
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -88,3 +89,38 @@ def test_one_label_for_nearly_every_row_is_none_with_a_warning():
 @pytest.mark.parametrize("seed", range(5))
 def test_the_verdict_on_noise_is_stable_across_samples(seed):
     assert judge(readings(256, meaning=0.0, noise=1.0, zero_shot_follows=0.0, seed=seed), 2, seed).verdict == "none"
+
+
+def three_readers(n: int, *, second_core_follows: float, seed: int = 0) -> Readings:
+    """Two cores and a poor zero-shot reading of the same rows, each with its own noise: the
+    first core reads the concept well, zero-shot barely; the second core reads the concept as
+    well as the first (`second_core_follows` 1.0) or something else (0.0: a drifted search)."""
+    rng = random.Random(seed)
+    first, second, mixed, zs = [], [], [], []
+    for _ in range(n):
+        concept, other = rng.gauss(0, 1), rng.gauss(0, 1)
+        first.append(lp(3.0 * concept + rng.gauss(0, 1.5)))
+        follows = second_core_follows
+        second.append(lp(3.0 * (follows * concept + (1 - follows) * other) + rng.gauss(0, 1.5)))
+        mixed.append(lp(0.3 * rng.gauss(0, 1)))
+        zs.append(lp(0.6 * concept + rng.gauss(0, 1.5)))
+    mine = [[(a + b) / 2 for a, b in zip(x, y)] for x, y in zip(first, second)]
+    labels = [0 if s[0] > s[1] else 1 for s in mine]
+    return Readings(labels, mine, mixed, zs, cores=[first, second])
+
+
+def test_two_cores_that_read_the_same_departure_from_a_poor_zero_shot_are_signal():
+    report = judge(three_readers(256, second_core_follows=1.0), 2, seed=0)
+    figures = {f.name: f.value for f in report.figures}
+    assert figures["zero_shot_kappa"] < 0.4  # one core alone would be `weak`
+    assert figures["cores_kappa"] >= max(0.4, figures["core_zero_shot_kappas"])
+    assert report.verdict == "signal", report
+    assert "two cores agree" in report.reason
+    alone = judge(dataclasses.replace(three_readers(256, second_core_follows=1.0), cores=[]), 2, seed=0)
+    assert alone.verdict == "weak"
+
+
+def test_two_cores_where_one_drifted_stay_weak():
+    report = judge(three_readers(256, second_core_follows=0.0), 2, seed=0)
+    assert {f.name: f.value for f in report.figures}["cores_kappa"] < 0.4
+    assert report.verdict == "weak", report

@@ -59,7 +59,7 @@ def plan_run(index: RowIndex, shape: TaskShape, count_tokens: Callable[[str], in
              seed: int, with_cores: bool = True, fixed: Optional[Mapping[int, int]] = None,
              count: Optional[int] = None) -> RunPlan:
     """Fill `count` cores (default: those `core` plans up front) in turn from the units in seeded
-    order, each up to `core.max_tokens` of demonstrations, plus the fixed rows' demonstrations; what is left is
+    order, each up to `core.budget(c)` of demonstrations, plus the fixed rows' demonstrations; what is left is
     transferred. `fixed`: row -> the label (a label word's index) a person gave the row.
 
     Files are often sorted by label or source; a core must be a random sample of them.
@@ -76,7 +76,7 @@ def plan_run(index: RowIndex, shape: TaskShape, count_tokens: Callable[[str], in
     demos = fixed_demonstrations(index, shape, fixed, cost, budget, seed)
     units = _Units(index, shape, seed, _all_fixed(index, fixed))
     cores: list[Core] = []
-    for _ in range(core.planned if count is None else count):
+    for c in range(core.planned if count is None else count):
         chosen: list[tuple[int, dict[str, Any], list[Example]]] = []
         used = 0
         while True:
@@ -84,7 +84,7 @@ def plan_run(index: RowIndex, shape: TaskShape, count_tokens: Callable[[str], in
             if unit is None:
                 break
             size = sum(cost(ex) for _, _, examples in unit for ex in examples)
-            if chosen and used + size > core.max_tokens:
+            if chosen and used + size > core.budget(c):
                 break
             chosen.extend(unit)
             used += size

@@ -49,7 +49,8 @@ def print_dry_run(run_input: Any, cfg: Config, probe: bool) -> None:
                       f"(transfer.zero_shot: {cfg.transfer.zero_shot}: {how_often})")
     if report.cores and cfg.core.count == "auto":
         console.print(f"  + core.count auto: where the first core's reading departs from zero-shot, a second core "
-                      f"(about {report.search_tokens():,} tokens more) and a transfer read after it "
+                      f"of {cfg.core.budget(1):,} tokens of demonstrations (core.second_tokens; its search costs "
+                      f"less than the first's {report.search_tokens():,} tokens) and a transfer read after it "
                       f"(about {report.transfer_tokens:,})")
     if not probe:
         console.print("time: pass --probe to load the model and measure its speed on these prompts")

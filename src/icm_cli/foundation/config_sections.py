@@ -86,11 +86,21 @@ class CoreConfig:
     # core's reading departs from the model's zero-shot reading on a sample; then each reading
     # (the cores', the zero-shot one) is weighted by its agreement with the others
     # (run/second_core.py).
-    count: Union[int, Literal["auto"]] = 1
+    count: Union[int, Literal["auto"]] = "auto"
     # `icm label --fixed`: the rows a person labelled join every core on top of its sample, as
     # demonstrations, up to this many tokens of them (unset: max_tokens; 0: none, the labels are
     # then only kept in the output). Those past it keep their labels but are no demonstrations.
     fixed_tokens: Optional[int] = None
+    # count auto: the second core's demonstrations, in tokens (unset: half of max_tokens). It is
+    # a second opinion on the first core, read beside it: with half the demonstrations its
+    # search costs a fraction of the first's (README, "One run is enough").
+    second_tokens: Optional[int] = None
+
+    def budget(self, core: int) -> int:
+        """The demonstration tokens core number `core` (from 0) fills."""
+        if self.count == "auto" and core > 0:
+            return self.second_tokens if self.second_tokens is not None else max(1, self.max_tokens // 2)
+        return self.max_tokens
 
     @property
     def planned(self) -> int:

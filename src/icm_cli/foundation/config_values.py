@@ -27,6 +27,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "core.max_tokens": (64, None),
     "core.count": (1, None),
     "core.fixed_tokens": (0, None),
+    "core.second_tokens": (64, None),
     "transfer.chunk_size": (1, None),
     "transfer.calibration_size": (1, None),
     "backend.max_context": (16, None),

@@ -9,7 +9,8 @@ on a sample (Cohen's kappa below DEPARTS), where the cores that did not drift ag
 So, after the first core is searched and calibrated, a seeded sample of the rows to transfer is
 read both ways (the signal check's sample; the zero-shot reads are reused by the zero-shot rule):
 - kappa at or above DEPARTS: the run is the one-core run, label for label, at the same cost;
-- below: a second core is searched on the next disjoint sample of the data, the transfer is
+- below: a second core, of half the demonstrations (core.second_tokens: a second opinion whose
+  search costs a fraction of the first's), is searched on the next disjoint sample, the transfer is
   calibrated again with both, and every row's label combines the readings (each core's, and the
   zero-shot one where the zero-shot rule averages it in) weighted by each reading's mean
   agreement with the others on the sample (each kappa floored at 0): the drifted reading is
@@ -17,7 +18,8 @@ read both ways (the signal check's sample; the zero-shot reads are reused by the
   zero-shot reading averaged in, as the zero-shot rule does for every core). Its cost is one more
   search and one more read of each row.
 
-The decision is kept in the checkpoint, so a resumed run makes the same one.
+The decision is kept in the checkpoint, so a resumed run makes the same one without reading the
+sample again.
 """
 
 from __future__ import annotations
@@ -45,21 +47,22 @@ def second_core(run: Any, transfer: Any, centres: Optional[list[list[float]]],
     if len(run.outcomes) > 1:  # resumed after the second core was searched and calibrated
         s.second_core, s.core_choice, s.core_kappa = True, resume.core_choice, resume.core_kappa
         return transfer, centres
-    if resume.core_choice is not None:  # resumed during the second core's search
+    if resume.core_choice is not None:  # resumed after the decision: the same one, read again from nothing
         reason, kappa = resume.core_choice, resume.core_kappa
     else:
         kappa = _first_core_kappa(run, transfer, centres)
         if kappa is None:
-            s.second_core, s.core_choice = False, f"fewer than {MIN_SAMPLE} rows to transfer: one core"
-            return transfer, centres
-        if kappa >= DEPARTS:
-            s.second_core, s.core_kappa = False, kappa
-            s.core_choice = f"the core's reading agrees with zero-shot (kappa {kappa} >= {DEPARTS}): one core"
-            return transfer, centres
-        reason = f"the core's reading departs from zero-shot (kappa {kappa} < {DEPARTS}): a second core"
+            reason = f"fewer than {MIN_SAMPLE} rows to transfer: one core"
+        elif kappa >= DEPARTS:
+            reason = f"the core's reading agrees with zero-shot (kappa {kappa} >= {DEPARTS}): one core"
+        else:
+            reason = f"the core's reading departs from zero-shot (kappa {kappa} < {DEPARTS}): a second core"
         run.state = dataclasses.replace(run.state, core_choice=reason, core_kappa=kappa)
         if run.recorder is not None:
             run.recorder.save(run.state)
+    if kappa is None or kappa >= DEPARTS:
+        s.second_core, s.core_choice, s.core_kappa = False, reason, kappa
+        return transfer, centres
     run.replan(2)
     s.core_kappa = kappa
     if len(run.plan.cores) < 2:

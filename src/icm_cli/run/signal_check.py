@@ -20,7 +20,10 @@ with nothing but the model, and compares:
 Verdict: `none` when the words make no measurable difference to the readings (the content ratio's
 interval reaches 1.1) or one label takes nearly every row; `signal` when they clearly do (its
 interval above 1.5) and the labels agree with zero-shot well beyond chance (kappa's interval
-above 0.4); `weak` otherwise. Measured on the embedded model (README, "Is there signal?").
+above 0.4), or, where a run has two cores, the two agree with each other at least as well as
+zero-shot agrees with one of them (TwoCores: the departure from zero-shot is read twice, so it is
+not one search's drift; on three classes zero-shot is poor and a run that beats it departs from
+it); `weak` otherwise. Measured on the embedded model (README, "Is there signal?").
 
 It rules out noise, not error: a model that reads a salient feature which is not the asked-for
 concept passes it; `icm compare` on a little gold is how to measure accuracy. Where a run has
@@ -37,7 +40,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence
 
-from ..foundation.agreement import bootstrap_interval, kappa_with_interval
+from ..foundation.agreement import bootstrap_interval, cohen_kappa, kappa_with_interval
 from ..backends.base import ScoreRequest
 from ..data.row_index import seeded_sample
 from ..algorithm.scoring import layout, log_softmax
@@ -115,6 +118,7 @@ class Readings:
     scrambled: list[list[float]]  # the same, the rows' letters shuffled
     zero_shot: list[list[float]]  # no context, calibrated as the run calibrates
     ids: list[int] = field(default_factory=list)  # the examples', in the same order
+    cores: list[list[list[float]]] = field(default_factory=list)  # each core's reading, where two
 
     def sample(self, words: Sequence[str], per_row: int) -> ReadingSample:
         def probabilities(readings: list[list[float]]) -> list[list[float]]:
@@ -167,7 +171,49 @@ def judge(r: Readings, labels: int, seed: int) -> SignalReport:
         warnings.append(f"the run and zero-shot disagree about the balance: the commonest label takes {major:.0%} of "
                         f"the run's labels and {zs_major:.0%} of zero-shot's")
     verdict, reason = _verdict(ratio_ci, kappa_ci, major)
+    if len(r.cores) == 2:
+        cores = _two_cores(r.cores, zs_labels, seed)
+        figures.extend(cores.figures())
+        if verdict == "weak" and ratio_ci[0] > CONTENT and cores.one_reads_better():
+            verdict, reason = "signal", cores.reason()
     return SignalReport(verdict, reason, figures, warnings, rows=len(r.labels))
+
+
+@dataclass(frozen=True)
+class TwoCores:
+    """Two cores searched on disjoint samples and zero-shot, read as three noisy readers of the
+    same rows: if each errs independently of the others given the true label, the kappa of two
+    readers is about the product of their qualities, so a core reads the rows at least as well
+    as zero-shot exactly when it agrees with the other core at least as well as zero-shot agrees
+    with that core. A search that drifted is alone in what it reads; two that read the same
+    departure from a poor zero-shot reading carry signal zero-shot lacks."""
+
+    between: float  # kappa of the two cores
+    interval: tuple[float, float]
+    with_zero_shot: tuple[float, float]  # each core's kappa with zero-shot
+
+    def one_reads_better(self) -> bool:
+        return self.between >= max(AGREEMENT, min(self.with_zero_shot))
+
+    def reason(self) -> str:
+        return (f"the readings follow the words; the labels depart from the model's zero-shot reading, but the two "
+                f"cores agree with each other (kappa {self.between:.2f}) at least as well as zero-shot agrees with "
+                f"one of them ({min(self.with_zero_shot):.2f}): the departure is read twice, not one search's drift")
+
+    def figures(self) -> list[Figure]:
+        return [
+            Figure("cores_kappa", round(self.between, 3), (round(self.interval[0], 3), round(self.interval[1], 3)),
+                   "agreement of the two cores' many-shot labels beyond chance (core.count auto)"),
+            Figure("core_zero_shot_kappas", round(min(self.with_zero_shot), 3), None,
+                   "the lower of the two cores' agreements with the zero-shot labels; the verdict's `signal` "
+                   "needs the cores' own agreement at least this and at least 0.4"),
+        ]
+
+
+def _two_cores(cores: Sequence[list[list[float]]], zs_labels: list[int], seed: int) -> TwoCores:
+    a, b = ([argmax(s) for s in reading] for reading in cores)
+    between, interval = kappa_with_interval(a, b, seed)
+    return TwoCores(between, interval, (cohen_kappa(a, zs_labels), cohen_kappa(b, zs_labels)))
 
 
 def _verdict(ratio_ci: tuple[float, float], kappa_ci: tuple[float, float], major: float) -> tuple[str, str]:
@@ -211,18 +257,21 @@ def _transferred(run: Any, transfer: Any, centres: Optional[list[list[float]]], 
     # as the labels weigh them, so a drifted core the weights outvote does not speak for the run.
     weights = transfer.core_weights()
 
-    def in_context(items: Sequence[tuple[int, Example]]) -> tuple[list[list[float]], list[int]]:
-        """The many-shot reading (the cores' contexts) and the run's labels (every context)."""
-        many, labels = [], []
+    def in_context(items: Sequence[tuple[int, Example]]) -> tuple[list[list[float]], list[int], list[list[list[float]]]]:
+        """The many-shot reading (the cores' contexts), the run's labels (every context), and
+        each core's own reading."""
+        many, labels, each = [], [], []
         for scores in transfer.raw(list(items)):
             per_context, combined = transfer.readings(scores, centres)
             many.append(combine(per_context[:cores], weights))
             labels.append(argmax(combined))
-        return many, labels
+            each.append(per_context[:cores])
+        return many, labels, [[row[c] for row in each] for c in range(cores)]
 
-    mine, labels = in_context(examples)
-    mixed, _ = in_context([(-1 - i, ex) for i, ex in _scrambled(run, examples, seed)])
-    return Readings(labels, mine, mixed, _zero_shot(run, examples, transfer.continuations), [i for i, _ in examples])
+    mine, labels, per_core = in_context(examples)
+    mixed, _, _ = in_context([(-1 - i, ex) for i, ex in _scrambled(run, examples, seed)])
+    return Readings(labels, mine, mixed, _zero_shot(run, examples, transfer.continuations), [i for i, _ in examples],
+                    per_core if cores == 2 else [])
 
 
 def _core(run: Any, seed: int) -> Optional[Readings]:
