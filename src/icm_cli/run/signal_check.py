@@ -20,10 +20,10 @@ with nothing but the model, and compares:
 Verdict: `none` when the words make no measurable difference to the readings (the content ratio's
 interval reaches 1.1) or one label takes nearly every row; `signal` when they clearly do (its
 interval above 1.5) and the labels agree with zero-shot well beyond chance (kappa's interval
-above 0.4), or, where a run has two cores, the two agree with each other at least as well as
-zero-shot agrees with one of them (TwoCores: the departure from zero-shot is read twice, so it is
-not one search's drift; on three classes zero-shot is poor and a run that beats it departs from
-it); `weak` otherwise. Measured on the embedded model (README, "Is there signal?").
+above 0.4), or, where a run has two cores, the two agree with each other beyond chance and not
+clearly less than zero-shot agrees with one of them (TwoCores: the departure from zero-shot is
+read twice, so it is not one search's drift; on three classes zero-shot is poor and a run that
+beats it departs from it); `weak` otherwise. Measured on the embedded model (README, "Is there signal?").
 
 It rules out noise, not error: a model that reads a salient feature which is not the asked-for
 concept passes it; `icm compare` on a little gold is how to measure accuracy. Where a run has
@@ -78,6 +78,9 @@ class ReadingSample:
     many_shot: list[list[float]]
     zero_shot: list[list[float]]
     scrambled: list[list[float]]
+    # Where a run has two cores, each one's own label for each example: the verdict's two-core
+    # figures can be recomputed from the summary.
+    core_labels: list[list[int]] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -126,7 +129,7 @@ class Readings:
 
         return ReadingSample(list(words), [i // per_row for i in self.ids], [i % per_row for i in self.ids],
                              list(self.labels), probabilities(self.mine), probabilities(self.zero_shot),
-                             probabilities(self.scrambled))
+                             probabilities(self.scrambled), [[argmax(s) for s in reading] for reading in self.cores])
 
 
 def measure(run: Any, transfer: Any, centres: Optional[list[list[float]]], seed: int) -> SignalReport:
@@ -174,7 +177,7 @@ def judge(r: Readings, labels: int, seed: int) -> SignalReport:
     if len(r.cores) == 2:
         cores = _two_cores(r.cores, zs_labels, seed)
         figures.extend(cores.figures())
-        if verdict == "weak" and ratio_ci[0] > CONTENT and cores.one_reads_better():
+        if verdict == "weak" and ratio_ci[0] > CONTENT and cores.one_reads_as_well():
             verdict, reason = "signal", cores.reason()
     return SignalReport(verdict, reason, figures, warnings, rows=len(r.labels))
 
@@ -185,35 +188,48 @@ class TwoCores:
     same rows: if each errs independently of the others given the true label, the kappa of two
     readers is about the product of their qualities, so a core reads the rows at least as well
     as zero-shot exactly when it agrees with the other core at least as well as zero-shot agrees
-    with that core. A search that drifted is alone in what it reads; two that read the same
-    departure from a poor zero-shot reading carry signal zero-shot lacks."""
+    with that core. A search that drifted is alone in what it reads: the cores then agree less
+    than zero-shot agrees with either, beyond what 256 rows of sampling explain. Two that read the
+    same departure from a poor zero-shot reading carry signal zero-shot lacks.
+
+    `margin` is the cores' kappa minus the lower of their kappas with zero-shot, with a bootstrap
+    interval over the same rows: the run is not taken for a drift unless the whole interval is
+    below 0 (and the cores agree beyond chance)."""
 
     between: float  # kappa of the two cores
     interval: tuple[float, float]
-    with_zero_shot: tuple[float, float]  # each core's kappa with zero-shot
+    margin: float
+    margin_interval: tuple[float, float]
 
-    def one_reads_better(self) -> bool:
-        return self.between >= max(AGREEMENT, min(self.with_zero_shot))
+    def one_reads_as_well(self) -> bool:
+        return self.interval[0] > 0 and self.margin_interval[1] >= 0
 
     def reason(self) -> str:
         return (f"the readings follow the words; the labels depart from the model's zero-shot reading, but the two "
-                f"cores agree with each other (kappa {self.between:.2f}) at least as well as zero-shot agrees with "
-                f"one of them ({min(self.with_zero_shot):.2f}): the departure is read twice, not one search's drift")
+                f"cores agree with each other (kappa {self.between:.2f}) about as well as zero-shot agrees with one "
+                f"of them (margin {self.margin:+.2f}, interval up to {self.margin_interval[1]:+.2f}): the departure "
+                f"is read twice, not one search's drift")
 
     def figures(self) -> list[Figure]:
         return [
             Figure("cores_kappa", round(self.between, 3), (round(self.interval[0], 3), round(self.interval[1], 3)),
                    "agreement of the two cores' many-shot labels beyond chance (core.count auto)"),
-            Figure("core_zero_shot_kappas", round(min(self.with_zero_shot), 3), None,
-                   "the lower of the two cores' agreements with the zero-shot labels; the verdict's `signal` "
-                   "needs the cores' own agreement at least this and at least 0.4"),
+            Figure("cores_margin", round(self.margin, 3),
+                   (round(self.margin_interval[0], 3), round(self.margin_interval[1], 3)),
+                   "the cores' kappa minus the lower of their kappas with zero-shot: clearly below 0, one core "
+                   "reads alone (a drift)"),
         ]
 
 
 def _two_cores(cores: Sequence[list[list[float]]], zs_labels: list[int], seed: int) -> TwoCores:
     a, b = ([argmax(s) for s in reading] for reading in cores)
+
+    def margin(idx: Sequence[int]) -> float:
+        x, y, z = [a[i] for i in idx], [b[i] for i in idx], [zs_labels[i] for i in idx]
+        return cohen_kappa(x, y) - min(cohen_kappa(x, z), cohen_kappa(y, z))
+
     between, interval = kappa_with_interval(a, b, seed)
-    return TwoCores(between, interval, (cohen_kappa(a, zs_labels), cohen_kappa(b, zs_labels)))
+    return TwoCores(between, interval, margin(range(len(a))), bootstrap_interval(margin, len(a), seed))
 
 
 def _verdict(ratio_ci: tuple[float, float], kappa_ci: tuple[float, float], major: float) -> tuple[str, str]:
