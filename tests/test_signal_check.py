@@ -10,7 +10,7 @@ import random
 import pytest
 
 from icm_cli.foundation.agreement import bootstrap_interval, cohen_kappa
-from icm_cli.run.signal_check import Readings, judge, scramble
+from icm_cli.run.signal_check import Readings, judge, scramble, scrambles_per_row
 
 
 def test_scramble_keeps_the_texts_shape_and_letters_and_is_seeded():
@@ -144,3 +144,29 @@ def test_two_cores_that_each_read_worse_than_zero_shot_stay_weak():
     figures = {f.name: f for f in report.figures}
     assert figures["cores_kappa"].interval[0] > 0 and figures["cores_margin"].interval[1] < 0
     assert report.verdict == "weak", report
+
+
+def heavy_tailed_noise(n: int, scrambles: int, seed: int) -> Readings:
+    """Readings that the words do not move (a row and its scrambles are alike), with the heavy
+    tails real log-odds have (Student's t, 3 degrees of freedom)."""
+    rng = random.Random(seed)
+
+    def draw() -> list[float]:
+        return lp(rng.gauss(0, 1) / math.sqrt(sum(rng.gauss(0, 1) ** 2 for _ in range(3)) / 3))
+
+    mine = [draw() for _ in range(n)]
+    mixed = [[draw() for _ in range(n)] for _ in range(scrambles)]
+    labels = [0 if s[0] > s[1] else 1 for s in mine]
+    return Readings(labels, mine, mixed[0], [draw() for _ in range(n)], more_scrambled=mixed[1:])
+
+
+def test_a_small_sample_reads_several_scrambles_so_noise_is_none():
+    """On 32 rows one scramble each lets heavy-tailed noise clear the content floor now and then
+    (a real run on random letters did); the scrambles the check reads at that size keep it none."""
+    assert scrambles_per_row(32) == 4 and scrambles_per_row(64) == 2 and scrambles_per_row(256) == 1
+
+    def not_none(scrambles: int) -> int:
+        return sum(judge(heavy_tailed_noise(32, scrambles, seed), 2, seed).verdict != "none" for seed in range(60))
+
+    assert not_none(scrambles_per_row(32)) <= 1
+    assert not_none(1) >= 3

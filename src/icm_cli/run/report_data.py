@@ -203,7 +203,8 @@ def _check_lengths(path: Path, readings: Optional[ReadingSample], traces: list[C
     """The parts the page draws hold numbers, in series of one length, pointing at OUT's rows."""
     if readings is not None:
         n, k = len(readings.rows), len(readings.label_words)
-        parts = (readings.examples, readings.labels, readings.many_shot, readings.zero_shot, readings.scrambled)
+        parts = (readings.examples, readings.labels, readings.many_shot, readings.zero_shot, readings.scrambled,
+                 *readings.more_scrambled)
         readable = (
             k >= 2 and all(len(p) == n for p in parts)
             and all(_whole(r) and 0 <= r < rows for r in readings.rows)

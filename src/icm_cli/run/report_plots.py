@@ -169,10 +169,13 @@ def content_spread(sample: ReadingSample) -> Any:
     compares (a wider spread on the rows: the words move the readings)."""
     fig, axes = _figure(1, 1, 2.5)
     ax = axes[0, 0]
-    words, mixed = _logodds(sample.many_shot), _logodds(sample.scrambled)
+    words = _logodds(sample.many_shot)
+    mixed = [v for scrambles in (sample.scrambled, *sample.more_scrambled) for v in _logodds(scrambles)]
     bins = _bins(words + mixed, 24)
     ax.hist(words, bins=bins, color=COLOURS[0], alpha=0.75, label="the rows")
-    ax.hist(mixed, bins=bins, color=COLOURS[1], alpha=0.6, label="their letters shuffled")
+    # A small sample's rows are each shuffled several times: weighted so both count rows.
+    share = len(words) / len(mixed)
+    ax.hist(mixed, bins=bins, weights=[share] * len(mixed), color=COLOURS[1], alpha=0.6, label="their letters shuffled")
     ax.set_xlabel(f"many-shot log-odds of '{sample.label_words[0]}'")
     ax.set_ylabel("sampled rows")
     _legend_above(ax)

@@ -54,6 +54,15 @@ NO_CONTENT = 1.1  # content ratio: words that make a difference spread the readi
 CONTENT = 1.5
 AGREEMENT = 0.4  # zero-shot kappa, lower end of its interval, for `signal`
 ONE_LABEL = 0.95  # majority share past which the labels say nothing about the rows
+# The content ratio's denominator is read from at least this many scrambles (up to MAX_SCRAMBLES
+# of each sampled row): on a 32-row sample one scramble each leaves it too noisy (random letters'
+# ratio ran 1.02-1.31 over six scramble seeds of one run; at 1.31 its interval cleared 1.1).
+SCRAMBLED_READS = 128
+MAX_SCRAMBLES = 4
+
+
+def scrambles_per_row(rows: int) -> int:
+    return min(MAX_SCRAMBLES, max(1, math.ceil(SCRAMBLED_READS / max(1, rows))))
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,9 @@ class ReadingSample:
     many_shot: list[list[float]]
     zero_shot: list[list[float]]
     scrambled: list[list[float]]
+    # Small samples read each row scrambled more than once (scrambles_per_row): the further
+    # scrambles, each of every example, in the order of `rows`.
+    more_scrambled: list[list[list[float]]] = field(default_factory=list)
     # Where a run has two cores, each one's own label for each example: the verdict's two-core
     # figures can be recomputed from the summary.
     core_labels: list[list[int]] = field(default_factory=list)
@@ -122,6 +134,7 @@ class Readings:
     zero_shot: list[list[float]]  # no context, calibrated as the run calibrates
     ids: list[int] = field(default_factory=list)  # the examples', in the same order
     cores: list[list[list[float]]] = field(default_factory=list)  # each core's reading, where two
+    more_scrambled: list[list[list[float]]] = field(default_factory=list)  # further scrambles (small samples)
 
     def sample(self, words: Sequence[str], per_row: int) -> ReadingSample:
         def probabilities(readings: list[list[float]]) -> list[list[float]]:
@@ -129,7 +142,8 @@ class Readings:
 
         return ReadingSample(list(words), [i // per_row for i in self.ids], [i % per_row for i in self.ids],
                              list(self.labels), probabilities(self.mine), probabilities(self.zero_shot),
-                             probabilities(self.scrambled), [[argmax(s) for s in reading] for reading in self.cores])
+                             probabilities(self.scrambled), [probabilities(m) for m in self.more_scrambled],
+                             [[argmax(s) for s in reading] for reading in self.cores])
 
 
 def measure(run: Any, transfer: Any, centres: Optional[list[list[float]]], seed: int) -> SignalReport:
@@ -152,10 +166,15 @@ def judge(r: Readings, labels: int, seed: int) -> SignalReport:
     # The many-shot reading's labels, not the run's: with transfer.zero_shot the run's labels
     # already hold the zero-shot reading, and would agree with it by construction.
     kappa, kappa_ci = kappa_with_interval([argmax(s) for s in r.mine], zs_labels, seed)
-    spread, spread_mixed = [_logodds(s) for s in r.mine], [_logodds(s) for s in r.scrambled]
-    ratio = _spread_ratio(spread, spread_mixed)
-    ratio_ci = bootstrap_interval(lambda idx: _spread_ratio([spread[i] for i in idx], [spread_mixed[i] for i in idx]),
-                                  len(spread), seed)
+    spread = [_logodds(s) for s in r.mine]
+    # Each row's scrambles stay together when the interval resamples rows.
+    spread_mixed = [[_logodds(s) for s in scrambles] for scrambles in zip(r.scrambled, *r.more_scrambled)]
+
+    def content(idx: Sequence[int]) -> float:
+        return _spread_ratio([spread[i] for i in idx], [v for i in idx for v in spread_mixed[i]])
+
+    ratio = content(range(len(spread)))
+    ratio_ci = bootstrap_interval(content, len(spread), seed)
     major = max(r.labels.count(y) for y in range(labels)) / len(r.labels)
     zs_major = max(zs_labels.count(y) for y in range(labels)) / len(zs_labels)
     figures = [
@@ -285,9 +304,13 @@ def _transferred(run: Any, transfer: Any, centres: Optional[list[list[float]]], 
         return many, labels, [[row[c] for row in each] for c in range(cores)]
 
     mine, labels, per_core = in_context(examples)
-    mixed, _, _ = in_context([(-1 - i, ex) for i, ex in _scrambled(run, examples, seed)])
-    return Readings(labels, mine, mixed, _zero_shot(run, examples, transfer.continuations), [i for i, _ in examples],
-                    per_core if cores == 2 else [])
+    variants = scrambles_per_row(len(examples))
+    # Negative ids: scrambles are never kept, and each variant of each row is its own request.
+    mixed, _, _ = in_context([(-1 - v * len(examples) - n, ex) for v in range(variants)
+                              for n, (_, ex) in enumerate(_scrambled(run, examples, seed, v))])
+    first, *more = [mixed[v * len(examples):(v + 1) * len(examples)] for v in range(variants)]
+    return Readings(labels, mine, first, _zero_shot(run, examples, transfer.continuations), [i for i, _ in examples],
+                    per_core if cores == 2 else [], more)
 
 
 def _core(run: Any, seed: int) -> Optional[Readings]:
@@ -303,7 +326,8 @@ def _core(run: Any, seed: int) -> Optional[Readings]:
     prompts = run.core_prompts(0)
     contexts, _ = layout([k for k in outcome.order if outcome.labels[k] is not None])
     examples = [(core.ids[k], core.examples[k]) for k in local]
-    mixed_queries = [ex.query for _, ex in _scrambled(run, examples, seed)]
+    variants = [[ex.query for _, ex in _scrambled(run, examples, seed, v)]
+                for v in range(scrambles_per_row(len(examples)))]
     conts = prompts.continuations()
 
     def read(queries: Sequence[str]) -> list[list[float]]:
@@ -314,18 +338,20 @@ def _core(run: Any, seed: int) -> Optional[Readings]:
 
     mine = read([core.examples[k].query for k in local])
     final = [run.core_labels[core.ids[k]] for k in local]
-    return Readings(final, mine, read(mixed_queries), _zero_shot(run, examples, conts), [i for i, _ in examples])
+    first, *more = [read(queries) for queries in variants]
+    return Readings(final, mine, first, _zero_shot(run, examples, conts), [i for i, _ in examples], more_scrambled=more)
 
 
-def _scrambled(run: Any, examples: Sequence[tuple[int, Example]], seed: int) -> list[tuple[int, Example]]:
-    """Each example as its row would read with the letters of its template's fields shuffled."""
+def _scrambled(run: Any, examples: Sequence[tuple[int, Example]], seed: int, variant: int = 0) -> list[tuple[int, Example]]:
+    """Each example as its row would read with the letters of its template's fields shuffled
+    (`variant`: another shuffle of the same rows)."""
     shape = run.shape
     rows = sorted({i // shape.per_row for i, _ in examples})
     fields = {r: row.fields for r, row in zip(rows, run.index.read(rows))}
     out = []
     for i, _ in examples:
         r = i // shape.per_row
-        mixed = {k: scramble(v, seed * 1_000_003 + r) if isinstance(v, str) and k in shape.needed else v
+        mixed = {k: scramble(v, seed * 1_000_003 + r + variant * 1_000_000_007) if isinstance(v, str) and k in shape.needed else v
                  for k, v in fields[r].items()}
         out.append((i, shape.examples(r, mixed)[i % shape.per_row]))
     return out
