@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 from ..backends.base import Backend
 from ..foundation.config import SearchConfig
 from .consistency import repair
-from .scoring import CoherenceScorer, PromptSet, log_softmax
+from .scoring import CoherenceScorer, PromptSet, log_softmax, zero_shot_readings
 from .search import Evaluation, Labels, Problem, SearchResult, SearchState, Step, run_search, utility, violations
 
 
@@ -55,10 +55,7 @@ def zero_shot_scores(problem: Problem, prompts: PromptSet, backend: Backend) -> 
     """Each example read alone; for classification centred on the core (batch calibration)."""
     evaluation = CoherenceScorer(prompts, backend).evaluate(tuple(None for _ in range(problem.n)))
     scores = [list(s) for s in evaluation.scores]
-    if prompts.calibrate and scores:
-        mean = [sum(col) / len(col) for col in zip(*scores)]
-        scores = [log_softmax([v - m for v, m in zip(s, mean)]) for s in scores]
-    return scores
+    return zero_shot_readings(scores, True) if prompts.calibrate else scores
 
 
 def zero_shot_labels(problem: Problem, prompts: PromptSet, backend: Backend) -> Labels:

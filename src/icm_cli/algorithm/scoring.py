@@ -179,6 +179,16 @@ def _batch_calibrated(raw: list[list[float]], labels: Labels) -> list[list[float
     return [[v - m for v, m in zip(values, mean)] for values in raw]
 
 
+def zero_shot_readings(raw: Sequence[Sequence[float]], calibrate: bool) -> list[list[float]]:
+    """Label log-probabilities of inputs read with no context, as one batch: centred on the
+    batch's mean score per label where the task calibrates (what the label words score on every
+    input alike cancels), normalised either way."""
+    if not calibrate or not raw:
+        return [log_softmax(r) for r in raw]
+    mean = [sum(col) / len(col) for col in zip(*raw)]
+    return [log_softmax([v - m for v, m in zip(r, mean)]) for r in raw]
+
+
 def log_softmax(values: Sequence[float]) -> list[float]:
     top = max(values)
     total = top + math.log(sum(math.exp(v - top) for v in values))

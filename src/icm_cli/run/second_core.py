@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
-from ..algorithm.scoring import log_softmax
+from ..algorithm.scoring import zero_shot_readings
 from ..algorithm.search import argmax
 from ..backends.base import ScoreRequest
 from ..foundation.agreement import cohen_kappa
@@ -77,7 +77,6 @@ def second_core(run: Any, transfer: Any, centres: Optional[list[list[float]]],
 
 def _first_core_kappa(run: Any, transfer: Any, centres: Optional[list[list[float]]]) -> Optional[float]:
     from .signal_check import sample_ids
-    from .zero_shot_rule import centred
 
     ids = sample_ids(run, centres, run.config.search.seed)
     if len(ids) < MIN_SAMPLE:
@@ -87,7 +86,7 @@ def _first_core_kappa(run: Any, transfer: Any, centres: Optional[list[list[float
     many = [transfer.readings(scores, centres, with_prior=False)[0][0] for scores in transfer.raw(examples)]
     raw = run.backend.score([ScoreRequest((ex.query,), transfer.continuations) for _, ex in examples])
     run.zero_shot_raw.update(zip(ids, raw))
-    zero = centred(raw) if run.shape.calibrate else [log_softmax(r) for r in raw]
+    zero = zero_shot_readings(raw, run.shape.calibrate)
     return round(cohen_kappa([argmax(r) for r in many], [argmax(r) for r in zero]), 3)
 
 

@@ -30,7 +30,8 @@ from typing import Any, Optional, Sequence
 from ..foundation.agreement import cohen_kappa
 from ..backends.base import ScoreRequest
 from ..algorithm.core_labels import with_zero_shot, zero_shot_scores
-from ..algorithm.scoring import log_softmax
+from ..algorithm.scoring import zero_shot_readings
+from ..algorithm.transfer import combine
 from ..algorithm.search import argmax
 from ..algorithm.tasks import Example
 
@@ -55,7 +56,7 @@ def choose(run: Any, transfer: Any, centres: Optional[list[list[float]]], ids: S
         raw = [known[i] for i in ids]
     else:
         raw = run.backend.score([ScoreRequest((ex.query,), transfer.continuations) for _, ex in examples])
-    readings = centred(raw) if run.shape.calibrate else [log_softmax(r) for r in raw]
+    readings = zero_shot_readings(raw, run.shape.calibrate)
     run.zero_shot_readings = dict(zip(ids, readings))
     kappa = None
     why = "transfer.zero_shot: on"
@@ -83,17 +84,8 @@ def many_shot(transfer: Any, centres: Optional[list[list[float]]],
               examples: Sequence[tuple[int, Example]]) -> list[list[float]]:
     """Each example's reading after the cores' demonstrations, centred as the transfer centres it."""
     cores = max(1, transfer.cores)
-    out = []
-    for scores in transfer.raw(list(examples)):
-        per_context = [log_softmax([v - m for v, m in zip(s, centres[c])] if centres else s)
-                       for c, s in enumerate(scores[:cores])]
-        out.append(log_softmax([sum(col) / len(col) for col in zip(*per_context)]))
-    return out
-
-
-def centred(raw: Sequence[Sequence[float]]) -> list[list[float]]:
-    mean = [sum(col) / len(col) for col in zip(*raw)]
-    return [log_softmax([v - m for v, m in zip(r, mean)]) for r in raw]
+    return [combine(transfer.readings(scores[:cores], centres, with_prior=False)[0])
+            for scores in transfer.raw(list(examples))]
 
 
 def _average_core_rows(run: Any) -> int:
