@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 from ..backends.base import Backend
 from ..foundation.config import SearchConfig
 from .consistency import repair
-from .scoring import CoherenceScorer, PromptSet, log_softmax, zero_shot_readings
+from .scoring import CoherenceScorer, PromptSet, log_softmax, centred_readings
 from .search import Evaluation, Labels, Problem, SearchResult, SearchState, Step, run_search, utility, violations
 
 
@@ -55,7 +55,7 @@ def zero_shot_scores(problem: Problem, prompts: PromptSet, backend: Backend) -> 
     """Each example read alone; for classification centred on the core (batch calibration)."""
     evaluation = CoherenceScorer(prompts, backend).evaluate(tuple(None for _ in range(problem.n)))
     scores = [list(s) for s in evaluation.scores]
-    return zero_shot_readings(scores, True) if prompts.calibrate else scores
+    return centred_readings(scores, True) if prompts.calibrate else scores
 
 
 def zero_shot_labels(problem: Problem, prompts: PromptSet, backend: Backend) -> Labels:

@@ -179,10 +179,10 @@ def _batch_calibrated(raw: list[list[float]], labels: Labels) -> list[list[float
     return [[v - m for v, m in zip(values, mean)] for values in raw]
 
 
-def zero_shot_readings(raw: Sequence[Sequence[float]], calibrate: bool) -> list[list[float]]:
-    """Label log-probabilities of inputs read with no context, as one batch: centred on the
-    batch's mean score per label where the task calibrates (what the label words score on every
-    input alike cancels), normalised either way."""
+def centred_readings(raw: Sequence[Sequence[float]], calibrate: bool) -> list[list[float]]:
+    """Label log-probabilities of a batch of inputs each read after the same context (none, for
+    zero-shot): centred on the batch's mean score per label where the task calibrates (what the
+    label words score on every input alike cancels), normalised either way."""
     if not calibrate or not raw:
         return [log_softmax(r) for r in raw]
     mean = [sum(col) / len(col) for col in zip(*raw)]

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
-from ..algorithm.scoring import zero_shot_readings
+from ..algorithm.scoring import centred_readings
 from ..algorithm.search import argmax
 from ..backends.base import ScoreRequest
 from ..foundation.agreement import cohen_kappa
@@ -86,7 +86,7 @@ def _first_core_kappa(run: Any, transfer: Any, centres: Optional[list[list[float
     many = [transfer.readings(scores, centres, with_prior=False)[0][0] for scores in transfer.raw(examples)]
     raw = run.backend.score([ScoreRequest((ex.query,), transfer.continuations) for _, ex in examples])
     run.zero_shot_raw.update(zip(ids, raw))
-    zero = zero_shot_readings(raw, run.shape.calibrate)
+    zero = centred_readings(raw, run.shape.calibrate)
     return round(cohen_kappa([argmax(r) for r in many], [argmax(r) for r in zero]), 3)
 
 

@@ -43,7 +43,7 @@ from typing import Any, Optional, Sequence
 from ..foundation.agreement import bootstrap_interval, cohen_kappa, kappa_with_interval
 from ..backends.base import ScoreRequest
 from ..data.row_index import seeded_sample
-from ..algorithm.scoring import layout, zero_shot_readings
+from ..algorithm.scoring import layout, centred_readings
 from ..algorithm.search import argmax
 from ..algorithm.tasks import Example
 from ..algorithm.transfer import combine
@@ -334,7 +334,7 @@ def _core(run: Any, seed: int) -> Optional[Readings]:
         requests = [ScoreRequest(tuple(prompts.demo(j, outcome.labels[j]) for j in contexts.get(k, ())) + (q,), conts)
                     for k, q in zip(local, queries)]
         raw = run.backend.score(requests)
-        return zero_shot_readings(raw, prompts.calibrate)
+        return centred_readings(raw, prompts.calibrate)
 
     mine = read([core.examples[k].query for k in local])
     final = [run.core_labels[core.ids[k]] for k in local]
@@ -362,8 +362,7 @@ def _zero_shot(run: Any, examples: Sequence[tuple[int, Example]], continuations:
     if known and all(i in known for i, _ in examples):
         return [known[i] for i, _ in examples]  # read before the transfer, by zero_shot_rule
     raw = run.backend.score([ScoreRequest((ex.query,), continuations) for _, ex in examples])
-    return zero_shot_readings(raw, run.shape.calibrate)
-
+    return centred_readings(raw, run.shape.calibrate)
 
 
 def _logodds(scores: Sequence[float]) -> float:

@@ -30,7 +30,7 @@ from typing import Any, Optional, Sequence
 from ..foundation.agreement import cohen_kappa
 from ..backends.base import ScoreRequest
 from ..algorithm.core_labels import with_zero_shot, zero_shot_scores
-from ..algorithm.scoring import zero_shot_readings
+from ..algorithm.scoring import centred_readings
 from ..algorithm.transfer import combine
 from ..algorithm.search import argmax
 from ..algorithm.tasks import Example
@@ -56,7 +56,7 @@ def choose(run: Any, transfer: Any, centres: Optional[list[list[float]]], ids: S
         raw = [known[i] for i in ids]
     else:
         raw = run.backend.score([ScoreRequest((ex.query,), transfer.continuations) for _, ex in examples])
-    readings = zero_shot_readings(raw, run.shape.calibrate)
+    readings = centred_readings(raw, run.shape.calibrate)
     run.zero_shot_readings = dict(zip(ids, readings))
     kappa = None
     why = "transfer.zero_shot: on"
