@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 
 from icm_cli.algorithm.cores import plan_run
+from icm_cli.algorithm.transfer import Transfer
 from icm_cli.foundation.errors import InputError
 from icm_cli.foundation.config_reading import load_config
 
@@ -81,6 +82,55 @@ def test_where_the_first_core_drifts_a_second_core_outvotes_it():
     assert weights[0] < min(weights[1:])  # the drifted core counts least
     assert accuracy(rows) >= 0.9 > accuracy(one)
     assert all(r.agreement in (0.0, 0.5, 1.0) for r in rows if r.source == "transfer")
+
+
+class Counting(DriftsAfter):
+    """Counts each prompt the transfer asks (the search repeats its own, out of this test's scope)."""
+
+    def __init__(self, triggers: set[str]):
+        super().__init__(triggers)
+        self.asked: dict[tuple, int] = {}
+        self.reading = False
+
+    def score(self, requests):
+        if self.reading:
+            for r in requests:
+                self.asked[r.segments] = self.asked.get(r.segments, 0) + 1
+        return super().score(requests)
+
+
+def counted(monkeypatch, adopting: bool = True) -> None:
+    raw = Transfer.raw
+
+    def reading(self, *a, **k):
+        self.backend.reading = True
+        try:
+            return raw(self, *a, **k)
+        finally:
+            self.backend.reading = False
+
+    monkeypatch.setattr(Transfer, "raw", reading)
+    if not adopting:
+        monkeypatch.setattr(Transfer, "adopt", lambda self, earlier: None)
+
+
+def test_the_transfer_never_asks_the_same_prompt_twice(monkeypatch):
+    """The second core's calibration takes the first core's scores read already, and rows read
+    before the zero-shot reading joined keep their scores: only what is missing is asked."""
+    cfg = auto()
+    drift = first_core_texts(cfg)
+    counted(monkeypatch)
+    backend = Counting(drift)
+    rows, summary = run(tweets(N), cfg, backend=backend)
+    assert summary.second_core is True and summary.zero_shot_averaged
+    again = [k for k, n in backend.asked.items() if n > 1]
+    assert not again, f"{len(again)} prompts read twice"
+    # The same labels as when the first core's rows are read again (scores depend on the prompt only).
+    counted(monkeypatch, adopting=False)
+    unshared = Counting(drift)
+    fresh, _ = run(tweets(N), cfg, backend=unshared)
+    assert [k for k, n in unshared.asked.items() if n > 1]  # without adopt, the first core's reads repeat
+    assert [(r.label, r.confidence, r.source) for r in rows] == [(r.label, r.confidence, r.source) for r in fresh]
 
 
 def stop_in_second_search(recorder: Recorder):

@@ -124,6 +124,9 @@ class Transfer:
         self.continuations = tuple(label_prefix + w for w in shape.label_words)
         self._raw: dict[int, list[list[float]]] = {}  # example id -> per context; the calibration sample's
         self.keep: set[int] = set()  # ids whose scores are kept when a chunk reads them (the signal check's)
+        # (example id, context) -> raw scores an earlier transfer read after the same demonstrations
+        # (adopt): not asked of the model again.
+        self._known: dict[tuple[int, int], list[float]] = {}
         # The data's class shares as estimated on a sample (class_prior.py), added to every
         # combined reading; None: labels follow the centred readings (equal shares).
         self.prior: Optional[ClassPrior] = None
@@ -134,29 +137,38 @@ class Transfer:
     def raw(self, examples: Sequence[tuple[int, Example]], keep: bool = False) -> list[list[list[float]]]:
         """Per example, per context, the label log-probabilities after that context."""
         missing = [(i, ex) for i, ex in examples if i not in self._raw]
-        requests = [
-            ScoreRequest(context + (ex.query,), self.continuations)
-            for _, ex in missing for context in self.contexts
-        ]
-        values = self.backend.score(requests) if requests else []
-        k = len(self.contexts)
-        fresh = {i: values[n * k:(n + 1) * k] for n, (i, _) in enumerate(missing)}
+        wanted = [(i, c, ex) for i, ex in missing for c in range(len(self.contexts)) if (i, c) not in self._known]
+        requests = [ScoreRequest(self.contexts[c] + (ex.query,), self.continuations) for _, c, ex in wanted]
+        got = dict(zip(((i, c) for i, c, _ in wanted), self.backend.score(requests) if requests else []))
+        fresh = {i: [got[i, c] if (i, c) in got else self._known.pop((i, c)) for c in range(len(self.contexts))]
+                 for i, _ in missing}
         if keep:
             self._raw.update(fresh)
         elif self.keep:
             self._raw.update((i, v) for i, v in fresh.items() if i in self.keep)
         return [self._raw[i] if i in self._raw else fresh[i] for i, _ in examples]
 
+    def adopt(self, earlier: "Transfer") -> None:
+        """Take the scores `earlier` kept after demonstrations this transfer holds too (the first
+        core's, when a second core joins): the scores depend only on the prompt, so reading them
+        again would cost model time for the same numbers."""
+        for c, context in enumerate(self.contexts):
+            for e, theirs in enumerate(earlier.contexts):
+                if theirs == context:
+                    self._known.update(((i, c), scores[e]) for i, scores in earlier._raw.items())
+                    break
+
     def add_zero_shot(self, readings: Mapping[int, list[float]]) -> None:
         """Average each row's zero-shot reading in from here on. `readings` are raw zero-shot
-        scores already read; a kept row without one is dropped, to be read again whole: a kept row
-        must hold every context, or its label would miss the zero-shot reading."""
+        scores already read; a kept row without one keeps its other scores (in _known) and has
+        only its zero-shot reading asked for when it is read: a kept row must hold every context,
+        or its label would miss the zero-shot reading."""
         self.contexts.append(())
         for i in list(self._raw):
             if i in readings and len(self._raw[i]) == len(self.contexts) - 1:
                 self._raw[i] = self._raw[i] + [list(readings[i])]
             else:
-                del self._raw[i]
+                self._known.update(((i, c), scores) for c, scores in enumerate(self._raw.pop(i)))
 
     def centres(self, sample: Sequence[tuple[int, Example]]) -> Optional[list[list[float]]]:
         """Per context, each label's mean raw score over `sample`; None when not calibrating."""

@@ -275,8 +275,10 @@ class Run:
                 self.core_scores[i] = scores[local]
         return outcome
 
-    def calibrate(self, outcomes: list[CoreOutcome], resume: RunState) -> tuple[Transfer, Optional[list[list[float]]]]:
-        """The transfer's contexts (the cores' labels as demonstrations) and its calibration."""
+    def calibrate(self, outcomes: list[CoreOutcome], resume: RunState,
+                  earlier: Optional[Transfer] = None) -> tuple[Transfer, Optional[list[list[float]]]]:
+        """The transfer's contexts (the cores' labels as demonstrations) and its calibration;
+        scores `earlier` read after the same demonstrations are taken, not read again."""
         config = self.config
         contexts = []
         for c, (core, outcome) in enumerate(zip(self.plan.cores, outcomes)):
@@ -284,6 +286,8 @@ class Run:
             contexts.append(demonstrations(prompts, outcome.labels, outcome.order))
         self.to_transfer = self.plan.examples - sum(y is not None for y in self.core_labels.values())
         transfer = Transfer(self.shape, contexts, self.backend, config.task.label_prefix, config.task.separator)
+        if earlier is not None:
+            transfer.adopt(earlier)
         labelled = {i for i, y in self.core_labels.items() if y is not None}
         # Drawn on resume too (no model work): the zero-shot rule and the signal check sample from
         # it, and a resumed run must choose as the uninterrupted one did.

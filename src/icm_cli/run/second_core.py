@@ -71,8 +71,10 @@ def second_core(run: Any, transfer: Any, centres: Optional[list[list[float]]],
     s.second_core, s.core_choice = True, reason
     run.search_more(resume)
     # Calibrated afresh, on a sample drawn outside both cores: exactly as a run resumed with both
-    # cores searched calibrates.
-    return run.calibrate(run.outcomes, RunState())
+    # cores searched calibrates. The first core's scores on the rows read so far (the first
+    # calibration and the decision's sample) are taken, not read again: on a CPU a score depends
+    # only on its prompt (backends/hf.py), so the numbers, and the labels, are the same.
+    return run.calibrate(run.outcomes, RunState(), earlier=transfer)
 
 
 def _first_core_kappa(run: Any, transfer: Any, centres: Optional[list[list[float]]]) -> Optional[float]:
