@@ -14,7 +14,6 @@ only (seconds); gold is read after, to score.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -23,15 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from icm_cli.algorithm.tasks import TaskShape  # noqa: E402
-from icm_cli.algorithm.transfer import Transfer, demonstrations  # noqa: E402
-from icm_cli.backends.loading import load_backend  # noqa: E402
-from icm_cli.data.row_index import Selection, build_index  # noqa: E402
-from icm_cli.data.sources import open_source  # noqa: E402
-from icm_cli.foundation.config import load_config  # noqa: E402
-from icm_cli.foundation.overrides import parse_set  # noqa: E402
-from icm_cli.run.runner import Run, RunInput  # noqa: E402
+from icm_cli.algorithm.transfer import Transfer  # noqa: E402
 from readings_rules import Study, argmax  # noqa: E402
+from readings_study import core_contexts, opened_run  # noqa: E402
 
 STRINGS = ("N/A", "", "[MASK]", "...", "The", "Tweet")
 
@@ -39,17 +32,11 @@ STRINGS = ("N/A", "", "[MASK]", "...", "The", "Tweet")
 def read_strings(record: dict, config_path: Path) -> list[list[list[float]]]:
     """Per string, per context of the record, the raw label scores."""
     sets = [f"core.count={len(record['cores'])}", f"search.seed={record['seed']}"]
-    config = load_config(config_path, [parse_set(s) for s in sets])
-    shape = TaskShape(config.task)
-    text_field = next(iter(shape.needed))
-    with contextlib.ExitStack() as stack:
-        source = stack.enter_context(open_source(record["data"], None))
-        index = build_index(source, Selection(), shape.check, config.task.id_field, [], kinds=False)
-        backend = load_backend(config.backend)
-        run = Run(RunInput(index, shape), config, backend, None, None, None, None)
-        contexts = [demonstrations(run.core_prompts(c), tuple(info["labels"]), tuple(info["order"]))
-                    for c, info in enumerate(record["cores"])]
-        transfer = Transfer(shape, contexts, backend, config.task.label_prefix, config.task.separator, zero_shot=True)
+    with opened_run(record["data"], config_path, sets) as run:
+        shape, task = run.shape, run.config.task
+        transfer = Transfer(shape, core_contexts(run, record["cores"]), run.backend, task.label_prefix,
+                            task.separator, zero_shot=True)
+        text_field = next(iter(shape.needed))
         examples = [(-1 - k, shape.examples(0, {text_field: text})[0]) for k, text in enumerate(STRINGS)]
         return transfer.raw(examples)
 

@@ -17,6 +17,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -30,7 +31,7 @@ from icm_cli.run.runner import Run, RunInput, RunState  # noqa: E402
 from icm_cli.run.signal_check import scramble  # noqa: E402
 from icm_cli.data.sources import open_source  # noqa: E402
 from icm_cli.algorithm.tasks import TaskShape  # noqa: E402
-from icm_cli.algorithm.transfer import Transfer  # noqa: E402
+from icm_cli.algorithm.transfer import Transfer, demonstrations  # noqa: E402
 
 SCRAMBLED = 256
 
@@ -44,14 +45,8 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[])
     ap.add_argument("-o", "--out", type=Path, required=True)
     args = ap.parse_args()
-    overrides = [parse_set(s) for s in args.sets + [f"core.count={args.cores}", f"search.seed={args.seed}"]]
-    config = load_config(args.config, overrides)
-    shape = TaskShape(config.task)
-    with contextlib.ExitStack() as stack:
-        source = stack.enter_context(open_source(args.data, None))
-        index = build_index(source, Selection(), shape.check, config.task.id_field, [], kinds=False)
-        backend = load_backend(config.backend)
-        run = Run(RunInput(index, shape), config, backend, None, None, None, None)
+    with opened_run(args.data, args.config, args.sets + [f"core.count={args.cores}", f"search.seed={args.seed}"]) as run:
+        backend, config, shape = run.backend, run.config, run.shape
         cores = search(run, backend)
         record = read_everything(run, backend, config, shape, cores)
         record.update(config=str(args.config), sets=args.sets, seed=args.seed, data=args.data,
@@ -59,6 +54,22 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record))
     print(f"wrote {args.out}: {len(record['ids'])} rows, {len(cores)} cores")
+
+
+@contextlib.contextmanager
+def opened_run(data: str, config_path: Path, sets: list[str]) -> Iterator[Run]:
+    """A run over `data` as `icm label` would build it (no output, no checkpoint), its source open."""
+    config = load_config(config_path, [parse_set(s) for s in sets])
+    shape = TaskShape(config.task)
+    with open_source(data, None) as source:
+        index = build_index(source, Selection(), shape.check, config.task.id_field, [], kinds=False)
+        yield Run(RunInput(index, shape), config, load_backend(config.backend), None, None, None, None)
+
+
+def core_contexts(run: Run, cores: list[dict]) -> list[tuple[str, ...]]:
+    """Each recorded core's labels as the demonstrations the transfer reads rows after."""
+    return [demonstrations(run.core_prompts(c), tuple(info["labels"]), tuple(info["order"]))
+            for c, info in enumerate(cores)]
 
 
 def search(run: Run, backend) -> list[dict]:
@@ -87,10 +98,7 @@ def search(run: Run, backend) -> list[dict]:
 
 
 def read_everything(run: Run, backend, config, shape: TaskShape, cores: list[dict]) -> dict:
-    from icm_cli.algorithm.transfer import demonstrations
-
-    contexts = [demonstrations(run.core_prompts(c), tuple(info["labels"]), tuple(info["order"]))
-                for c, info in enumerate(cores)]
+    contexts = core_contexts(run, cores)
     transfer = Transfer(shape, contexts, backend, config.task.label_prefix, config.task.separator, zero_shot=True)
     in_core = {i for info in cores for i in info["ids"]}
     ids = [i for i in range(run.plan.examples) if i not in in_core]

@@ -99,7 +99,7 @@ class Counting(DriftsAfter):
         return super().score(requests)
 
 
-def counted(monkeypatch, adopting: bool = True) -> None:
+def counted(monkeypatch) -> None:
     raw = Transfer.raw
 
     def reading(self, *a, **k):
@@ -110,8 +110,6 @@ def counted(monkeypatch, adopting: bool = True) -> None:
             self.backend.reading = False
 
     monkeypatch.setattr(Transfer, "raw", reading)
-    if not adopting:
-        monkeypatch.setattr(Transfer, "adopt", lambda self, earlier: None)
 
 
 def test_the_transfer_never_asks_the_same_prompt_twice(monkeypatch):
@@ -126,7 +124,7 @@ def test_the_transfer_never_asks_the_same_prompt_twice(monkeypatch):
     again = [k for k, n in backend.asked.items() if n > 1]
     assert not again, f"{len(again)} prompts read twice"
     # The same labels as when the first core's rows are read again (scores depend on the prompt only).
-    counted(monkeypatch, adopting=False)
+    monkeypatch.setattr(Transfer, "adopt", lambda self, earlier: None)
     unshared = Counting(drift)
     fresh, _ = run(tweets(N), cfg, backend=unshared)
     assert [k for k, n in unshared.asked.items() if n > 1]  # without adopt, the first core's reads repeat
