@@ -558,3 +558,23 @@ def test_an_override_of_one_backends_option_keeps_the_files_flat_value_for_the_o
     both = write(tmp_path, "backend:\n  kv_cache_mib: 512\n  vllm: {kv_cache_mib: 1024}\n", "both.yaml")
     with pytest.raises(InputError, match="disagree"):
         _with(both, "backend.hf.kv_cache_mib=64")
+
+
+def test_the_three_class_tweets_config_is_the_two_class_one_with_neutral(tmp_path, monkeypatch):
+    # The README's three-class figures are measured with it: it must differ from the shipped
+    # two-class config only in its labels, and pass a dry run on tweets.
+    from typer.testing import CliRunner
+
+    from icm_cli.backends import loading
+    from icm_cli.cli import app
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    two, three = load_config(configs / "tweets-sentiment.yaml"), load_config(configs / "tweets-sentiment-3class.yaml")
+    assert three.task.labels == ("negative", "neutral", "positive")
+    assert dataclasses.replace(three, task=dataclasses.replace(three.task, labels=two.task.labels)) == two
+    monkeypatch.setattr(loading, "load_backend", lambda *a, **k: pytest.fail("model loaded"))
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(f'{{"id": "t{k}", "text": "tweet {k}"}}\n' for k in range(8)))
+    result = CliRunner().invoke(app, ["label", str(data), "-c", str(configs / "tweets-sentiment-3class.yaml"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "neutral" in result.stdout
