@@ -218,6 +218,26 @@ def content(s: Study, c: int) -> float:
     return spread(rows) / max(spread(mixed), 1e-9)
 
 
+def uncentred_shares(s: Study) -> list[tuple[str, list[float]]]:
+    """Places a class's share could be read from without batch centring (which reads the classes
+    as equally common): each reading's raw argmax, and the rows where every centred reading picks
+    the same label (if the readings' false alarms were independent, a rare class would be rarer
+    among them); beside them, the true shares of those agreed rows."""
+    labels = len(s.labels)
+    names = [f"core{c}" for c in range(s.k)] + ["zero"]
+    out = []
+    for c, name in enumerate(names):
+        pred = [argmax(row[c]) for row in s.raw]
+        out.append((f"{name} raw (uncalibrated)", [pred.count(y) / len(pred) for y in range(labels)]))
+    picks = [[argmax(r[i]) for r in s.centred] for i in range(len(s.gold))]
+    agreed = [i for i, p in enumerate(picks) if len(set(p)) == 1]
+    if agreed:
+        out.append((f"rows every reading agrees on ({len(agreed)})",
+                    [sum(picks[i][0] == y for i in agreed) / len(agreed) for y in range(labels)]))
+        out.append(("  their true shares", [sum(s.gold[i] == y for i in agreed) / len(agreed) for y in range(labels)]))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("studies", nargs="+", type=Path)
@@ -249,6 +269,11 @@ def main() -> None:
         spent = "" if cores[0] is None else "  cores searched " + " ".join(map(str, cores))
         print(f"{rule.__name__:60s} {' '.join(f'{a:.3f}' for a in accs):>24s} {sum(accs) / len(accs):6.3f} "
               f"{worst:+8.3f}  {' '.join(f'{x:.2f}' for x in shares)}  min recall {min(recalls):.2f}{spent}")
+    print("\nshares without centring (gold only to compare), per seed:")
+    for s in studies:
+        print(f"  seed {s.seed}: true {' '.join(f'{x:.2f}' for x in true_shares)}")
+        for name, shares in uncentred_shares(s):
+            print(f"    {name:44s} {' '.join(f'{x:.2f}' for x in shares)}")
     print("\nkappa of each reading with the others (check sample), per seed:")
     for s in studies:
         readings = [*(s.core(c) for c in range(s.k)), s.zero]
