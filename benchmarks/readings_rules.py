@@ -180,6 +180,19 @@ def second_core_on_departure(threshold: float = 0.45, first: int = 0, second: in
     return rule
 
 
+def content_weighted(n: int):
+    """The cores' and zero-shot readings, each weighted by how much more it varies on the rows than
+    on their letters shuffled (its content ratio, less 1: a reading the words do not move gets
+    nothing). A drifted core reads labels the rows do not carry, so its readings vary less with
+    the words (gold-free, the check's own figure; not yet a rule `icm label` uses)."""
+    def rule(s: Study):
+        readings = [*(s.core(c) for c in range(n)), s.zero]
+        weights = [max(0.0, content(s, c if c < n else s.k) - 1) for c in range(n + 1)]
+        return mean_reading(readings, weights if sum(weights) > 0 else None)
+    rule.__name__ = f"{n} cores + zero-shot, weighted by content ratio - 1"
+    return rule
+
+
 def prior_adjusted(rule: Callable, strength: float = 0.0):
     def adjusted(s: Study):
         combined = rule(s)
@@ -252,7 +265,7 @@ def main() -> None:
           f"{[s.seed for s in studies]}")
     rules: list[Callable] = [zero_shot, default_rule, always_average]
     for n in range(2, k + 1):
-        rules += [cores_then_zero(n), equal_readings(n), agreement_weighted(n)]
+        rules += [cores_then_zero(n), equal_readings(n), agreement_weighted(n), content_weighted(n)]
     # Each ordered pair of cores as the first and the second: the seeds a record stands for.
     rules += [second_core_on_departure(0.45, a, b) for a in range(k) for b in range(k) if a != b]
     rules += [prior_adjusted(r) for r in list(rules)]

@@ -34,7 +34,7 @@ def _record(tmp_path: Path) -> tuple[Path, Path]:
         raw.append([core0, core1, zero])
     record = {"seed": 0, "labels": labels, "cores": [{"tokens": 10, "seconds": 1.0}] * 2,
               "ids": list(range(len(truth))), "row_ids": [f"r{i}" for i in range(len(truth))], "raw": raw,
-              "read_tokens": 300, "read_seconds": 3.0, "scrambled_ids": list(range(8)),
+              "read_tokens": 300, "read_seconds": 3.0, "scrambled_ids": [0, 10, 41, 50, 86, 90, 95, 99],
               "scrambled": [[[0.0, 0.0, 0.0]] * 3 for _ in range(8)]}
     study = tmp_path / "study.json"
     study.write_text(json.dumps(record))
@@ -61,3 +61,20 @@ def test_the_script_prints_them(tmp_path):
                             capture_output=True, text=True, check=True)
     assert "shares without centring" in result.stdout
     assert "core1 raw (uncalibrated)                     0.00 1.00 0.00" in result.stdout
+
+
+def test_a_reading_the_words_do_not_move_gets_no_weight(tmp_path):
+    rules = _module()
+    study, gold_path = _record(tmp_path)
+    record = json.loads(study.read_text())
+    rng = random.Random(5)
+    # Scrambles: cores 0 and zero-shot read flat, core 1 reads each scramble as it read its row
+    # (its content ratio is 1: the words do not move it).
+    record["scrambled"] = [[[rng.random() * 0.1 for _ in range(3)], record["raw"][i][1], [rng.random() * 0.1, 0.0, 9.0]]
+                           for i in record["scrambled_ids"]]
+    study.write_text(json.dumps(record))
+    gold = {json.loads(line)["id"]: json.loads(line)["label"] for line in gold_path.read_text().splitlines()}
+    s = rules.Study(study, gold)
+    assert abs(rules.content(s, 1) - 1) < 1e-9 and rules.content(s, 0) > 1 and rules.content(s, 2) > 1
+    weights = [rules.content(s, 0) - 1, rules.content(s, 2) - 1]
+    assert rules.content_weighted(2)(s) == rules.mean_reading([s.core(0), s.zero], weights)
