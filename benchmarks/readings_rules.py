@@ -183,8 +183,9 @@ def second_core_on_departure(threshold: float = 0.45, first: int = 0, second: in
 def content_weighted(n: int):
     """The cores' and zero-shot readings, each weighted by how much more it varies on the rows than
     on their letters shuffled (its content ratio, less 1: a reading the words do not move gets
-    nothing). A drifted core reads labels the rows do not carry, so its readings vary less with
-    the words (gold-free, the check's own figure; not yet a rule `icm label` uses)."""
+    nothing; gold-free, the check's own figure). The hope: a drifted core varies less with the
+    words. Measured and rejected for `icm label` (README, "One run is enough"): on a fresh draw
+    the drifted core had the highest ratio."""
     def rule(s: Study):
         readings = [*(s.core(c) for c in range(n)), s.zero]
         weights = [max(0.0, content(s, c if c < n else s.k) - 1) for c in range(n + 1)]
