@@ -134,7 +134,8 @@ def _range_max_table(values: np.ndarray) -> list[np.ndarray]:
 def _range_max(table: list[np.ndarray], lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """max(values[lo..hi]) elementwise; -1 where the range is empty (lo > hi)."""
     empty = lo > hi
-    hi = np.where(empty, lo, hi)
+    # An empty range may hold sentinels (a block of padding alone has no steps): read index 0.
+    lo, hi = np.where(empty, 0, lo), np.where(empty, 0, hi)
     span = hi - lo + 1
     level = np.floor(np.log2(np.maximum(span, 1))).astype(np.int64)
     out = np.full(lo.shape, -1, dtype=np.int64)
