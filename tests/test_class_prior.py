@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from icm_cli.algorithm.class_prior import estimate, uniform
-from icm_cli.run.class_shares import SharesReport, decide, finish
+from icm_cli.algorithm.class_prior import estimate, matching, uniform
+from icm_cli.run.class_shares import SharesReport, decide, finish, not_applied
 
 
 def readings(shares, rows, signal, seed):
@@ -87,3 +87,44 @@ def test_the_warnings_take_the_zero_shot_shares_where_there_are_some():
     assert any("'b'" in w and "collapsed" in w and "zero-shot" in w for w in report.warnings)
     assert any("'c'" in w and "inflated" in w for w in report.warnings)
     assert len(report.warnings) == 2
+
+
+def _argmax(v):
+    return max(range(len(v)), key=v.__getitem__)
+
+
+@pytest.mark.parametrize("shares, signal", [((0.40, 0.45, 0.15), 1.0), ((0.7, 0.3), 0.5), ((0.1, 0.1, 0.8), 3.0)])
+def test_stated_shares_are_what_the_labels_take(shares, signal):
+    rows = readings(shares, 512, signal, 3)
+    before = [sum(_argmax(r) == y for r in rows) / len(rows) for y in range(len(shares))]
+    prior = matching(rows, shares)
+    after = [sum(_argmax(prior.apply(r)) == y for r in rows) / len(rows) for y in range(len(shares))]
+    assert max(abs(a - b) for a, b in zip(before, shares)) > 0.1  # centring alone missed them
+    assert after == pytest.approx(list(shares), abs=2 / len(rows))
+    assert matching(rows, shares) == prior  # no randomness
+
+
+def test_matching_to_shares_the_labels_already_have_changes_no_label():
+    rows = readings((0.5, 0.5), 400, 2.0, 5)
+    have = [sum(_argmax(r) == y for r in rows) / len(rows) for y in range(2)]
+    prior = matching(rows, have)
+    assert [_argmax(prior.apply(r)) for r in rows] == [_argmax(r) for r in rows]
+
+
+def test_stated_shares_are_always_applied_and_are_the_warnings_reference():
+    assert decide("off", 3, {"a": 0.4, "b": 0.45, "c": 0.15})[0]
+    report = SharesReport(True, "", {"a": 0.3, "b": 0.3, "c": 0.4}, 256, zero_shot={"a": 0.3, "b": 0.4, "c": 0.3},
+                          stated={"a": 0.1, "b": 0.45, "c": 0.45})
+    report = finish(report, {"a": 300, "b": 200, "c": 100}, ["a", "b", "c"])
+    assert any("'a'" in w and "inflated" in w and "stated" in w for w in report.warnings)
+    assert any("'c'" in w and "collapsed" in w and "stated" in w for w in report.warnings)
+
+
+def test_stated_shares_with_nothing_to_act_on_say_so():
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(config=SimpleNamespace(task=SimpleNamespace(class_shares={"b": 0.25, "a": 0.75})),
+                          shape=SimpleNamespace(label_words=("a", "b")))
+    report = not_applied(run, uncalibrated=False)
+    assert not report.applied and "search itself" in report.reason
+    assert report.stated == {"a": 0.75, "b": 0.25}

@@ -148,6 +148,22 @@ def test_more_rows_than_a_core_are_transferred(tmp_path, small_config):
     assert sum(shares["zero_shot"].values()) == pytest.approx(1, abs=1e-4)
 
 
+def test_stated_class_shares_are_what_the_transferred_rows_take(tmp_path, small_config):
+    # Shares far from what the readings give alone (about half each on these tweets): the
+    # transferred rows must follow the statement, and the summary must say it did.
+    config = tmp_path / "stated.yaml"
+    text = small_config.read_text().replace("max_tokens: 1024", "max_tokens: 200")
+    config.write_text(text.replace("  id_field: id\n", "  id_field: id\n  class_shares: {positive: 0.1, negative: 0.9}\n"))
+    out = tmp_path / "out.jsonl"
+    result = icm("label", str(SAMPLE), "-c", str(config), "-o", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr.decode()
+    moved = [r for r in jsonl(out.read_text(encoding="utf-8")) if r["icm_source"] == "transfer"]
+    assert len(moved) >= 8
+    assert sum(r["label"] == "negative" for r in moved) >= 0.75 * len(moved)
+    shares = json.loads(out.with_name(out.name + ".summary.json").read_text())["class_shares"]
+    assert shares["applied"] and shares["stated"] == {"positive": 0.1, "negative": 0.9}
+
+
 def test_the_summary_gives_the_signal_verdict_and_what_it_rests_on(labelled):
     out, result = labelled
     signal = json.loads(out.with_name(out.name + ".summary.json").read_text())["signal"]

@@ -221,6 +221,31 @@ def test_repeated_label_word_rejected(tmp_path):
     assert "task.labels" in error_for(tmp_path, "task: {labels: [a, a]}\n")
 
 
+def test_stated_class_shares_are_read_as_a_mapping(tmp_path):
+    config = load_config(write(tmp_path, "task: {labels: [a, b, c], class_shares: {a: 0.5, b: 0.3, c: 0.2}}\n"))
+    assert config.task.class_shares == {"a": 0.5, "b": 0.3, "c": 0.2}
+    assert load_config(None).task.class_shares is None
+
+
+@pytest.mark.parametrize("shares, words", [
+    ("{a: 0.5, b: 0.3}", ["task.class_shares", "'c'"]),  # a label without a share
+    ("{a: 0.5, b: 0.3, d: 0.2}", ["task.class_shares.d", "task.labels"]),  # a word that is no label
+    ("{a: 0.5, b: 0.3, c: 0.3}", ["task.class_shares", "sum to 1.1"]),
+    ("{a: 1.0, b: 0.0, c: 0.0}", ["task.class_shares.a", "between 0 and 1"]),
+    ("{a: 0.5, b: x, c: 0.2}", ["task.class_shares.b", "number"]),
+    ("0.5", ["task.class_shares", "mapping"]),
+])
+def test_bad_class_shares_name_the_field(tmp_path, shares, words):
+    message = error_for(tmp_path, f"task: {{labels: [a, b, c], class_shares: {shares}}}\n")
+    for word in words:
+        assert word in message
+
+
+def test_class_shares_are_for_classification(tmp_path):
+    message = error_for(tmp_path, "task: {type: claims, labels: [T, F], class_shares: {T: 0.5, F: 0.5}}\n")
+    assert "task.class_shares" in message and "classification" in message
+
+
 def test_claims_need_two_labels(tmp_path):
     assert "task.labels" in error_for(tmp_path, "task: {type: claims, labels: [a, b, c]}\n")
 

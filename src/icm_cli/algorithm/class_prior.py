@@ -63,6 +63,38 @@ def estimate(readings: Sequence[Sequence[float]], pseudo_rows: float = PSEUDO_RO
     return ClassPrior(tuple(round(s, 6) for s in shares), len(readings))
 
 
+MATCH_ROUNDS = 400
+
+
+def matching(readings: Sequence[Sequence[float]], shares: Sequence[float]) -> ClassPrior:
+    """The offsets under which these readings' labels (their argmax) take the given shares.
+
+    For shares a user states. Adding log(shares) to centred readings would not do: they are no
+    likelihoods (the EM estimate above shows how far off that goes), so the offsets are found on
+    the labels themselves: each round moves every label's offset by how far its share of the
+    labels is from the wanted one, in steps that shrink; the closest round wins. Returned as the
+    prior whose log-odds are those offsets (softmax of them), so it applies like an estimate.
+    """
+    if not readings:
+        raise ValueError("no readings to match class shares on")
+    k = len(shares)
+    offsets, best, best_gap = [0.0] * k, [0.0] * k, math.inf
+    for r in range(MATCH_ROUNDS):
+        counts = [0] * k
+        for row in readings:
+            counts[max(range(k), key=lambda y: row[y] + offsets[y])] += 1
+        got = [c / len(readings) for c in counts]
+        gap = sum(abs(a - b) for a, b in zip(got, shares)) / 2
+        if gap < best_gap:
+            best, best_gap = list(offsets), gap
+        if gap <= 0.5 / len(readings):
+            break
+        step = 0.5 * (1 - r / MATCH_ROUNDS) + 0.01
+        smooth = 0.5 / len(readings)  # a class with no labels yet still moves by a finite step
+        offsets = [o + step * (math.log(w + smooth) - math.log(g + smooth)) for o, w, g in zip(offsets, shares, got)]
+    return ClassPrior(tuple(round(math.exp(v), 12) for v in _log_softmax(best)), len(readings))
+
+
 def _log_softmax(values: Sequence[float]) -> list[float]:
     top = max(values)
     total = top + math.log(sum(math.exp(v - top) for v in values))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from ..backends.base import Backend, ScoreRequest
-from .class_prior import ClassPrior, estimate
+from .class_prior import ClassPrior, estimate, matching
 from .consistency import repair
 from ..data.row_index import RowIndex
 from .scoring import PromptSet, layout, log_softmax
@@ -194,7 +194,15 @@ class Transfer:
 
     def estimate_prior(self, sample: Sequence[tuple[int, Example]], centres: Optional[list[list[float]]]) -> ClassPrior:
         """The class shares under which the sample's combined readings are self-consistent."""
-        return estimate([self.readings(s, centres, with_prior=False)[1] for s in self.raw(list(sample))])
+        return estimate(self._combined(sample, centres))
+
+    def match_prior(self, sample: Sequence[tuple[int, Example]], centres: Optional[list[list[float]]],
+                    shares: Sequence[float]) -> ClassPrior:
+        """The offsets under which the sample's combined readings label in the given shares."""
+        return matching(self._combined(sample, centres), shares)
+
+    def _combined(self, sample: Sequence[tuple[int, Example]], centres: Optional[list[list[float]]]) -> list[list[float]]:
+        return [self.readings(s, centres, with_prior=False)[1] for s in self.raw(list(sample))]
 
     def label(self, chunk: ChunkRows, centres: Optional[list[list[float]]]) -> TransferChunk:
         per_context: list[list[list[float]]] = []  # example -> context -> normalised log-probs

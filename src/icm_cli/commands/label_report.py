@@ -84,8 +84,12 @@ def _class_shares(table: Table, shares: Optional[dict]) -> None:
     def line(d: dict) -> str:
         return ", ".join(f"{k} {v:.0%}" for k, v in d.items())
     zero = f"; zero-shot sample {line(shares['zero_shot'])}" if shares.get("zero_shot") else ""
-    table.add_row("class shares", f"labels {line(shares['labels'])}{zero}; estimated {line(shares['estimated'])} "
-                                  f"({'applied' if shares['applied'] else 'not applied'})")
+    if shares.get("stated"):
+        how = "matched" if shares["applied"] else shares["reason"]
+        table.add_row("class shares", f"labels {line(shares['labels'])}{zero}; stated {line(shares['stated'])} ({how})")
+    else:
+        table.add_row("class shares", f"labels {line(shares['labels'])}{zero}; estimated "
+                                      f"{line(shares['estimated'])} ({'applied' if shares['applied'] else 'not applied'})")
     for warning in shares.get("warnings", []):
         table.add_row("  warning", warning)
 

@@ -199,6 +199,8 @@ def _check_task(task: TaskConfig, source: str) -> None:
         raise InputError(f"{source}: 'task.labels' for {task.type} must be two words (true first, then false)")
     if task.type == "comparison" and not task.pair_fields:
         raise InputError(f"{source}: 'task.pair_fields' is required for comparison tasks (the two candidate fields)")
+    if task.class_shares is not None:
+        _check_shares(task, source)
     if task.key_field and not task.group_field:
         raise InputError(f"{source}: 'task.key_field' needs 'task.group_field' (keys are compared within a group)")
     from .prompts import template_fields
@@ -213,3 +215,22 @@ def _check_task(task: TaskConfig, source: str) -> None:
                 raise InputError(
                     f"{source}: 'task.template' must use both pair fields; it does not use '{{{name}}}'"
                 )
+
+
+def _check_shares(task: TaskConfig, source: str) -> None:
+    shares = task.class_shares or {}
+    if task.type != "classification":
+        raise InputError(f"{source}: 'task.class_shares' is for classification; {task.type} labels follow "
+                         f"their consistency constraints")
+    for word in shares:
+        if word not in task.labels:
+            raise InputError(f"{source}: 'task.class_shares.{word}': '{word}' is not one of task.labels "
+                             f"({', '.join(task.labels)})")
+    for word in task.labels:
+        if word not in shares:
+            raise InputError(f"{source}: 'task.class_shares' gives no share for '{word}' (give one for every label)")
+        if not 0 < shares[word] < 1:
+            raise InputError(f"{source}: 'task.class_shares.{word}' is {shares[word]}, must be between 0 and 1")
+    total = sum(shares.values())
+    if abs(total - 1) > 0.02:
+        raise InputError(f"{source}: 'task.class_shares' sum to {total:.3g}, must sum to 1")

@@ -43,6 +43,11 @@ class TaskConfig:
     # everything alike then scores P = 0 with two labels, and below 0 with more (see README). "auto": on for classification, off for
     # claims and comparisons, whose consistency constraints already rule that solution out.
     calibrate: Literal["auto", "on", "off"] = "auto"
+    # The data's class shares where the user knows them (a base rate, not labels), e.g.
+    # {negative: 0.4, neutral: 0.45, positive: 0.15}: the labels are matched to them (class_shares.py).
+    # Batch calibration reads every class as equally common, and no gold-free estimate of the
+    # shares held on held-out data with the embedded model (README "Class shares").
+    class_shares: Optional[dict[str, float]] = None
 
     def calibrated(self) -> bool:
         return self.calibrate == "on" or (self.calibrate == "auto" and self.type == "classification")

@@ -102,6 +102,10 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
         if value not in args:
             raise InputError(f"{source}: '{key}' is {value!r}, must be one of {', '.join(map(str, args))}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict) or not value:
+            raise InputError(f"{source}: '{key}' must be a mapping of words to numbers")
+        return {str(k): _coerce(v, args[1], source, f"{key}.{k}") for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, list) or not all(isinstance(v, (str, int, float, bool)) for v in value):
             raise InputError(f"{source}: '{key}' must be a list of words")

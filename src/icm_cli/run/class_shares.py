@@ -8,10 +8,14 @@ three-class tweets (README) the 270M model's calibrated readings are no likeliho
 and the prior cut the negative class (40% of the rows) to 1-13% of the labels and accuracy from
 0.41-0.46 to 0.31-0.41, while the rare class stayed over-predicted.
 
+Where the user states the data's shares (`task.class_shares`: a base rate they know, not labels),
+the labels are matched to them instead: per-label offsets found on the same sample's combined
+readings (class_prior.matching) are added to every reading the same way.
+
 The summary states the labels' shares beside two gold-free references, and warns where a class's
 share of the labels is far from the model's own zero-shot reading of the sample (collapsed: under
 half of it; inflated: over 1.5 times), the way a search that drifted to one class shows; where no
-zero-shot reading was taken, the EM estimate is the reference.
+zero-shot reading was taken, the EM estimate is the reference; where shares were stated, they are.
 """
 
 from __future__ import annotations
@@ -35,13 +39,17 @@ class SharesReport:
     zero_shot: dict[str, float] = field(default_factory=dict)  # label word -> share of the sample's zero-shot labels
     labels: dict[str, float] = field(default_factory=dict)  # label word -> share of the run's labels
     warnings: list[str] = field(default_factory=list)
+    stated: dict[str, float] = field(default_factory=dict)  # task.class_shares, where given
+
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-def decide(mode: str, labels: int) -> tuple[bool, str]:
-    """Whether the estimated shares are applied to the labels."""
+def decide(mode: str, labels: int, stated: Optional[dict[str, float]] = None) -> tuple[bool, str]:
+    """Whether shares are applied to the labels: stated ones always, the estimate where asked."""
+    if stated:
+        return True, "task.class_shares: the labels are matched to the stated shares"
     if mode == "off":
         return False, "transfer.class_prior: off"
     if mode == "on":
@@ -54,9 +62,15 @@ def estimate_and_apply(run: Any, transfer: Any, centres: Optional[list[list[floa
     """Estimate on the sample `ids`; where applied, the transfer adds the shares to every reading
     from here on and the core's rows are relabelled with them."""
     words = run.shape.label_words
-    prior = transfer.estimate_prior(run.examples_of(list(ids)), centres)
-    applied, reason = decide(mode, len(words))
+    sample = run.examples_of(list(ids))
+    prior = transfer.estimate_prior(sample, centres)
+    stated = run.config.task.class_shares
+    applied, reason = decide(mode, len(words), stated)
     report = SharesReport(applied, reason, dict(zip(words, prior.shares)), len(ids))
+    if stated:
+        wanted = [stated[w] / sum(stated.values()) for w in words]
+        report.stated = {w: round(v, 4) for w, v in zip(words, wanted)}
+        prior = transfer.match_prior(sample, centres, wanted)
     zero = [run.zero_shot_readings[i] for i in ids if i in run.zero_shot_readings]
     if zero:
         report.zero_shot = {w: round(sum(argmax(r) == y for r in zero) / len(zero), 4) for y, w in enumerate(words)}
@@ -65,6 +79,16 @@ def estimate_and_apply(run: Any, transfer: Any, centres: Optional[list[list[floa
         changed = _apply_to_core_rows(run, prior)
         report.reason += f"; {changed} of the core's labels changed"
     return report
+
+
+def not_applied(run: Any, uncalibrated: bool) -> SharesReport:
+    """Stated shares that had nothing to act on, said so rather than silently dropped."""
+    why = ("the readings are not calibrated (task.calibrate), so there is no sample to match on" if uncalibrated
+           else "every row was labelled by the search itself; the shares act on the rows a transfer labels")
+    stated = run.config.task.class_shares or {}
+    total = sum(stated.values()) or 1.0
+    return SharesReport(False, f"task.class_shares not applied: {why}", {}, 0,
+                        stated={w: round(stated[w] / total, 4) for w in run.shape.label_words if w in stated})
 
 
 def _apply_to_core_rows(run: Any, prior: ClassPrior) -> int:
@@ -83,8 +107,12 @@ def finish(report: SharesReport, label_counts: dict[str, int], words: Sequence[s
     if not total:
         return report
     report.labels = {w: round(label_counts.get(w, 0) / total, 4) for w in words}
-    reference, what = (report.zero_shot, "its share of the zero-shot labels") if report.zero_shot else (
-        report.estimated, "its estimated share")
+    if report.stated:
+        reference, what = report.stated, "its stated share"
+    elif report.zero_shot:
+        reference, what = report.zero_shot, "its share of the zero-shot labels"
+    else:
+        reference, what = report.estimated, "its estimated share"
     for w in words:
         est, got = reference.get(w, 0.0), report.labels[w]
         if est <= 0:

@@ -184,8 +184,13 @@ class Run:
 
         sampled = self.config.check.signal or (searched and mode != "off")
         # Shares that only go into the summary are estimated where the sample is read anyway.
-        applied = decide(self.config.transfer.class_prior, len(self.shape.label_words))[0]
+        stated = self.config.task.class_shares
+        applied = decide(self.config.transfer.class_prior, len(self.shape.label_words), stated)[0]
         shares = centres is not None and self.to_transfer > 0 and (sampled or applied)
+        if stated and not shares:
+            from .class_shares import not_applied
+
+            self.shares = not_applied(self, centres is None)
         if not (sampled or shares):
             return centres
         self.check_sample = sample_ids(self, centres, self.config.search.seed)
