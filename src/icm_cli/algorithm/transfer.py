@@ -198,11 +198,13 @@ class Transfer:
 
     def match_prior(self, sample: Sequence[tuple[int, Example]], centres: Optional[list[list[float]]],
                     shares: Sequence[float]) -> ClassPrior:
-        """The offsets under which the sample's combined readings label in the given shares."""
-        return matching(self._combined(sample, centres), shares)
+        """The offsets under which the sample's combined readings label in the given shares. The
+        sample's scores are kept: its rows are transferred later, and not read twice."""
+        return matching(self._combined(sample, centres, keep=True), shares)
 
-    def _combined(self, sample: Sequence[tuple[int, Example]], centres: Optional[list[list[float]]]) -> list[list[float]]:
-        return [self.readings(s, centres, with_prior=False)[1] for s in self.raw(list(sample))]
+    def _combined(self, sample: Sequence[tuple[int, Example]], centres: Optional[list[list[float]]],
+                  keep: bool = False) -> list[list[float]]:
+        return [self.readings(s, centres, with_prior=False)[1] for s in self.raw(list(sample), keep=keep)]
 
     def label(self, chunk: ChunkRows, centres: Optional[list[list[float]]]) -> TransferChunk:
         per_context: list[list[list[float]]] = []  # example -> context -> normalised log-probs
