@@ -86,12 +86,13 @@ def estimate_and_apply(run: Any, transfer: Any, centres: Optional[list[list[floa
 
 
 def not_applied(run: Any, uncalibrated: bool) -> SharesReport:
-    """Stated shares that had nothing to act on, said so rather than silently dropped."""
+    """Shares asked for that had nothing to act on, said so rather than silently dropped."""
     why = ("the readings are not calibrated (task.calibrate), so there is no sample to match on" if uncalibrated
            else "every row was labelled by the search itself; the shares act on the rows a transfer labels")
     stated = run.config.task.class_shares or {}
     total = sum(stated.values()) or 1.0
-    return SharesReport(False, f"task.class_shares not applied: {why}", {}, 0,
+    what = "task.class_shares" if stated else "transfer.class_prior: on"
+    return SharesReport(False, f"{what} not applied: {why}", {}, 0,
                         stated={w: round(stated[w] / total, 4) for w in run.shape.label_words if w in stated})
 
 

@@ -180,16 +180,14 @@ class Run:
 
         mode = self.config.transfer.zero_shot
         searched = bool(self.plan.cores) and self.core_labeller is None
-        from .class_shares import decide
+        from .class_shares import decide, not_applied
 
         sampled = self.config.check.signal or (searched and mode != "off")
         # Shares that only go into the summary are estimated where the sample is read anyway.
-        stated = self.config.task.class_shares
-        applied = decide(self.config.transfer.class_prior, len(self.shape.label_words), stated)[0]
+        task = self.config.task
+        applied = decide(self.config.transfer.class_prior, len(self.shape.label_words), task.class_shares)[0]
         shares = centres is not None and self.to_transfer > 0 and (sampled or applied)
-        if stated and not shares:
-            from .class_shares import not_applied
-
+        if applied and not shares:
             self.shares = not_applied(self, centres is None)
         if not (sampled or shares):
             return centres
