@@ -41,7 +41,6 @@ class SharesReport:
     warnings: list[str] = field(default_factory=list)
     stated: dict[str, float] = field(default_factory=dict)  # task.class_shares, where given
 
-
     def to_json(self) -> dict:
         return asdict(self)
 
