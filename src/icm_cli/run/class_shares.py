@@ -53,7 +53,8 @@ def decide(mode: str, labels: int, stated: Optional[dict[str, float]] = None) ->
         return False, "transfer.class_prior: off"
     if mode == "on":
         return True, "transfer.class_prior: on"
-    return False, "the estimated shares are reported, not applied (transfer.class_prior: on applies them)"
+    return False, ("the estimated shares are reported, not applied (transfer.class_prior: on applies them); batch "
+                   "calibration leans the labels to equal shares, so state known base rates in task.class_shares")
 
 
 def estimate_and_apply(run: Any, transfer: Any, centres: Optional[list[list[float]]], ids: Sequence[int],
