@@ -77,20 +77,20 @@ def matching(readings: Sequence[Sequence[float]], shares: Sequence[float]) -> Cl
     """
     if not readings:
         raise ValueError("no readings to match class shares on")
-    k = len(shares)
+    k, n = len(shares), len(readings)
+    smooth = 0.5 / n  # a class with no labels yet still moves by a finite step
     offsets, best, best_gap = [0.0] * k, [0.0] * k, math.inf
     for r in range(MATCH_ROUNDS):
         counts = [0] * k
         for row in readings:
             counts[max(range(k), key=lambda y: row[y] + offsets[y])] += 1
-        got = [c / len(readings) for c in counts]
+        got = [c / n for c in counts]
         gap = sum(abs(a - b) for a, b in zip(got, shares)) / 2
         if gap < best_gap:
             best, best_gap = list(offsets), gap
-        if gap <= 0.5 / len(readings):
+        if gap <= 0.5 / n:
             break
         step = 0.5 * (1 - r / MATCH_ROUNDS) + 0.01
-        smooth = 0.5 / len(readings)  # a class with no labels yet still moves by a finite step
         offsets = [o + step * (math.log(w + smooth) - math.log(g + smooth)) for o, w, g in zip(offsets, shares, got)]
     return ClassPrior(tuple(round(math.exp(v), 12) for v in _log_softmax(best)), len(readings))
 

@@ -69,7 +69,7 @@ def estimate_and_apply(run: Any, transfer: Any, centres: Optional[list[list[floa
     report = SharesReport(applied, reason, dict(zip(words, prior.shares)), len(ids))
     if stated:
         wanted = [stated[w] / sum(stated.values()) for w in words]
-        report.stated = {w: round(v, 4) for w, v in zip(words, wanted)}
+        report.stated = _rounded(stated, words)
         # Matched on the whole calibration sample (up to transfer.calibration_size rows), not the
         # check's: on 140 rows a 15% class came out at 11% over all 600 (held-out, README).
         matched = list(run.calibration_sample) or list(ids)
@@ -89,11 +89,16 @@ def not_applied(run: Any, uncalibrated: bool) -> SharesReport:
     """Shares asked for that had nothing to act on, said so rather than silently dropped."""
     why = ("the readings are not calibrated (task.calibrate), so there is no sample to match on" if uncalibrated
            else "every row was labelled by the search itself; the shares act on the rows a transfer labels")
-    stated = run.config.task.class_shares or {}
-    total = sum(stated.values()) or 1.0
+    stated = run.config.task.class_shares
     what = "task.class_shares" if stated else "transfer.class_prior: on"
     return SharesReport(False, f"{what} not applied: {why}", {}, 0,
-                        stated={w: round(stated[w] / total, 4) for w in run.shape.label_words if w in stated})
+                        stated=_rounded(stated, run.shape.label_words) if stated else {})
+
+
+def _rounded(stated: dict[str, float], words: Sequence[str]) -> dict[str, float]:
+    """The stated shares in label order, summing to 1 (the config allows a sum within 0.02 of it)."""
+    total = sum(stated.values())
+    return {w: round(stated[w] / total, 4) for w in words}
 
 
 def _apply_to_core_rows(run: Any, prior: ClassPrior) -> int:
