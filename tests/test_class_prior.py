@@ -128,3 +128,24 @@ def test_stated_shares_with_nothing_to_act_on_say_so():
     report = not_applied(run, uncalibrated=False)
     assert not report.applied and "search itself" in report.reason
     assert report.stated == {"a": 0.75, "b": 0.25}
+
+
+@pytest.mark.parametrize("extra, shown", [
+    ({"stated": {"a": 0.3, "b": 0.7}, "applied": True}, "stated a 30%, b 70% (matched)"),
+    ({"estimated": {"a": 0.4, "b": 0.6}}, "estimated a 40%, b 60% (not applied)"),
+    ({"estimated": {}, "reason": "transfer.class_prior: on not applied: every row"}, "no estimate (transfer.class_prior: on"),
+])
+def test_the_summary_table_names_what_the_labels_were_held_to(extra, shown):
+    from rich.console import Console
+    from rich.table import Table
+
+    from icm_cli.commands.label_report import _class_shares
+
+    shares = {"labels": {"a": 0.5, "b": 0.5}, "estimated": {"a": 0.4, "b": 0.6}, "applied": False, "reason": "", **extra}
+    table = Table(show_header=False)
+    table.add_column()
+    table.add_column()
+    _class_shares(table, shares)
+    console = Console(width=300, record=True)
+    console.print(table)
+    assert shown in console.export_text()

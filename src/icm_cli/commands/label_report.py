@@ -84,12 +84,14 @@ def _class_shares(table: Table, shares: Optional[dict]) -> None:
     def line(d: dict) -> str:
         return ", ".join(f"{k} {v:.0%}" for k, v in d.items())
     zero = f"; zero-shot sample {line(shares['zero_shot'])}" if shares.get("zero_shot") else ""
+    # A run whose shares had nothing to act on (class_shares.not_applied) has no estimate: its reason says why.
     if shares.get("stated"):
-        how = "matched" if shares["applied"] else shares["reason"]
-        table.add_row("class shares", f"labels {line(shares['labels'])}{zero}; stated {line(shares['stated'])} ({how})")
+        reference, how = f"stated {line(shares['stated'])}", "matched" if shares["applied"] else shares["reason"]
+    elif shares["estimated"]:
+        reference, how = f"estimated {line(shares['estimated'])}", "applied" if shares["applied"] else "not applied"
     else:
-        table.add_row("class shares", f"labels {line(shares['labels'])}{zero}; estimated "
-                                      f"{line(shares['estimated'])} ({'applied' if shares['applied'] else 'not applied'})")
+        reference, how = "no estimate", shares["reason"]
+    table.add_row("class shares", f"labels {line(shares['labels'])}{zero}; {reference} ({how})")
     for warning in shares.get("warnings", []):
         table.add_row("  warning", warning)
 
