@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from icm_cli.foundation.agreement import cohen_kappa  # noqa: E402
+from icm_cli.run.signal_check import two_cores  # noqa: E402
 
 CALIBRATION = 512
 CHECK = 256
@@ -180,6 +181,23 @@ def second_core_on_departure(threshold: float = 0.45, first: int = 0, second: in
     return rule
 
 
+def second_core_confirmed(threshold: float = 0.45, first: int = 0, second: int = 1):
+    """Today's `core.count: auto` (run/second_core.py): as second_core_on_departure, but where the
+    two cores do not confirm their departure from zero-shot (TwoCores.confirms on the check
+    sample), the zero-shot reading alone."""
+    def rule(s: Study):
+        many = s.core(first)
+        if kappa(many, s.zero, s.check) >= threshold:
+            return many if kappa(many, s.zero, s.check) >= 0.8 else mean_reading([many, s.zero])
+        a, b, z = ([argmax(r[i]) for i in s.check] for r in (many, s.core(second), s.zero))
+        if not two_cores(a, b, z, s.seed).confirms():
+            return s.zero
+        return pairwise_weighted(s, [many, s.core(second), s.zero])
+    rule.__name__ = f"core.count auto, confirmed or zero-shot (cores {first}, then {second})"
+    rule.cores = lambda s: 1 if kappa(s.core(first), s.zero, s.check) >= threshold else 2
+    return rule
+
+
 def content_weighted(n: int):
     """The cores' and zero-shot readings, each weighted by how much more it varies on the rows than
     on their letters shuffled (its content ratio, less 1: a reading the words do not move gets
@@ -269,6 +287,7 @@ def main() -> None:
         rules += [cores_then_zero(n), equal_readings(n), agreement_weighted(n), content_weighted(n)]
     # Each ordered pair of cores as the first and the second: the seeds a record stands for.
     rules += [second_core_on_departure(0.45, a, b) for a in range(k) for b in range(k) if a != b]
+    rules += [second_core_confirmed(0.45, a, b) for a in range(k) for b in range(k) if a != b]
     rules += [prior_adjusted(r) for r in list(rules)]
     rules += [prior_adjusted(zero_shot, 64), prior_adjusted(default_rule, 64)]
     base = [score(s, zero_shot(s))[0] for s in studies]

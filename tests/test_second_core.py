@@ -6,6 +6,7 @@ model runs the same path in tests/test_cli_model.py."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import pytest
 
 from icm_cli.algorithm.cores import plan_run
@@ -69,7 +70,7 @@ def test_where_the_first_core_agrees_the_run_is_the_one_core_run():
     assert backends[0].requests == backends[1].requests
 
 
-def test_where_the_first_core_drifts_a_second_core_outvotes_it():
+def test_where_the_first_core_drifts_and_the_second_does_not_confirm_it_labels_are_zero_shot():
     cfg = auto()
     drift = first_core_texts(cfg)
     rows, summary = run(tweets(N), cfg, backend=DriftsAfter(drift))
@@ -77,11 +78,39 @@ def test_where_the_first_core_drifts_a_second_core_outvotes_it():
                  backend=DriftsAfter(drift))
     assert summary.second_core is True and summary.cores == 2
     assert "departs from zero-shot" in summary.core_choice and summary.core_kappa < 0.45
-    weights = summary.reading_weights
-    assert weights is not None and len(weights) == 3  # two cores, then zero-shot
-    assert weights[0] < min(weights[1:])  # the drifted core counts least
+    # The second core reads as zero-shot does, the first the opposite: the departure is one
+    # search's, not read twice, so every label is the zero-shot reading, the cores' rows' too.
+    assert summary.departure_confirmed is False and "do not confirm" in summary.departure
+    assert summary.reading_weights == [0.0, 0.0, 1.0]
     assert accuracy(rows) >= 0.9 > accuracy(one)
+    core_rows = [(k, r) for k, r in enumerate(rows) if r.source == "core"]
+    assert core_rows and all(r.label == truth(k) for k, r in core_rows)
     assert all(r.agreement in (0.0, 0.5, 1.0) for r in rows if r.source == "transfer")
+
+
+class PoorZeroShot(SentimentBackend):
+    """Reads the words right after any demonstrations, and alone (zero-shot) reads two rows in
+    five the opposite way: a zero-shot reading that both cores depart from, the same way."""
+
+    def score(self, requests):
+        out = super().score(requests)
+        flipped = []
+        for r, s in zip(requests, out):
+            k = int(re.search(r"tweet (\d+) was", r.segments[-1]).group(1))
+            flipped.append(list(reversed(s)) if len(r.segments) == 1 and k % 5 < 2 else s)
+        return flipped
+
+
+def test_where_both_cores_depart_alike_the_readings_are_weighed_by_agreement():
+    cfg = auto()
+    rows, summary = run(tweets(N), cfg, backend=PoorZeroShot())
+    zero, _ = run(tweets(N), dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, method="zero_shot")),
+                  backend=PoorZeroShot())
+    assert summary.second_core is True and summary.core_kappa < 0.45
+    assert summary.departure_confirmed is True and "agree with each other" in summary.departure
+    weights = summary.reading_weights
+    assert weights is not None and len(weights) == 3 and weights[2] < min(weights[:2])
+    assert accuracy(rows) >= 0.9 and accuracy(zero) <= 0.7
 
 
 class Counting(DriftsAfter):

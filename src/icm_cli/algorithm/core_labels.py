@@ -73,6 +73,15 @@ def with_zero_shot(outcome: CoreOutcome, zero_shot: Sequence[Sequence[float]],
     return tuple(y if x is not None else None for x, y in zip(outcome.labels, labels)), tuple(combined)
 
 
+def zero_shot_alone(outcome: CoreOutcome, zero_shot: Sequence[Sequence[float]],
+                    problem: Problem) -> tuple[Labels, tuple[tuple[float, ...], ...]]:
+    """The core's final row labels from the zero-shot reading alone (consistency repaired), for
+    the examples the search labelled; the others stay unlabelled. Fixed examples keep theirs."""
+    readings = [tuple(log_softmax(list(z))) for z in zero_shot]
+    labels = repair(readings, problem.consistency, problem.held_labels())
+    return tuple(y if x is not None else None for x, y in zip(outcome.labels, labels)), tuple(readings)
+
+
 def label_core(
     problem: Problem,
     prompts: PromptSet,

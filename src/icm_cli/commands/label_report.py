@@ -122,9 +122,13 @@ def print_summary(console: Console, summary: Any, out: Optional[Path]) -> None:
         table.add_row("cores (auto)", s.core_choice)
     if s.zero_shot_rule:
         table.add_row("zero-shot reading", s.zero_shot_rule)
+    if s.departure:
+        table.add_row("departure", s.departure)
     if s.reading_weights:
+        how = "confirmed departure: agreement with the others" if s.departure_confirmed is not False else \
+            "the cores' departure unconfirmed: zero-shot alone"
         table.add_row("reading weights", ", ".join(f"{w:.2f}" for w in s.reading_weights)
-                      + " (each core's, then zero-shot's: agreement with the others)")
+                      + f" (each core's, then zero-shot's: {how})")
     _class_shares(table, s.class_shares)
     if s.mean_agreement is not None:
         table.add_row("core agreement (transfer)", f"{s.mean_agreement:.3f}")

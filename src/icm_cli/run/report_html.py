@@ -103,6 +103,8 @@ def _run(run: RunView, data: ReportData) -> str:
         facts.append(("cores (auto)", s.core_choice))
     if s.zero_shot_rule:
         facts.append(("zero-shot reading", s.zero_shot_rule))
+    if s.departure:
+        facts.append(("departure", s.departure))
     total = sum(s.label_counts.values()) or 1
     counts = _table(("label", "rows", "share"), [
         (_e(k), _num(f"{v:,}"), _num(f"{v / total:.1%}")) for k, v in _ordered(s.label_counts, data.label_words)])

@@ -96,6 +96,10 @@ class RunSummary:
     core_choice: Optional[str] = None
     core_kappa: Optional[float] = None
     reading_weights: Optional[list[float]] = None
+    # With two cores and the zero-shot reading: whether the cores confirmed their departure from
+    # zero-shot (else every label is the zero-shot reading), and the figures it was decided on.
+    departure_confirmed: Optional[bool] = None
+    departure: Optional[str] = None
     label_counts: dict[str, int] = field(default_factory=dict)
     mean_agreement: Optional[float] = None  # transfer rows, several cores only
     tokens_scored: int = 0

@@ -194,7 +194,7 @@ def judge(r: Readings, labels: int, seed: int) -> SignalReport:
                         f"the run's labels and {zs_major:.0%} of zero-shot's")
     verdict, reason = _verdict(ratio_ci, kappa_ci, major)
     if len(r.cores) == 2:
-        cores = _two_cores(r.cores, zs_labels, seed)
+        cores = two_cores(*([argmax(s) for s in reading] for reading in r.cores), zs_labels, seed)
         figures.extend(cores.figures())
         if verdict == "weak" and ratio_ci[0] > CONTENT and cores.one_reads_as_well():
             verdict, reason = "signal", cores.reason()
@@ -223,6 +223,12 @@ class TwoCores:
     def one_reads_as_well(self) -> bool:
         return self.interval[0] > 0 and self.margin_interval[1] >= 0
 
+    def confirms(self) -> bool:
+        """The departure from zero-shot is read twice beyond sampling: the cores agree beyond
+        chance, and with each other more than either agrees with zero-shot over the whole
+        interval (second_core.weigh keeps the cores' reading only then)."""
+        return self.interval[0] > 0 and self.margin_interval[0] > 0
+
     def reason(self) -> str:
         return (f"the readings follow the words; the labels depart from the model's zero-shot reading, but the two "
                 f"cores agree with each other (kappa {self.between:.2f}) about as well as zero-shot agrees with one "
@@ -240,8 +246,8 @@ class TwoCores:
         ]
 
 
-def _two_cores(cores: Sequence[list[list[float]]], zs_labels: list[int], seed: int) -> TwoCores:
-    a, b = ([argmax(s) for s in reading] for reading in cores)
+def two_cores(a: Sequence[int], b: Sequence[int], zs_labels: Sequence[int], seed: int) -> TwoCores:
+    """The two cores' agreement and margin over zero-shot, from the labels each reading gives."""
 
     def margin(idx: Sequence[int]) -> float:
         x, y, z = [a[i] for i in idx], [b[i] for i in idx], [zs_labels[i] for i in idx]
@@ -291,6 +297,9 @@ def _transferred(run: Any, transfer: Any, centres: Optional[list[list[float]]], 
     # core.count auto weighs the readings (second_core.weigh): the many-shot reading is the cores'
     # as the labels weigh them, so a drifted core the weights outvote does not speak for the run.
     weights = transfer.core_weights()
+    # Where the cores weigh nothing (their departure unconfirmed), the labels are the zero-shot
+    # reading, and that is the reading judged.
+    alone = transfer.weights is not None and not any(transfer.weights[:cores])
 
     def in_context(items: Sequence[tuple[int, Example]]) -> tuple[list[list[float]], list[int], list[list[list[float]]]]:
         """The many-shot reading (the cores' contexts), the run's labels (every context), and
@@ -298,7 +307,7 @@ def _transferred(run: Any, transfer: Any, centres: Optional[list[list[float]]], 
         many, labels, each = [], [], []
         for scores in transfer.raw(list(items)):
             per_context, combined = transfer.readings(scores, centres)
-            many.append(combine(per_context[:cores], weights))
+            many.append(combine(per_context, transfer.weights) if alone else combine(per_context[:cores], weights))
             labels.append(argmax(combined))
             each.append(per_context[:cores])
         return many, labels, [[row[c] for row in each] for c in range(cores)]
