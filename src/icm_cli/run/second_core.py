@@ -13,10 +13,15 @@ read both ways (the signal check's sample; the zero-shot reads are reused by the
   search costs a fraction of the first's), is searched on the next disjoint sample, the transfer is
   calibrated again with both, and every row's label combines the readings (each core's, and the
   zero-shot one where the zero-shot rule averages it in) weighted by each reading's mean
-  agreement with the others on the sample (each kappa floored at 0): the drifted reading is
-  outvoted by the two that agree. The first core's own rows keep its search's labels (with the
-  zero-shot reading averaged in, as the zero-shot rule does for every core). Its cost is one more
-  search and one more read of each row.
+  agreement with the others on the sample (each kappa floored at 0). The first core's own rows
+  keep its search's labels (with the zero-shot reading averaged in, as the zero-shot rule does
+  for every core). Its cost is one more search and one more read of each row;
+- then, with the zero-shot reading among the three, the departure is kept only where the two
+  cores confirm it: they agree with each other more than either agrees with zero-shot, over the
+  whole bootstrap interval of that margin. Otherwise every label, the cores' rows' too, is the
+  zero-shot reading: three weak readings weighed by weak agreements landed anywhere from 3.5
+  points above zero-shot to 3.2 below on held-out three-class tweets, and asking the model is the
+  floor a run must not fall under (README, "One run is enough").
 
 The decision is kept in the checkpoint, so a resumed run makes the same one without reading the
 sample again.
