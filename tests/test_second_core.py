@@ -247,10 +247,13 @@ def test_core_count_is_a_number_or_auto(tmp_path, value, ok):
 
 
 @pytest.mark.model
-@pytest.mark.slow  # about a minute on 2 cores: make test-slow (CI runs it after make test)
-def test_the_real_model_searches_a_second_core_and_weighs_the_readings(monkeypatch):
+@pytest.mark.slow  # about a minute on 2 cores each: make test-slow (CI runs it after make test)
+@pytest.mark.parametrize("confirmed", [None, False])
+def test_the_real_model_searches_a_second_core_and_weighs_the_readings(monkeypatch, confirmed):
     """The embedded model on 64 shipped tweets, with the threshold set so that any departure
-    (kappa below 1.01) asks for a second core: the path that runs on a drifted core."""
+    (kappa below 1.01) asks for a second core: the path that runs on a drifted core. With
+    `confirmed` False the cores are taken not to confirm their departure, whatever they read:
+    every label is then the zero-shot reading."""
     from pathlib import Path
 
     from icm_cli.algorithm.tasks import TaskShape
@@ -262,10 +265,15 @@ def test_the_real_model_searches_a_second_core_and_weighs_the_readings(monkeypat
     from icm_cli.run.runner import RunInput, label_dataset
 
     root = Path(__file__).resolve().parents[1]
-    sets = ["search.iterations=4", "core.max_tokens=160", "core.count=auto", "transfer.calibration_size=36"]
+    sets = ["search.iterations=4", "core.max_tokens=160", "core.count=auto", "transfer.calibration_size=36",
+            "transfer.zero_shot=on"]
     cfg = load_config(root / "configs" / "tweets-sentiment.yaml", [parse_set(s) for s in sets])
     cfg = dataclasses.replace(cfg, backend=dataclasses.replace(cfg.backend, dtype="float32"))
     monkeypatch.setattr(second_core, "DEPARTS", 1.01)
+    if confirmed is not None:
+        from icm_cli.run import signal_check
+
+        monkeypatch.setattr(signal_check.TwoCores, "confirms", lambda self: confirmed)
     shape = TaskShape(cfg.task)
     index = build_index(open_source(str(root / "examples" / "tweets-64.jsonl")), Selection(), shape.check,
                         cfg.task.id_field)
@@ -277,7 +285,12 @@ def test_the_real_model_searches_a_second_core_and_weighs_the_readings(monkeypat
         backend.close()
     assert summary.second_core is True and summary.cores == 2 and "a second core" in summary.core_choice
     weights = summary.reading_weights
-    assert weights is not None and len(weights) == 2 + summary.zero_shot_averaged and sum(weights) > 0
+    assert weights is not None and len(weights) == 3 and summary.zero_shot_averaged and sum(weights) > 0
     labels = [label for _, _, label in rows]
     assert len(labels) == 64 and sum(r.source == "core" for r in labels) == summary.core_rows
     assert all(r.agreement in (0.0, 0.5, 1.0) for r in labels if r.source == "transfer")
+    assert summary.departure_confirmed is not None and summary.departure
+    if confirmed is False:
+        assert summary.departure_confirmed is False and weights == [0.0, 0.0, 1.0]
+        transferred = [r for r in labels if r.source == "transfer"]
+        assert transferred and all(r.label == r.readings[1] for r in transferred)

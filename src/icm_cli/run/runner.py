@@ -200,7 +200,7 @@ class Run:
         if searched and self.config.core.count == "auto" and len(self.outcomes) > 1 and self.check_sample:
             from .second_core import weigh
 
-            weigh(self, transfer, centres)
+            centres = weigh(self, transfer, centres)
         if shares and self.check_sample:
             from .class_shares import estimate_and_apply
 

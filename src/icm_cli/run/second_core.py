@@ -97,10 +97,11 @@ def _first_core_kappa(run: Any, transfer: Any, centres: Optional[list[list[float
     return round(cohen_kappa([argmax(r) for r in many], [argmax(r) for r in zero]), 3)
 
 
-def weigh(run: Any, transfer: Any, centres: Optional[list[list[float]]]) -> None:
+def weigh(run: Any, transfer: Any, centres: Optional[list[list[float]]]) -> Optional[list[list[float]]]:
     """Each reading's weight: its mean kappa with the other readings on the check sample; or,
     where the zero-shot reading is among them and the cores do not confirm their departure from
-    it (signal_check.TwoCores.confirms), the zero-shot reading alone, for every row."""
+    it (signal_check.TwoCores.confirms), the zero-shot reading alone, for every row. Returns the
+    centres the transfer goes on with."""
     examples = run.examples_of(run.check_sample)
     per_context = [transfer.readings(scores, centres, with_prior=False)[0] for scores in transfer.raw(examples)]
     contexts = len(transfer.contexts)
@@ -112,22 +113,22 @@ def weigh(run: Any, transfer: Any, centres: Optional[list[list[float]]]) -> None
         weights.append(round(sum(kappas) / len(kappas), 4))
     if sum(weights) > 0:
         transfer.weights = weights
-    if transfer.cores == 2 and contexts == 3:
-        _confirm(run, transfer, choices)
+    if transfer.cores == 2 and contexts == 3 and not _confirmed(run, choices):
+        centres = _zero_shot_alone(run, transfer, centres)
     run.summary.reading_weights = transfer.weights
+    return centres
 
 
-def _confirm(run: Any, transfer: Any, choices: list[list[int]]) -> None:
-    """Keep the cores' reading only where their departure from zero-shot is read twice.
+def _confirmed(run: Any, choices: list[list[int]]) -> bool:
+    """Whether the cores' departure from zero-shot is read twice.
 
     A second core was searched because the first departed from zero-shot. If the two cores then
     agree with each other clearly more than either agrees with zero-shot, the departure is what
     both searches read in the rows; if not, one of three weak readings is as likely right as
     another, and averaging them lands anywhere between: on held-out three-class tweets that ran
     from 3.5 points above zero-shot to 3.2 below (README, "One run is enough"). Asking the model
-    is then the floor the run keeps: every row's label is its zero-shot reading."""
+    is then the floor the run keeps."""
     from .signal_check import two_cores
-    from .zero_shot_rule import zero_shot_core_rows
 
     cores = two_cores(choices[0], choices[1], choices[2], run.config.search.seed)
     lo, hi = cores.margin_interval
@@ -137,8 +138,26 @@ def _confirm(run: Any, transfer: Any, choices: list[list[int]]) -> None:
     if s.departure_confirmed:
         s.departure = (f"the two cores agree with each other more than with zero-shot ({figures}): "
                        f"labels from the readings weighed by agreement")
-        return
+    else:
+        s.departure = f"the two cores do not confirm their departure from zero-shot ({figures})"
+    return s.departure_confirmed
+
+
+def _zero_shot_alone(run: Any, transfer: Any, centres: Optional[list[list[float]]]) -> Optional[list[list[float]]]:
+    """Every label, the cores' rows' too, the zero-shot reading, centred as asking the model
+    (`search.method: zero_shot`) centres it: on the whole calibration sample (the zero-shot rule
+    centred it on the check's smaller sample, enough to weigh it beside the cores)."""
+    from .zero_shot_rule import zero_shot_core_rows
+
     transfer.weights = [0.0, 0.0, 1.0]
-    changed = zero_shot_core_rows(run)
-    s.departure = (f"the two cores do not confirm their departure from zero-shot ({figures}): every label is "
-                   f"the zero-shot reading ({changed} of the cores' labels changed)")
+    if centres is not None:
+        known = run.zero_shot_raw
+        missing = [i for i in run.calibration_sample if i not in known]
+        if missing:
+            requests = [ScoreRequest((ex.query,), transfer.continuations) for _, ex in run.examples_of(missing)]
+            known.update(zip(missing, run.backend.score(requests)))
+        raw = [known[i] for i in run.calibration_sample]
+        centres = centres[:-1] + [[sum(col) / len(col) for col in zip(*raw)]]
+    changed = zero_shot_core_rows(run, transfer.continuations, centres[-1] if centres is not None else None)
+    run.summary.departure += f": every label is the zero-shot reading ({changed} of the cores' labels changed)"
+    return centres

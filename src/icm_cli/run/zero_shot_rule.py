@@ -25,12 +25,12 @@ never does. The sample is the signal check's, which reuses its zero-shot reading
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from ..foundation.agreement import cohen_kappa
 from ..backends.base import ScoreRequest
 from ..algorithm.core_labels import with_zero_shot, zero_shot_alone, zero_shot_scores
-from ..algorithm.scoring import centred_readings
+from ..algorithm.scoring import centred_readings, log_softmax
 from ..algorithm.transfer import combine
 from ..algorithm.search import Labels, argmax
 from ..algorithm.tasks import Example
@@ -90,23 +90,31 @@ def many_shot(transfer: Any, centres: Optional[list[list[float]]],
 
 def _average_core_rows(run: Any) -> int:
     """The core's rows: the search's leave-one-out reading averaged with the zero-shot one."""
-    return _relabel_core_rows(run, with_zero_shot)
-
-
-def zero_shot_core_rows(run: Any) -> int:
-    """The core's rows: the zero-shot reading alone (second_core.weigh, where the cores' departure
-    from it is not confirmed). Returns how many labels changed."""
-    return _relabel_core_rows(run, zero_shot_alone)
-
-
-def _relabel_core_rows(run: Any, relabel: Callable[..., tuple[Labels, tuple[tuple[float, ...], ...]]]) -> int:
     changed = 0
     for c, (core, outcome) in enumerate(zip(run.plan.cores, run.outcomes)):
         zero_shot = zero_shot_scores(core.problem, run.core_prompts(c), run.backend)
-        labels, scores = relabel(outcome, zero_shot, core.problem)
-        for local, (i, y) in enumerate(zip(core.ids, labels)):
-            if y is None:
-                continue
-            changed += y != run.core_labels.get(i)
-            run.core_labels[i], run.core_scores[i] = y, scores[local]
+        changed += _relabel(run, core, with_zero_shot(outcome, zero_shot, core.problem))
+    return changed
+
+
+def zero_shot_core_rows(run: Any, continuations: Sequence[str], centre: Optional[Sequence[float]]) -> int:
+    """The cores' rows: the zero-shot reading alone, centred on `centre` as the transfer centres
+    it (second_core.weigh, where the cores' departure is not confirmed). Returns how many labels
+    changed."""
+    changed = 0
+    for core, outcome in zip(run.plan.cores, run.outcomes):
+        raw = run.backend.score([ScoreRequest((ex.query,), tuple(continuations)) for ex in core.examples])
+        readings = [log_softmax([v - m for v, m in zip(r, centre)] if centre is not None else list(r)) for r in raw]
+        changed += _relabel(run, core, zero_shot_alone(outcome, readings, core.problem))
+    return changed
+
+
+def _relabel(run: Any, core: Any, relabelled: tuple[Labels, tuple[tuple[float, ...], ...]]) -> int:
+    changed = 0
+    labels, scores = relabelled
+    for local, (i, y) in enumerate(zip(core.ids, labels)):
+        if y is None:
+            continue
+        changed += y != run.core_labels.get(i)
+        run.core_labels[i], run.core_scores[i] = y, scores[local]
     return changed
