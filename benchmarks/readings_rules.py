@@ -167,33 +167,23 @@ def pairwise_weighted(s: Study, readings: Sequence[list[list[float]]]) -> list[l
     return mean_reading(readings, weights if sum(weights) > 0 else None)
 
 
-def second_core_on_departure(threshold: float = 0.45, first: int = 0, second: int = 1):
+def second_core_on_departure(threshold: float = 0.45, first: int = 0, second: int = 1, confirm: bool = False):
     """`core.count: auto`: core `first`; core `second` too only where the first's reading departs
     from zero-shot (its kappa on the check sample below `threshold`), then the three readings
-    weighted by their agreement. Its cost is one core's, or two cores' on the runs that departed."""
+    weighted by their agreement. Its cost is one core's, or two cores' on the runs that departed.
+    With `confirm` (today's rule, run/second_core.py): where the two cores do not confirm their
+    departure (TwoCores.confirms on the check sample), the zero-shot reading alone."""
     def rule(s: Study):
         many = s.core(first)
         if kappa(many, s.zero, s.check) >= threshold:
             return many if kappa(many, s.zero, s.check) >= 0.8 else mean_reading([many, s.zero])
+        if confirm:
+            a, b, z = ([argmax(r[i]) for i in s.check] for r in (many, s.core(second), s.zero))
+            if not two_cores(a, b, z, s.seed).confirms():
+                return s.zero
         return pairwise_weighted(s, [many, s.core(second), s.zero])
-    rule.__name__ = f"core.count auto (cores {first}, then {second}; < {threshold:g})"
-    rule.cores = lambda s: 1 if kappa(s.core(first), s.zero, s.check) >= threshold else 2
-    return rule
-
-
-def second_core_confirmed(threshold: float = 0.45, first: int = 0, second: int = 1):
-    """Today's `core.count: auto` (run/second_core.py): as second_core_on_departure, but where the
-    two cores do not confirm their departure from zero-shot (TwoCores.confirms on the check
-    sample), the zero-shot reading alone."""
-    def rule(s: Study):
-        many = s.core(first)
-        if kappa(many, s.zero, s.check) >= threshold:
-            return many if kappa(many, s.zero, s.check) >= 0.8 else mean_reading([many, s.zero])
-        a, b, z = ([argmax(r[i]) for i in s.check] for r in (many, s.core(second), s.zero))
-        if not two_cores(a, b, z, s.seed).confirms():
-            return s.zero
-        return pairwise_weighted(s, [many, s.core(second), s.zero])
-    rule.__name__ = f"core.count auto, confirmed or zero-shot (cores {first}, then {second})"
+    rule.__name__ = (f"core.count auto, confirmed or zero-shot (cores {first}, then {second})" if confirm
+                     else f"core.count auto (cores {first}, then {second}; < {threshold:g})")
     rule.cores = lambda s: 1 if kappa(s.core(first), s.zero, s.check) >= threshold else 2
     return rule
 
@@ -287,7 +277,7 @@ def main() -> None:
         rules += [cores_then_zero(n), equal_readings(n), agreement_weighted(n), content_weighted(n)]
     # Each ordered pair of cores as the first and the second: the seeds a record stands for.
     rules += [second_core_on_departure(0.45, a, b) for a in range(k) for b in range(k) if a != b]
-    rules += [second_core_confirmed(0.45, a, b) for a in range(k) for b in range(k) if a != b]
+    rules += [second_core_on_departure(0.45, a, b, confirm=True) for a in range(k) for b in range(k) if a != b]
     rules += [prior_adjusted(r) for r in list(rules)]
     rules += [prior_adjusted(zero_shot, 64), prior_adjusted(default_rule, 64)]
     base = [score(s, zero_shot(s))[0] for s in studies]

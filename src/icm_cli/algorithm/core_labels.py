@@ -69,15 +69,18 @@ def with_zero_shot(outcome: CoreOutcome, zero_shot: Sequence[Sequence[float]],
     last evaluation) averaged with its zero-shot reading, consistency repaired. Examples the
     search left unlabelled stay so (the transfer labels them). Fixed examples keep their labels."""
     combined = [tuple(log_softmax([(a + b) / 2 for a, b in zip(s, z)])) for s, z in zip(outcome.scores, zero_shot)]
-    labels = repair(combined, problem.consistency, problem.held_labels())
-    return tuple(y if x is not None else None for x, y in zip(outcome.labels, labels)), tuple(combined)
+    return _repaired(outcome, combined, problem)
 
 
 def zero_shot_alone(outcome: CoreOutcome, zero_shot: Sequence[Sequence[float]],
                     problem: Problem) -> tuple[Labels, tuple[tuple[float, ...], ...]]:
     """The core's final row labels from the zero-shot reading alone (consistency repaired), for
     the examples the search labelled; the others stay unlabelled. Fixed examples keep theirs."""
-    readings = [tuple(log_softmax(list(z))) for z in zero_shot]
+    return _repaired(outcome, [tuple(log_softmax(list(z))) for z in zero_shot], problem)
+
+
+def _repaired(outcome: CoreOutcome, readings: list[tuple[float, ...]],
+              problem: Problem) -> tuple[Labels, tuple[tuple[float, ...], ...]]:
     labels = repair(readings, problem.consistency, problem.held_labels())
     return tuple(y if x is not None else None for x, y in zip(outcome.labels, labels)), tuple(readings)
 
