@@ -160,6 +160,33 @@ def test_the_transfer_never_asks_the_same_prompt_twice(monkeypatch):
     assert [(r.label, r.confidence, r.source) for r in rows] == [(r.label, r.confidence, r.source) for r in fresh]
 
 
+class CountingZeroShot(DriftsAfter):
+    """Counts each zero-shot prompt (the row alone) asked anywhere in the run."""
+
+    def __init__(self, triggers: set[str]):
+        super().__init__(triggers)
+        self.asked: dict[str, int] = {}
+
+    def score(self, requests):
+        for r in requests:
+            if len(r.segments) == 1:
+                self.asked[r.segments[0]] = self.asked.get(r.segments[0], 0) + 1
+        return super().score(requests)
+
+
+def test_the_zero_shot_fallback_reads_no_transferred_row_twice():
+    """Where the cores' departure is unconfirmed, the zero-shot centre's reads of the calibration
+    sample are the transfer's too. (The cores' own rows are read zero-shot twice: once centred on
+    the core by the zero-shot rule, once on the calibration sample; a core's worth of short reads.)"""
+    cfg = auto()
+    backend = CountingZeroShot(first_core_texts(cfg))
+    rows, summary = run(tweets(N), cfg, backend=backend)
+    assert summary.departure_confirmed is False
+    transferred = {f"tweet {k} was " for k, r in enumerate(rows) if r.source == "transfer"}
+    again = [q for q, n in backend.asked.items() if n > 1 and any(t in q for t in transferred)]
+    assert not again, f"{len(again)} transferred rows read zero-shot twice"
+
+
 def stop_in_second_search(recorder: Recorder):
     original = recorder.save
 

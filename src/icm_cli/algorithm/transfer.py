@@ -170,6 +170,13 @@ class Transfer:
             else:
                 self._known.update(((i, c), scores) for c, scores in enumerate(self._raw.pop(i)))
 
+    def known_zero_shot(self, readings: Mapping[int, list[float]]) -> None:
+        """Raw zero-shot scores read already (the last context is the zero-shot one): a row not
+        kept takes its score from here when it is read, instead of asking for it again."""
+        c = len(self.contexts) - 1
+        assert self.contexts[c] == (), "the last context is not the zero-shot reading"
+        self._known.update(((i, c), list(r)) for i, r in readings.items() if i not in self._raw)
+
     def centres(self, sample: Sequence[tuple[int, Example]]) -> Optional[list[list[float]]]:
         """Per context, each label's mean raw score over `sample`; None when not calibrating."""
         if not self.calibrate or not sample:

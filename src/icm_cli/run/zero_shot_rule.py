@@ -51,11 +51,14 @@ def choose(run: Any, transfer: Any, centres: Optional[list[list[float]]], ids: S
     from the sample, as the calibration centres the cores' readings) and to the core's rows.
     Returns the choice and the centres the transfer then uses."""
     examples = run.examples_of(list(ids))
-    known = run.zero_shot_raw  # read already, where core.count auto compared the first core (second_core.py)
-    if all(i in known for i in ids):
-        raw = [known[i] for i in ids]
-    else:
-        raw = run.backend.score([ScoreRequest((ex.query,), transfer.continuations) for _, ex in examples])
+    # Read already where core.count auto compared the first core (second_core.py); kept for its
+    # zero-shot fallback, which centres on more rows.
+    known = run.zero_shot_raw
+    missing = [(i, ex) for i, ex in examples if i not in known]
+    if missing:
+        requests = [ScoreRequest((ex.query,), transfer.continuations) for _, ex in missing]
+        known.update(zip((i for i, _ in missing), run.backend.score(requests)))
+    raw = [known[i] for i in ids]
     readings = centred_readings(raw, run.shape.calibrate)
     run.zero_shot_readings = dict(zip(ids, readings))
     kappa = None
