@@ -10,8 +10,9 @@ with nothing but the model, and compares:
   punctuation kept: the text's shape without its words). Readings that follow what the words say
   spread more on the rows than on their scrambles; readings of text whose words say nothing
   (random letters) spread alike.
-- zero-shot agreement: the run's labels against the model's calibrated zero-shot labels (no
-  demonstrations at all), as Cohen's kappa with a bootstrap interval. The search and the
+- zero-shot agreement: the labels of the run's many-shot reading (the run's labels, but where
+  zero-shot is averaged in) against the model's calibrated zero-shot labels (no demonstrations
+  at all), as Cohen's kappa with a bootstrap interval. The search and the
   demonstrations may move labels; they should not turn them away from what the model reads in
   the rows themselves.
 - balance: the share of the commonest label, in the run and zero-shot; one label taking nearly
@@ -230,10 +231,10 @@ class TwoCores:
         return self.interval[0] > 0 and self.margin_interval[0] > 0
 
     def reason(self) -> str:
-        return (f"the readings follow the words; the labels depart from the model's zero-shot reading, but the two "
-                f"cores agree with each other (kappa {self.between:.2f}) about as well as zero-shot agrees with one "
-                f"of them (margin {self.margin:+.2f}, interval up to {self.margin_interval[1]:+.2f}): the departure "
-                f"is read twice, not one search's drift")
+        return (f"the readings follow the words; the many-shot reading's labels depart from the model's zero-shot "
+                f"reading, but the two cores agree with each other (kappa {self.between:.2f}) about as well as "
+                f"zero-shot agrees with one of them (margin {self.margin:+.2f}, interval up to "
+                f"{self.margin_interval[1]:+.2f}): the departure is read twice, not one search's drift")
 
     def figures(self) -> list[Figure]:
         return [
@@ -263,9 +264,11 @@ def _verdict(ratio_ci: tuple[float, float], kappa_ci: tuple[float, float], major
     if ratio_ci[0] <= NO_CONTENT:
         return "none", "the readings vary as much on the rows' shuffled letters as on their words"
     if ratio_ci[0] > CONTENT and kappa_ci[0] > AGREEMENT:
-        return "signal", "the readings follow the words, and the labels agree with the model's zero-shot reading"
+        return "signal", ("the readings follow the words, and the many-shot reading's labels agree with the model's "
+                          "zero-shot reading")
     if ratio_ci[0] > CONTENT:
-        return "weak", "the readings follow the words, but the labels depart from the model's zero-shot reading"
+        return "weak", ("the readings follow the words, but the many-shot reading's labels depart from the model's "
+                        "zero-shot reading")
     return "weak", "the words make only a small difference to the readings"
 
 
