@@ -34,7 +34,6 @@ from typing import Any, Optional
 
 from ..algorithm.scoring import centred_readings
 from ..algorithm.search import argmax
-from ..backends.base import ScoreRequest
 from ..foundation.agreement import cohen_kappa
 from .run_records import RunState
 
@@ -84,6 +83,7 @@ def second_core(run: Any, transfer: Any, centres: Optional[list[list[float]]],
 
 def _first_core_kappa(run: Any, transfer: Any, centres: Optional[list[list[float]]]) -> Optional[float]:
     from .signal_check import sample_ids
+    from .zero_shot_rule import read_zero_shot
 
     ids = sample_ids(run, centres, run.config.search.seed)
     if len(ids) < MIN_SAMPLE:
@@ -91,8 +91,8 @@ def _first_core_kappa(run: Any, transfer: Any, centres: Optional[list[list[float
     transfer.keep = set(ids)
     examples = run.examples_of(ids)
     many = [transfer.readings(scores, centres, with_prior=False)[0][0] for scores in transfer.raw(examples)]
-    raw = run.backend.score([ScoreRequest((ex.query,), transfer.continuations) for _, ex in examples])
-    run.zero_shot_raw.update(zip(ids, raw))
+    read_zero_shot(run, transfer.continuations, examples)
+    raw = [run.zero_shot_raw[i] for i in ids]
     zero = centred_readings(raw, run.shape.calibrate)
     return round(cohen_kappa([argmax(r) for r in many], [argmax(r) for r in zero]), 3)
 
@@ -147,15 +147,13 @@ def _zero_shot_alone(run: Any, transfer: Any, centres: Optional[list[list[float]
     """Every label, the cores' rows' too, the zero-shot reading, centred as asking the model
     (`search.method: zero_shot`) centres it: on the whole calibration sample (the zero-shot rule
     centred it on the check's smaller sample, enough to weigh it beside the cores)."""
-    from .zero_shot_rule import zero_shot_core_rows
+    from .zero_shot_rule import read_zero_shot, zero_shot_core_rows
 
     transfer.weights = [0.0, 0.0, 1.0]
     if centres is not None:
         known = run.zero_shot_raw
-        missing = [i for i in run.calibration_sample if i not in known]
-        if missing:
-            requests = [ScoreRequest((ex.query,), transfer.continuations) for _, ex in run.examples_of(missing)]
-            known.update(zip(missing, run.backend.score(requests)))
+        unread = [i for i in run.calibration_sample if i not in known]  # only these are fetched from the file
+        read_zero_shot(run, transfer.continuations, run.examples_of(unread))
         raw = [known[i] for i in run.calibration_sample]
         centres = centres[:-1] + [[sum(col) / len(col) for col in zip(*raw)]]
         transfer.known_zero_shot(dict(zip(run.calibration_sample, raw)))  # not read again in the transfer

@@ -51,14 +51,8 @@ def choose(run: Any, transfer: Any, centres: Optional[list[list[float]]], ids: S
     from the sample, as the calibration centres the cores' readings) and to the core's rows.
     Returns the choice and the centres the transfer then uses."""
     examples = run.examples_of(list(ids))
-    # Read already where core.count auto compared the first core (second_core.py); kept for its
-    # zero-shot fallback, which centres on more rows.
-    known = run.zero_shot_raw
-    missing = [(i, ex) for i, ex in examples if i not in known]
-    if missing:
-        requests = [ScoreRequest((ex.query,), transfer.continuations) for _, ex in missing]
-        known.update(zip((i for i, _ in missing), run.backend.score(requests)))
-    raw = [known[i] for i in ids]
+    read_zero_shot(run, transfer.continuations, examples)
+    raw = [run.zero_shot_raw[i] for i in ids]
     readings = centred_readings(raw, run.shape.calibrate)
     run.zero_shot_readings = dict(zip(ids, readings))
     kappa = None
@@ -81,6 +75,17 @@ def choose(run: Any, transfer: Any, centres: Optional[list[list[float]]], ids: S
     changed = _average_core_rows(run)
     return ZeroShotChoice(True, kappa, f"{why}: every label averages the two readings; "
                                        f"{changed} of the search's core labels changed"), centres
+
+
+def read_zero_shot(run: Any, continuations: Sequence[str], examples: Sequence[tuple[int, Example]]) -> None:
+    """The examples' raw zero-shot scores into run.zero_shot_raw, asked only for those not read
+    yet: core.count auto reads some when it compares the first core (second_core.py), and its
+    zero-shot fallback centres on more rows than this rule reads."""
+    known = run.zero_shot_raw
+    missing = [(i, ex) for i, ex in examples if i not in known]
+    if missing:
+        requests = [ScoreRequest((ex.query,), tuple(continuations)) for _, ex in missing]
+        known.update(zip((i for i, _ in missing), run.backend.score(requests)))
 
 
 def many_shot(transfer: Any, centres: Optional[list[list[float]]],
