@@ -44,8 +44,8 @@ def auto(**changes):
     return cfg
 
 
-def first_core_texts(cfg) -> set[str]:
-    data = tweets(N)
+def first_core_texts(cfg, n: int = N) -> set[str]:
+    data = tweets(n)
     plan = plan_run(data.index, data.shape, lambda t: len(t.split()), cfg.core, cfg.search.seed)
     return {f"tweet {r} was " for r in plan.cores[0].rows}
 
@@ -85,7 +85,45 @@ def test_where_the_first_core_drifts_and_the_second_does_not_confirm_it_labels_a
     assert accuracy(rows) >= 0.9 > accuracy(one)
     core_rows = [(k, r) for k, r in enumerate(rows) if r.source == "core"]
     assert core_rows and all(r.label == truth(k) for k, r in core_rows)
-    assert all(r.agreement in (0.0, 0.5, 1.0) for r in rows if r.source == "transfer")
+    # The rows transferred after the decision were read zero-shot only: no cores' agreement, no
+    # many-shot reading to show beside the label.
+    assert all(r.agreement is None and r.readings is None for r in rows if r.source == "transfer")
+
+
+class InContext(DriftsAfter):
+    """Notes each row read after demonstrations (a core's context)."""
+
+    def __init__(self, triggers: set[str]):
+        super().__init__(triggers)
+        self.in_context: set[str] = set()
+
+    def score(self, requests):
+        self.in_context.update(re.search(r"tweet \d+ was ", r.segments[-1]).group(0) for r in requests
+                               if len(r.segments) > 1)
+        return super().score(requests)
+
+
+def test_an_unconfirmed_departure_reads_the_rows_left_zero_shot_only(monkeypatch):
+    """Once the cores' departure is unconfirmed, their readings weigh nothing: the rows not read
+    yet are read zero-shot only, and every label, confidence and verdict is the one reading every
+    context gives."""
+    cfg = auto()
+    n = 300
+    lean = InContext(first_core_texts(cfg, n))
+    rows, summary = run(tweets(n), cfg, backend=lean)
+    monkeypatch.setattr(Transfer, "zero_shot_only", property(lambda self: False))
+    full = InContext(first_core_texts(cfg, n))
+    every, every_summary = run(tweets(n), cfg, backend=full)
+    assert summary.departure_confirmed is False and summary.reading_weights == [0.0, 0.0, 1.0]
+    assert [(r.label, r.confidence, r.source) for r in rows] == [(r.label, r.confidence, r.source) for r in every]
+    assert summary.signal == every_summary.signal
+    transferred = {f"tweet {k} was " for k, r in enumerate(rows) if r.source == "transfer"}
+    # Only the rows read before the decision (the two calibration samples, one drawn for each
+    # core count; the decisions' samples within them) were read after demonstrations; reading
+    # every context takes them all.
+    assert len(lean.in_context & transferred) <= 2 * cfg.transfer.calibration_size < len(transferred) / 2
+    assert full.in_context >= transferred
+    assert lean.requests < full.requests
 
 
 class PoorZeroShot(SentimentBackend):
@@ -308,6 +346,10 @@ def test_the_real_model_searches_a_second_core_and_weighs_the_readings(monkeypat
     try:
         rows: list = []
         summary = label_dataset(RunInput(index, shape), cfg, backend, on_rows=rows.extend)
+        if confirmed is False:  # the same run reading every context, for the labels it must give
+            monkeypatch.setattr(Transfer, "zero_shot_only", property(lambda self: False))
+            every: list = []
+            label_dataset(RunInput(index, shape), cfg, backend, on_rows=every.extend)
     finally:
         backend.close()
     assert summary.second_core is True and summary.cores == 2 and "a second core" in summary.core_choice
@@ -315,9 +357,13 @@ def test_the_real_model_searches_a_second_core_and_weighs_the_readings(monkeypat
     assert weights is not None and len(weights) == 3 and summary.zero_shot_averaged and sum(weights) > 0
     labels = [label for _, _, label in rows]
     assert len(labels) == 64 and sum(r.source == "core" for r in labels) == summary.core_rows
-    assert all(r.agreement in (0.0, 0.5, 1.0) for r in labels if r.source == "transfer")
     assert summary.departure_confirmed is not None and summary.departure
+    transferred = [r for r in labels if r.source == "transfer"]
     if confirmed is False:
         assert summary.departure_confirmed is False and weights == [0.0, 0.0, 1.0]
-        transferred = [r for r in labels if r.source == "transfer"]
-        assert transferred and all(r.label == r.readings[1] for r in transferred)
+        # Read zero-shot only, the labels reading every context gives: the zero-shot reading's.
+        assert transferred and all(r.agreement is None and r.readings is None for r in transferred)
+        assert [(r.label, r.confidence) for r in labels] == [(r.label, r.confidence) for _, _, r in every]
+        assert all(r.label == r.readings[1] for _, _, r in every if r.source == "transfer")
+    else:
+        assert all(r.agreement in (0.0, 0.5, 1.0) for r in transferred)

@@ -33,12 +33,15 @@ from .search import Labels, argmax
 from .tasks import Example, TaskShape
 
 
-def combine(readings: Sequence[Sequence[float]], weights: Optional[Sequence[float]] = None) -> list[float]:
-    """Normalised readings of one example combined: their mean, weighted where `weights` is given."""
+def combine(readings: Sequence[Optional[Sequence[float]]], weights: Optional[Sequence[float]] = None) -> list[float]:
+    """Normalised readings of one example combined: their mean, weighted where `weights` is given.
+    A reading that was not read (None) must weigh nothing, and is left out."""
     if weights is None:
-        return log_softmax([sum(col) / len(col) for col in zip(*readings)])
-    total = sum(weights)
-    return log_softmax([sum(w * v for w, v in zip(weights, col)) / total for col in zip(*readings)])
+        return log_softmax([sum(col) / len(col) for col in zip(*readings)])  # type: ignore[arg-type]
+    kept = [(w, r) for w, r in zip(weights, readings) if r is not None or w]
+    total = sum(w for w, _ in kept)
+    return log_softmax([sum(w * v for w, v in zip((w for w, _ in kept), col)) / total
+                        for col in zip(*(r for _, r in kept))])
 
 
 def demonstrations(prompts: PromptSet, labels: Labels, order: Sequence[int]) -> tuple[str, ...]:
@@ -52,9 +55,11 @@ class TransferChunk:
     examples: tuple[int, ...]  # example ids in the run
     labels: tuple[int, ...]
     scores: tuple[tuple[float, ...], ...]  # combined, normalised label log-probabilities
-    agreement: tuple[float, ...]  # share of cores whose own choice is the label
+    # Share of cores whose own choice is the label; None where the cores' contexts were not read
+    # (Transfer.zero_shot_only).
+    agreement: tuple[Optional[float], ...]
     # Per example, where the zero-shot reading is averaged in: (the cores' reading's choice, the
-    # zero-shot reading's choice), each alone. Empty otherwise.
+    # zero-shot reading's choice), each alone. Empty otherwise, and where only zero-shot is read.
     readings: tuple[tuple[int, int], ...] = ()
 
 
@@ -134,13 +139,24 @@ class Transfer:
         # each reading by its agreement with the others (run/second_core.py).
         self.weights: Optional[list[float]] = None
 
+    @property
+    def zero_shot_only(self) -> bool:
+        """Whether every label is the zero-shot reading alone: the cores weigh nothing (core.count
+        auto, their departure unconfirmed: run/second_core.py). Rows not read yet are then read
+        zero-shot only (their core readings None): after two cores' demonstrations a row costs
+        more than all its zero-shot reads, for readings that would not move its label."""
+        return (self.weights is not None and len(self.contexts) > self.cores > 0
+                and not any(self.weights[:self.cores]))
+
     def raw(self, examples: Sequence[tuple[int, Example]], keep: bool = False) -> list[list[list[float]]]:
-        """Per example, per context, the label log-probabilities after that context."""
+        """Per example, per context, the label log-probabilities after that context (None for a
+        core's context not read: zero_shot_only)."""
         missing = [(i, ex) for i, ex in examples if i not in self._raw]
-        wanted = [(i, c, ex) for i, ex in missing for c in range(len(self.contexts)) if (i, c) not in self._known]
+        read = range(self.cores, len(self.contexts)) if self.zero_shot_only else range(len(self.contexts))
+        wanted = [(i, c, ex) for i, ex in missing for c in read if (i, c) not in self._known]
         requests = [ScoreRequest(self.contexts[c] + (ex.query,), self.continuations) for _, c, ex in wanted]
         got = dict(zip(((i, c) for i, c, _ in wanted), self.backend.score(requests) if requests else []))
-        fresh = {i: [got[i, c] if (i, c) in got else self._known.pop((i, c)) for c in range(len(self.contexts))]
+        fresh = {i: [got[i, c] if (i, c) in got else self._known.pop((i, c), None) for c in range(len(self.contexts))]
                  for i, _ in missing}
         if keep:
             self._raw.update(fresh)
@@ -192,7 +208,7 @@ class Transfer:
                  with_prior: bool = True) -> tuple[list[list[float]], list[float]]:
         """One example's readings (per context, centred and normalised) and their combination:
         the mean (weighted, with weights), with the class prior added."""
-        per_context = [log_softmax([v - m for v, m in zip(s, centres[c])] if centres else list(s))
+        per_context = [None if s is None else log_softmax([v - m for v, m in zip(s, centres[c])] if centres else list(s))
                        for c, s in enumerate(scores)]
         combined = combine(per_context, self.weights)
         if with_prior and self.prior is not None:
@@ -221,6 +237,9 @@ class Transfer:
             per_context.append(each)
             combined.append(both)
         labels = self._consistent(chunk, combined)
+        if self.zero_shot_only:
+            return TransferChunk(chunk.ids(), tuple(labels), tuple(tuple(s) for s in combined),
+                                 tuple(None for _ in labels))
         cores = max(1, self.cores)
         agreement = tuple(
             round(sum(argmax(s) == y for s in ctx[:cores]) / cores, 4) for ctx, y in zip(per_context, labels)

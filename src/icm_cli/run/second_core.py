@@ -21,7 +21,10 @@ read both ways (the signal check's sample; the zero-shot reads are reused by the
   whole bootstrap interval of that margin. Otherwise every label, the cores' rows' too, is the
   zero-shot reading: three weak readings weighed by weak agreements landed anywhere from 3.5
   points above zero-shot to 3.2 below on held-out three-class tweets, and asking the model is the
-  floor a run must not fall under (README, "One run is enough").
+  floor a run must not fall under (README, "One run is enough"). The rows not read yet are
+  then read zero-shot only (Transfer.zero_shot_only): the cores' readings would weigh nothing,
+  and after two cores' demonstrations a row costs several times its zero-shot read. Their
+  icm_agreement and reading fields stay empty, and a review queue orders them by confidence.
 
 The decision is kept in the checkpoint, so a resumed run makes the same one without reading the
 sample again.
