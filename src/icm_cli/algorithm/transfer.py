@@ -127,7 +127,7 @@ class Transfer:
         self.backend = backend
         self.calibrate = shape.calibrate
         self.continuations = tuple(label_prefix + w for w in shape.label_words)
-        self._raw: dict[int, list[list[float]]] = {}  # example id -> per context; the calibration sample's
+        self._raw: dict[int, list[Optional[list[float]]]] = {}  # example id -> per context; the calibration sample's
         self.keep: set[int] = set()  # ids whose scores are kept when a chunk reads them (the signal check's)
         # (example id, context) -> raw scores an earlier transfer read after the same demonstrations
         # (adopt): not asked of the model again.
@@ -148,7 +148,7 @@ class Transfer:
         return (self.weights is not None and len(self.contexts) > self.cores > 0
                 and not any(self.weights[:self.cores]))
 
-    def raw(self, examples: Sequence[tuple[int, Example]], keep: bool = False) -> list[list[list[float]]]:
+    def raw(self, examples: Sequence[tuple[int, Example]], keep: bool = False) -> list[list[Optional[list[float]]]]:
         """Per example, per context, the label log-probabilities after that context (None for a
         core's context not read: zero_shot_only)."""
         missing = [(i, ex) for i, ex in examples if i not in self._raw]
@@ -204,8 +204,8 @@ class Transfer:
             for c in range(len(self.contexts))
         ]
 
-    def readings(self, scores: Sequence[Sequence[float]], centres: Optional[list[list[float]]],
-                 with_prior: bool = True) -> tuple[list[list[float]], list[float]]:
+    def readings(self, scores: Sequence[Optional[Sequence[float]]], centres: Optional[list[list[float]]],
+                 with_prior: bool = True) -> tuple[list[Optional[list[float]]], list[float]]:
         """One example's readings (per context, centred and normalised) and their combination:
         the mean (weighted, with weights), with the class prior added."""
         per_context = [None if s is None else log_softmax([v - m for v, m in zip(s, centres[c])] if centres else list(s))
@@ -230,7 +230,7 @@ class Transfer:
         return [self.readings(s, centres, with_prior=False)[1] for s in self.raw(list(sample), keep=keep)]
 
     def label(self, chunk: ChunkRows, centres: Optional[list[list[float]]]) -> TransferChunk:
-        per_context: list[list[list[float]]] = []  # example -> context -> normalised log-probs
+        per_context: list[list[Optional[list[float]]]] = []  # example -> context -> normalised log-probs
         combined: list[list[float]] = []
         for scores in self.raw(chunk.targets):
             each, both = self.readings(scores, centres)
