@@ -90,3 +90,36 @@ def test_the_ray_engine_gives_the_local_labels_and_completes_a_killed_run(setup)
     assert sum(summary["label_counts"].values()) == ROWS
     assert summary["signal"]["verdict"] in ("signal", "weak", "none")
     assert not (out / "icm-checkpoint").exists() and not list(out.glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_an_unconfirmed_departure_reads_zero_shot_only_on_the_actors_too(setup, monkeypatch):
+    """The driver decides (here: every first core departs, no second core confirms it) and ships
+    the readings' weights; the actors then read the rows zero-shot only, as a local run does, and
+    write the local run's labels. In-process (typer's runner) so that the decision can be forced;
+    the actors are Ray's own processes."""
+    import ray
+    from typer.testing import CliRunner
+
+    from icm_cli.cli import app
+    from icm_cli.run import second_core, signal_check
+
+    monkeypatch.setattr(second_core, "DEPARTS", 1.01)
+    monkeypatch.setattr(signal_check.TwoCores, "confirms", lambda self: False)
+    monkeypatch.chdir(setup)
+    local = CliRunner().invoke(app, ["label", "tweets.jsonl", "-c", "c.yaml", "-q", "-o", "forced.jsonl"])
+    assert local.exit_code == 0, local.output
+    summary = json.loads((setup / "forced.jsonl.summary.json").read_text())
+    assert summary["departure_confirmed"] is False and summary["reading_weights"] == [0.0, 0.0, 1.0]
+    try:
+        far = CliRunner().invoke(app, ["label", "tweets.jsonl", "-c", "c.yaml", "-q", "-o", "forced-shards",
+                                       "--engine", "ray"])
+    finally:
+        ray.shutdown()
+    assert far.exit_code == 0, far.output
+    shards = glob.glob(str(setup / "forced-shards" / "part-*.jsonl"))
+    assert labels_in(shards) == labels_in([str(setup / "forced.jsonl")])
+    transferred = [json.loads(line) for path in shards for line in Path(path).read_text(encoding="utf-8").split("\n")
+                   if line and json.loads(line)["icm_source"] == "transfer"]
+    assert transferred and all(row.get("icm_agreement") is None for row in transferred)
+    assert json.loads((setup / "forced-shards" / "icm-summary.json").read_text())["reading_weights"] == [0.0, 0.0, 1.0]
