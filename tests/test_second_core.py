@@ -117,6 +117,7 @@ def test_an_unconfirmed_departure_reads_the_rows_left_zero_shot_only(monkeypatch
     every, every_summary = run(tweets(n), cfg, backend=full)
     assert summary.departure_confirmed is False and summary.reading_weights == [0.0, 0.0, 1.0]
     assert [(r.label, r.confidence, r.source) for r in rows] == [(r.label, r.confidence, r.source) for r in every]
+
     def verdict(s):  # the check's figures; its own cost differs
         return {k: v for k, v in s.signal.items() if k not in ("tokens", "seconds")}
 
