@@ -137,6 +137,7 @@ class Transport:
         self._lock = threading.Lock()
         self._closed = False
         self._pending: set[concurrent.futures.Future] = set()  # one per request() waiting
+        self._tasks: set[asyncio.Task] = set()  # the loop's tasks that are requests; touched on the loop only
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -184,10 +185,15 @@ class Transport:
         # The error as a value, not as the task's exception: a request its caller stopped waiting
         # for (cancel(), Ctrl-C) can still end in an error before the cancellation reaches it, and
         # asyncio would log that unread exception, traceback and all, on stderr.
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
         try:
             return await self._request(url_for, payload), None
         except Exception as e:  # noqa: BLE001 - re-raised in the caller's thread by request()
             return None, e
+        finally:
+            self._tasks.discard(task)
 
     async def _request(self, url_for: Callable[[str], str], payload: Optional[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         failures = throttles = 0
@@ -280,7 +286,11 @@ class Transport:
         self._thread.join(timeout=0.5)
 
     async def _shutdown(self) -> None:
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        # Only the requests' own tasks: a cancelled request ends its library's tasks (anyio's
+        # connect attempts) itself. Cancelling one of those before its first step, as cancelling
+        # every task in the loop would, leaves its coroutine never awaited, and Python's warning
+        # about it lands on stderr at exit, after the run's one-line error.
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
