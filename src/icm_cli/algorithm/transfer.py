@@ -140,13 +140,18 @@ class Transfer:
         self.weights: Optional[list[float]] = None
 
     @property
-    def zero_shot_only(self) -> bool:
+    def cores_weigh_nothing(self) -> bool:
         """Whether every label is the zero-shot reading alone: the cores weigh nothing (core.count
-        auto, their departure unconfirmed: run/second_core.py). Rows not read yet are then read
-        zero-shot only (their core readings None): after two cores' demonstrations a row costs
-        more than all its zero-shot reads, for readings that would not move its label."""
-        return (self.weights is not None and len(self.contexts) > self.cores > 0
-                and not any(self.weights[:self.cores]))
+        auto, their departure unconfirmed: run/second_core.py)."""
+        return self.weights is not None and self.cores > 0 and not any(self.weights[:self.cores])
+
+    @property
+    def zero_shot_only(self) -> bool:
+        """Whether rows not read yet are read zero-shot only (their core readings None): where the
+        cores weigh nothing, a row read after two cores' demonstrations costs more than all its
+        zero-shot reads, for readings that would not move its label. Apart from
+        cores_weigh_nothing, which says what the labels are, because this says only what is read."""
+        return self.cores_weigh_nothing and len(self.contexts) > self.cores
 
     def raw(self, examples: Sequence[tuple[int, Example]], keep: bool = False) -> list[list[Optional[list[float]]]]:
         """Per example, per context, the label log-probabilities after that context (None for a

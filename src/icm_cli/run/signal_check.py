@@ -302,7 +302,7 @@ def _transferred(run: Any, transfer: Any, centres: Optional[list[list[float]]], 
     weights = transfer.core_weights()
     # Where the cores weigh nothing (their departure unconfirmed), the labels are the zero-shot
     # reading, and that is the reading judged.
-    alone = transfer.weights is not None and not any(transfer.weights[:cores])
+    alone = transfer.cores_weigh_nothing
 
     def in_context(items: Sequence[tuple[int, Example]]) -> tuple[list[list[float]], list[int], list[list[list[float]]]]:
         """The many-shot reading (the cores' contexts), the run's labels (every context), and
