@@ -54,9 +54,11 @@ def icm(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 # What one request costs llama-cpp-python's server grows with the prompt: besides the forward
-# pass it takes log-softmax over the whole 262k vocabulary at every prompt position and sorts the
-# vocabulary in Python (measured: ~0.45 s for a 40-token prompt, ~1.2 s for 700 tokens, on 2
-# cores). The shipped config's core.max_tokens (1024: one batch of 16, prompts of ~700 tokens)
+# pass it keeps the logits of the whole 262k vocabulary at every prompt position (logits_all,
+# which any logprobs need). Measured 2026-12-06 on 2 cores (Xeon with AMX): 0.4-0.7 s for a
+# 60-token prompt after cached demonstrations, 38-49 s for a 752-token prompt read from nothing,
+# 1 s for it with its prefix cached (tests/test_backend_contract.py orders its prompts for that;
+# an earlier note here said 1.2 s for 700 tokens, which matches only the cached case). The shipped config's core.max_tokens (1024: one batch of 16, prompts of ~700 tokens)
 # makes 20 iterations cost ~15 minutes there; 256 cuts the 16 tweets into four batches of short
 # prompts (and runs the multi-batch path through the server too).
 BATCH_TOKENS = 256
