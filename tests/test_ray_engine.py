@@ -48,14 +48,15 @@ def icm(work: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "icm_cli.cli", "label", "tweets.jsonl", "-c", "c.yaml", "-q", *args]
 
 
+def rows_in(paths: list[str]) -> list[dict]:
+    return [json.loads(line) for path in paths for line in Path(path).read_text(encoding="utf-8").split("\n") if line]
+
+
 def labels_in(paths: list[str]) -> dict[str, tuple]:
     out = {}
-    for path in paths:
-        for line in Path(path).read_text(encoding="utf-8").split("\n"):
-            if line:
-                row = json.loads(line)
-                assert row["id"] not in out, f"{row['id']} written twice"
-                out[row["id"]] = (row["label"], row["confidence"], row["icm_source"])
+    for row in rows_in(paths):
+        assert row["id"] not in out, f"{row['id']} written twice"
+        out[row["id"]] = (row["label"], row["confidence"], row["icm_source"])
     return out
 
 
@@ -119,7 +120,6 @@ def test_an_unconfirmed_departure_reads_zero_shot_only_on_the_actors_too(setup, 
     assert far.exit_code == 0, far.output
     shards = glob.glob(str(setup / "forced-shards" / "part-*.jsonl"))
     assert labels_in(shards) == labels_in([str(setup / "forced.jsonl")])
-    transferred = [json.loads(line) for path in shards for line in Path(path).read_text(encoding="utf-8").split("\n")
-                   if line and json.loads(line)["icm_source"] == "transfer"]
+    transferred = [row for row in rows_in(shards) if row["icm_source"] == "transfer"]
     assert transferred and all(row.get("icm_agreement") is None for row in transferred)
     assert json.loads((setup / "forced-shards" / "icm-summary.json").read_text())["reading_weights"] == [0.0, 0.0, 1.0]
