@@ -25,6 +25,7 @@ from icm_cli.backends.base import ScoreRequest
 from icm_cli.backends.loading import load_backend
 from icm_cli.backends.openai_logprobs import Malformed, echo_logprob, parse_logprobs, topk_candidates, topk_logprob
 from icm_cli.backends.openai_server import OpenAIBackend
+from icm_cli.foundation.backend_options import OpenAIOptions
 from icm_cli.foundation.config import BackendConfig
 from icm_cli.foundation.errors import EXIT_BACKEND, EXIT_USAGE, BackendError, InputError
 
@@ -649,7 +650,7 @@ def test_503_is_retried_on_the_same_single_server(serve):
 def test_connection_refused_until_the_server_comes_up_is_retried():
     url = dead_url()
     port = int(url.split(":")[2].split("/")[0])
-    backend = OpenAIBackend([url], "fake-model", echo=True, retries=8, backoff_s=0.1)
+    backend = OpenAIBackend("fake-model", OpenAIOptions(base_urls=(url,), echo=True, retries=8, backoff_s=0.1))
 
     def start_after_a_refusal() -> None:
         while not backend.stats.retries:  # the first attempt has met a closed port
@@ -690,7 +691,8 @@ class RefuseFirst(httpx.BaseTransport):
 
 def test_injected_connect_errors_are_retried_and_counted(serve):
     url, behavior = serve()
-    backend = OpenAIBackend([url], "fake-model", echo=True, retries=3, backoff_s=0.01, transport=RefuseFirst(2))
+    backend = OpenAIBackend("fake-model", OpenAIOptions(base_urls=(url,), echo=True, retries=3, backoff_s=0.01),
+                            transport=RefuseFirst(2))
     requests = make_requests(2)
     check_echo(requests, backend.score(requests))
     assert backend.stats.retries == 2 and len(behavior.completions()) == 4 + 1
@@ -838,7 +840,7 @@ def test_a_trickling_server_cannot_hold_an_attempt_past_timeout_s(raw_server, wh
         url = raw_server(lambda conn, stop: (conn.sendall(head), trickle(body)(conn, stop)))
     else:
         url = raw_server(trickle(head + body))
-    backend = OpenAIBackend([url], "fake-model", timeout_s=1.0, retries=1, backoff_s=0.01)
+    backend = OpenAIBackend("fake-model", OpenAIOptions(base_urls=(url,), timeout_s=1.0, retries=1, backoff_s=0.01))
     started = time.monotonic()
     with pytest.raises(BackendError) as info:
         backend.connect()
@@ -852,8 +854,10 @@ CTRL_C_SCRIPT = """
 import sys, time
 from icm_cli.backends.base import ScoreRequest
 from icm_cli.backends.openai_server import OpenAIBackend
+from icm_cli.foundation.backend_options import OpenAIOptions
 
-backend = OpenAIBackend([sys.argv[1]], "fake-model", timeout_s=120, retries=4, concurrency=4, echo=False)
+backend = OpenAIBackend("fake-model", OpenAIOptions(base_urls=(sys.argv[1],), timeout_s=120, retries=4, concurrency=4,
+                                                   echo=False))
 requests = [ScoreRequest((f"Tweet: sample {i}\\nSentiment:",), (" positive", " negative")) for i in range(8)]
 try:
     backend.score(requests)
@@ -952,8 +956,8 @@ def test_close_leaves_a_library_s_tasks_to_it_so_no_warning_follows_the_error():
         warnings.simplefilter("always")
         for _ in range(10):  # the race is lost on most closes, not all
             spawning = SpawningTransport()
-            transport = Transport(["http://127.0.0.1:9/v1"], timeout_s=60, retries=0, backoff_s=0.01,
-                                  concurrency=1, transport=spawning)
+            transport = Transport(OpenAIOptions(base_urls=("http://127.0.0.1:9/v1",), timeout_s=60, retries=0,
+                                                backoff_s=0.01, concurrency=1), transport=spawning)
             waiter = threading.Thread(target=wait_on, args=(transport,))
             waiter.start()
             assert spawning.spawning.wait(10)
@@ -1000,7 +1004,7 @@ def test_a_tls_certificate_that_does_not_verify_fails_at_once(raw_server, tmp_pa
             read_request_head(tls)  # never reached: the client refuses the self-signed certificate
 
     url = raw_server(handle).replace("http://", "https://")
-    backend = OpenAIBackend([url], "fake-model", retries=3, backoff_s=0.2)
+    backend = OpenAIBackend("fake-model", OpenAIOptions(base_urls=(url,), retries=3, backoff_s=0.2))
     started = time.monotonic()
     with pytest.raises(BackendError) as info:
         backend.connect()
@@ -1016,7 +1020,7 @@ def test_a_tls_certificate_that_does_not_verify_fails_at_once(raw_server, tmp_pa
 def test_an_api_key_over_plain_http_to_another_host_is_warned_about_without_the_key():
     lines: list[str] = []
     urls = ["http://10.1.2.3:8000/v1", "https://api.example.com/v1", "http://127.0.0.1:8000/v1", "http://gpu-box/v1"]
-    OpenAIBackend(urls, "fake-model", api_key=SECRET, log=lines.append).close()
+    OpenAIBackend("fake-model", OpenAIOptions(base_urls=tuple(urls)), api_key=SECRET, log=lines.append).close()
     assert len(lines) == 1 and SECRET not in lines[0]
     assert "plain http://" in lines[0] and "10.1.2.3, gpu-box;" in lines[0]
     assert "example.com" not in lines[0] and "127.0.0.1" not in lines[0]
@@ -1024,7 +1028,7 @@ def test_an_api_key_over_plain_http_to_another_host_is_warned_about_without_the_
     loopback = ["http://localhost:8000/v1", "http://127.5.0.1/v1", "http://[::1]:8000/v1", "http://[::ffff:127.0.0.1]/v1"]
     for urls, key in ((loopback, SECRET), (["https://10.1.2.3/v1"], SECRET), (["http://10.1.2.3/v1"], None)):
         quiet: list[str] = []
-        OpenAIBackend(urls, "fake-model", api_key=key, log=quiet.append).close()
+        OpenAIBackend("fake-model", OpenAIOptions(base_urls=tuple(urls)), api_key=key, log=quiet.append).close()
         assert quiet == [], (urls, quiet)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Optional, Sequence, Union
 
+from ..foundation.backend_options import OpenAIOptions
 from ..foundation.errors import BackendError, InputError
 from .base import ScoreRequest
 from .openai_logprobs import Malformed, NoEcho, echo_logprob, parse_logprobs, topk_candidates, topk_logprob
@@ -34,13 +35,13 @@ class Completions:
     after construction."""
 
     def __init__(self, transport: Transport, model: Callable[[], str], tokens: ServerTokenizer,
-                 echo: Union[str, bool], top_logprobs: int, key_env: Optional[str], log: Callable[[str], None]):
+                 options: OpenAIOptions, log: Callable[[str], None]):
         self._http = transport
         self._model = model
         self._tokens = tokens
-        self.echo = echo
-        self.top_logprobs = top_logprobs
-        self._key_env = key_env
+        self.echo: Union[str, bool] = "auto" if options.echo == "auto" else bool(options.echo)
+        self.top_logprobs = options.top_logprobs
+        self._key_env = options.api_key_env
         self.log = log
         self._mode: Optional[str] = None  # "echo" or "topk", fixed on the first score()
         self._echo_max_tokens = 0  # raised to 1 if the server refuses 0

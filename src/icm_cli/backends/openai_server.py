@@ -29,13 +29,15 @@ choosing echo or top-k, a request's body and reading its answer, openai_completi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import urllib.parse
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, TypeVar
 
+from ..foundation.backend_options import OpenAIOptions
 from ..foundation.config import BackendConfig
 from ..foundation.errors import BackendError, InputError
 from .base import BackendStats, ScoreRequest
@@ -69,47 +71,30 @@ class OpenAIBackend:
 
     def __init__(
         self,
-        base_urls: Sequence[str],
         model: str,
+        options: OpenAIOptions,
         *,
         api_key: Optional[str] = None,
-        api_key_env: Optional[str] = None,
-        timeout_s: float = 120.0,
-        concurrency: int = 8,
-        retries: int = 4,
-        backoff_s: float = 0.5,
-        echo: Union[str, bool] = "auto",
-        top_logprobs: int = 20,
         max_context: Optional[int] = None,
-        prompts_per_request: int = 1,
         log: Callable[[str], None] = lambda _: None,
         transport: Optional["httpx.BaseTransport"] = None,  # instead of the network (tests)
     ):
-        self.base_urls = [u.rstrip("/") for u in base_urls]
+        self.options = dataclasses.replace(options, base_urls=tuple(u.rstrip("/") for u in options.base_urls))
+        self.base_urls = list(self.options.base_urls)
         self.model_name = model
         self.max_context = max_context or DEFAULT_CONTEXT
         self.stats = OpenAIStats()
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self.echo: Union[str, bool] = "auto" if echo == "auto" else bool(echo)
-        self.top_logprobs = top_logprobs
-        self.prompts_per_request = prompts_per_request
         self.log = log
         self._context_from_config = max_context is not None
-        self._http = Transport(
-            self.base_urls, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s, concurrency=concurrency,
-            key=Secret(api_key) if api_key else None, on_retry=self._count_retry, transport=transport,
-        )
+        self._http = Transport(self.options, key=Secret(api_key) if api_key else None, on_retry=self._count_retry,
+                               transport=transport)
         exposed = sent_in_clear(self.base_urls) if api_key else []
         if exposed:  # a warning, not an error: a private network may be trusted, which only the user knows
             log(f"openai backend: warning: the API key goes unencrypted (plain http://) to {', '.join(exposed)}; "
                 f"use https:// for a server beyond this machine")
         self._tokens = ServerTokenizer(self._http, lambda: self.model_name,
                                        lambda e: self._completions.rejection(e, echo=False), log)
-        self._completions = Completions(self._http, lambda: self.model_name, self._tokens, self.echo, top_logprobs,
-                                        api_key_env, log)
-        self.concurrency = concurrency
+        self._completions = Completions(self._http, lambda: self.model_name, self._tokens, self.options, log)
         self._pool: Optional[ThreadPoolExecutor] = None
         self._lock = threading.Lock()
 
@@ -187,7 +172,7 @@ class OpenAIBackend:
                 jobs.extend((prompt + c, [(i, k, c)]) for k, c in enumerate(r.continuations))
             else:
                 jobs.append((prompt, [(i, k, c) for k, c in enumerate(r.continuations)]))
-        size = self.prompts_per_request
+        size = self.options.prompts_per_request
         chunks = [jobs[s : s + size] for s in range(0, len(jobs), size)]
         results = self._map(lambda chunk: self._completions.run(chunk, mode), chunks)
         out = [[0.0] * len(r.continuations) for r in requests]
@@ -210,7 +195,7 @@ class OpenAIBackend:
             # server names tokens differently (e.g. as ids) and every score would be a floor.
             raise BackendError(
                 f"none of the labels {list(requests[0].continuations)} is among the server's top "
-                f"{self.top_logprobs} next tokens in {len(requests)} prompts; set backend.echo: true"
+                f"{self.options.top_logprobs} next tokens in {len(requests)} prompts; set backend.echo: true"
             )
         return out
 
@@ -250,7 +235,7 @@ class OpenAIBackend:
         if len(items) <= 1:
             return [fn(item) for item in items]
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="icm-openai")
+            self._pool = ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="icm-openai")
         futures = [self._pool.submit(fn, item) for item in items]
         try:
             wait(futures, return_when=FIRST_EXCEPTION)
@@ -294,12 +279,7 @@ def load_openai_backend(config: BackendConfig, log: Callable[[str], None] = lamb
         key = os.environ.get(config.openai.api_key_env)
         if not key:
             raise InputError(f"backend.api_key_env: environment variable {config.openai.api_key_env} is not set")
-    backend = OpenAIBackend(
-        config.openai.base_urls, config.model, api_key=key, api_key_env=config.openai.api_key_env,
-        timeout_s=config.openai.timeout_s, concurrency=config.openai.concurrency, retries=config.openai.retries,
-        backoff_s=config.openai.backoff_s, echo=config.openai.echo, top_logprobs=config.openai.top_logprobs,
-        max_context=config.max_context, prompts_per_request=config.openai.prompts_per_request, log=log,
-    )
+    backend = OpenAIBackend(config.model, config.openai, api_key=key, max_context=config.max_context, log=log)
     try:
         backend.connect()
     except BaseException:

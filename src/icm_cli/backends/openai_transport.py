@@ -29,10 +29,11 @@ import json
 import ssl
 import threading
 from contextlib import suppress
-from typing import Any, Callable, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
 import httpx
 
+from ..foundation.backend_options import OpenAIOptions
 from ..foundation.errors import BackendError
 from .openai_key import Secret
 from .openai_retry import THROTTLE_BUDGET_S, TRANSIENT_STATUS, Cancelled, Rejected, Replicas, RetriesExhausted, Transient, backoff_delay, retry_after_s, throttle_delay
@@ -99,34 +100,31 @@ class Transport:
 
     def __init__(
         self,
-        base_urls: Sequence[str],
+        options: OpenAIOptions,
         *,
-        timeout_s: float,
-        retries: int,
-        backoff_s: float,
-        concurrency: int,
         key: Optional[Secret] = None,
         on_retry: Callable[[], None] = lambda: None,
         transport: Optional[Union[httpx.AsyncBaseTransport, httpx.BaseTransport]] = None,
     ):
-        self.base_urls = list(base_urls)
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.backoff_s = backoff_s
+        self.base_urls = list(options.base_urls)
+        self.timeout_s = options.timeout_s
+        self.retries = options.retries
+        self.backoff_s = options.backoff_s
         self.throttle_budget_s = THROTTLE_BUDGET_S
-        self.replicas = Replicas(self.base_urls, cooldown_s=min(30.0, max(0.05, 10 * backoff_s)), concurrency=concurrency)
+        self.replicas = Replicas(self.base_urls, cooldown_s=min(30.0, max(0.05, 10 * self.backoff_s)),
+                                 concurrency=options.concurrency)
         self._key = key
         self._on_retry = on_retry
         # No cap on connections (the backend's thread pool already bounds requests in flight, and
         # a cap would add a pool wait that is not a server failure); keep enough idle ones alive
         # that every thread finds one on whichever replica it is sent to.
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=max(1, concurrency) * len(self.base_urls))
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=max(1, options.concurrency) * len(self.base_urls))
         if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
             transport = _BlockingTransport(transport)
         self._client = httpx.AsyncClient(
             transport=transport or httpx.AsyncHTTPTransport(limits=limits, retries=0),
             # Each phase inside the whole attempt's deadline (see _attempt), which is what bounds it.
-            timeout=httpx.Timeout(timeout_s),
+            timeout=httpx.Timeout(self.timeout_s),
             # The servers are named in the config: no proxy or .netrc from the environment.
             trust_env=False,
         )
