@@ -98,7 +98,7 @@ class CoreConfig:
     fixed_tokens: Optional[int] = None
     # count auto: the second core's demonstrations, in tokens (unset: half of max_tokens). It is
     # a second opinion on the first core, read beside it: with half the demonstrations its
-    # search costs a fraction of the first's (README, "One run is enough").
+    # search costs a fraction of the first's (benchmarks/one_run_history.md).
     second_tokens: Optional[int] = None
 
     def budget(self, core: int) -> int:

@@ -2,7 +2,7 @@
 
 One searched core sometimes drifts: the search finds labels the model finds self-consistent that
 are not what it reads in the rows themselves, and many-shot prompting carries them to every row.
-On held-out tweets one core in three did (README, "One run is enough"), and it is the unlucky
+On held-out tweets one core in three did (README, "How a run is shaped"), and it is the unlucky
 seed that falls below asking the model. Its many-shot reading then departs from the zero-shot one
 on a sample (Cohen's kappa below DEPARTS), where the cores that did not drift agreed at 0.45-0.60.
 
