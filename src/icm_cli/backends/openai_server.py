@@ -80,7 +80,6 @@ class OpenAIBackend:
         transport: Optional["httpx.BaseTransport"] = None,  # instead of the network (tests)
     ):
         self.options = dataclasses.replace(options, base_urls=tuple(u.rstrip("/") for u in options.base_urls))
-        self.base_urls = list(self.options.base_urls)
         self.model_name = model
         self.max_context = max_context or DEFAULT_CONTEXT
         self.stats = OpenAIStats()
@@ -88,7 +87,7 @@ class OpenAIBackend:
         self._context_from_config = max_context is not None
         self._http = Transport(self.options, key=Secret(api_key) if api_key else None, on_retry=self._count_retry,
                                transport=transport)
-        exposed = sent_in_clear(self.base_urls) if api_key else []
+        exposed = sent_in_clear(self.options.base_urls) if api_key else []
         if exposed:  # a warning, not an error: a private network may be trusted, which only the user knows
             log(f"openai backend: warning: the API key goes unencrypted (plain http://) to {', '.join(exposed)}; "
                 f"use https:// for a server beyond this machine")
@@ -99,7 +98,7 @@ class OpenAIBackend:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"OpenAIBackend(model={self.model_name!r}, base_urls={self.base_urls!r})"
+        return f"OpenAIBackend(model={self.model_name!r}, base_urls={list(self.options.base_urls)!r})"
 
     @property
     def identity(self) -> str:
@@ -128,10 +127,10 @@ class OpenAIBackend:
         except Rejected:
             return  # not every server lists models; completions may still work
         except RetriesExhausted as e:
-            if len(self.base_urls) == 1:  # the message names the one URL
+            if len(self.options.base_urls) == 1:  # the message names the one URL
                 raise ServerUnreachable(f"no server answered at start-up: {e.message}") from None
             raise ServerUnreachable(
-                f"no server answered at start-up ({', '.join(self.base_urls)}); the last: {e.message}"
+                f"no server answered at start-up ({', '.join(self.options.base_urls)}); the last: {e.message}"
             ) from None
         entries = data.get("data") if isinstance(data.get("data"), list) else []
         models = [m for m in entries if isinstance(m, dict) and isinstance(m.get("id"), str)]

@@ -106,25 +106,22 @@ class Transport:
         on_retry: Callable[[], None] = lambda: None,
         transport: Optional[Union[httpx.AsyncBaseTransport, httpx.BaseTransport]] = None,
     ):
-        self.base_urls = list(options.base_urls)
-        self.timeout_s = options.timeout_s
-        self.retries = options.retries
-        self.backoff_s = options.backoff_s
+        self.options = options
         self.throttle_budget_s = THROTTLE_BUDGET_S
-        self.replicas = Replicas(self.base_urls, cooldown_s=min(30.0, max(0.05, 10 * self.backoff_s)),
+        self.replicas = Replicas(options.base_urls, cooldown_s=min(30.0, max(0.05, 10 * options.backoff_s)),
                                  concurrency=options.concurrency)
         self._key = key
         self._on_retry = on_retry
         # No cap on connections (the backend's thread pool already bounds requests in flight, and
         # a cap would add a pool wait that is not a server failure); keep enough idle ones alive
         # that every thread finds one on whichever replica it is sent to.
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=max(1, options.concurrency) * len(self.base_urls))
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=max(1, options.concurrency) * len(options.base_urls))
         if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
             transport = _BlockingTransport(transport)
         self._client = httpx.AsyncClient(
             transport=transport or httpx.AsyncHTTPTransport(limits=limits, retries=0),
             # Each phase inside the whole attempt's deadline (see _attempt), which is what bounds it.
-            timeout=httpx.Timeout(self.timeout_s),
+            timeout=httpx.Timeout(options.timeout_s),
             # The servers are named in the config: no proxy or .netrc from the environment.
             trust_env=False,
         )
@@ -145,7 +142,7 @@ class Transport:
             self._loop.close()
 
     def __repr__(self) -> str:
-        return f"Transport(base_urls={self.base_urls!r})"
+        return f"Transport(base_urls={list(self.options.base_urls)!r})"
 
     def request(self, url_for: Callable[[str], str], payload: Optional[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         """GET (no payload) or POST `url_for(replica)`, retried over replicas; (url, JSON object).
@@ -206,18 +203,18 @@ class Transport:
                     last, last_base = e, base
                     self.replicas.failed(base)
             if last.throttled:
-                delay = throttle_delay(self.throttle_budget_s, self.backoff_s, last, throttles, throttled_s)
+                delay = throttle_delay(self.throttle_budget_s, self.options.backoff_s, last, throttles, throttled_s)
                 throttles += 1
                 throttled_s += delay
             else:
                 failures += 1
-                if failures > self.retries:
+                if failures > self.options.retries:
                     break
-                delay = backoff_delay(self.backoff_s, failures - 1, last.retry_after)
+                delay = backoff_delay(self.options.backoff_s, failures - 1, last.retry_after)
             self._on_retry()
             await asyncio.sleep(delay)
         attempts = failures + throttles
-        servers = f"{len(self.base_urls)} servers" if len(self.base_urls) > 1 else "1 server"
+        servers = f"{len(self.options.base_urls)} servers" if len(self.options.base_urls) > 1 else "1 server"
         # What the caller should do next (resume from a checkpoint, or start again) is the CLI's to say.
         raise RetriesExhausted(f"{last.url}: {last.what} ({attempts} attempts over {servers})")
 
@@ -232,9 +229,9 @@ class Transport:
     async def _attempt(self, url: str, payload: Optional[dict[str, Any]]) -> dict[str, Any]:
         try:
             # One deadline for the whole attempt: connecting, sending, the headers and the body.
-            response = await asyncio.wait_for(self._exchange(url, payload), self.timeout_s)
+            response = await asyncio.wait_for(self._exchange(url, payload), self.options.timeout_s)
         except (asyncio.TimeoutError, httpx.TimeoutException):
-            raise Transient(url, f"no response within {self.timeout_s:g} s") from None
+            raise Transient(url, f"no response within {self.options.timeout_s:g} s") from None
         except httpx.RequestError as e:  # connect, read, write, protocol or decoding failures
             refused = _cause(e, ssl.SSLCertVerificationError)
             if refused is not None:  # the same certificate will not verify on the next attempt
