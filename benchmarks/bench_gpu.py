@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_scoring as bs  # noqa: E402
 from icm_cli.backends.hf import HFBackend  # noqa: E402
+from icm_cli.foundation.backend_options import HFOptions  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +99,7 @@ def build(directory: Path, shape: Shape, dtype: Any, device: str, small: bool) -
 
 
 def backend_for(model: Any, tokenizer: Any, name: str, attention: str = "tree") -> HFBackend:
-    return HFBackend(model, tokenizer, name, kv_cache_mib=16384, attention=attention)
+    return HFBackend(model, tokenizer, HFOptions(kv_cache_mib=16384, attention=attention), name=name)
 
 
 def memory_gib() -> float:
@@ -212,8 +213,6 @@ def checkpoint(args: argparse.Namespace, directory: Path) -> Path:
 
 def cli_part(args: argparse.Namespace, directory: Path, results: dict) -> None:
     """`icm label` on the shipped 1,000 tweets, shipped config, device auto, random 270M weights."""
-    import torch
-
     print("\n== icm label examples/tweets-1000.jsonl -c configs/tweets-sentiment.yaml (device auto)", flush=True)
     target = checkpoint(args, directory)
     data = "examples/tweets-16.jsonl" if args.small else "examples/tweets-1000.jsonl"

@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from ..foundation.backend_options import HFOptions
 from ..foundation.config import BackendConfig
 from ..foundation.errors import BackendError, InputError, first_line
 from .cpu_dtype import resolve_device, resolve_dtype
@@ -44,6 +45,9 @@ MIN_ROWS = 16
 # the scorer then reads ahead the proposals the search would make if it rejected each.
 GPU_LOOKAHEAD = 8
 
+# Tokens in one packed call, unless a GPU's free memory sizes the calls (call_tokens).
+CPU_CALL_TOKENS = 2048
+
 
 class HFBackend:
     name = "hf"
@@ -52,13 +56,11 @@ class HFBackend:
         self,
         model: Any,
         tokenizer: Any,
-        model_name: str,
-        max_context: Optional[int] = None,
-        reuse_prefixes: bool = True,
-        kv_cache_mib: int = 1024,
-        packed_tokens: int = 2048,
+        options: HFOptions = HFOptions(),
+        *,
+        name: str,
         identity: Optional[str] = None,
-        attention: str = "auto",
+        max_context: Optional[int] = None,
         log: Callable[[str], None] = lambda _: None,
     ):
         import torch
@@ -66,10 +68,10 @@ class HFBackend:
         self.torch = torch
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.model_name = model_name
-        self.identity = identity or model_name
-        self.reuse_prefixes = reuse_prefixes
-        self.packed_tokens = packed_tokens
+        self.model_name = name
+        self.identity = identity or name
+        self.reuse_prefixes = options.reuse_prefixes
+        self.packed_tokens = CPU_CALL_TOKENS
         self.log = log
         config = model.config
         model_limit = getattr(config, "max_position_embeddings", None) or 4096
@@ -82,11 +84,11 @@ class HFBackend:
         self.bos: tuple[int, ...] = (bos,) if bos is not None else ()
         self.stats = BackendStats()
         self.tokens = PieceTokenizer(tokenizer)
-        self.store = KVStore(kv_cache_mib * 2**20)
+        self.store = KVStore(kv_cache_mib(options.kv_cache_mib, str(self.device)) * 2**20)
         self.buffer = KVBuffer()
         self._standard_attention = getattr(config, "_attn_implementation", None) or "sdpa"
         register()
-        self.attention = _attention_path(attention, self.device.type)
+        self.attention = _attention_path(options.attention, self.device.type)
         self.tree: Optional[TreeCalls] = None
         # How many evaluations the search hands over at once (search.py reads it).
         self.lookahead = 1
@@ -94,7 +96,7 @@ class HFBackend:
             from .tree_attention import register as register_tree
 
             register_tree()
-            budget = packed_tokens
+            budget = CPU_CALL_TOKENS
             if self.device.type == "cuda":
                 free, _ = torch.cuda.mem_get_info(self.device)
                 budget = call_tokens(config, self.model.dtype.itemsize, free)
@@ -349,11 +351,8 @@ def load_hf_backend(config: BackendConfig, log: Callable[[str], None] = lambda _
     revision = getattr(model.config, "_commit_hash", None)
     weights = str(Path(source) / kwargs["gguf_file"]) if "gguf_file" in kwargs else source
     identity = model_identity(ref, weights, f"{dtype_name}, {device}", revision)
-    backend = HFBackend(
-        model, tokenizer, display, max_context=config.max_context,
-        reuse_prefixes=config.hf.reuse_prefixes, kv_cache_mib=kv_cache_mib(config.hf.kv_cache_mib, device),
-        identity=identity, attention=config.hf.attention, log=log,
-    )
+    backend = HFBackend(model, tokenizer, config.hf, name=display, identity=identity,
+                        max_context=config.max_context, log=log)
     if backend.tree is not None and backend.device.type == "cuda":
         log("compiling the GPU attention kernels (once per process)")
         backend.warm_up()
