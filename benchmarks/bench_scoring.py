@@ -45,7 +45,6 @@ from typing import Optional
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from icm_cli.backends.base import ScoreRequest  # noqa: E402
 from icm_cli.backends.cpu_dtype import cpu_has_fast_bf16  # noqa: E402
 from icm_cli.backends.loading import load_backend  # noqa: E402
 from icm_cli.backends.prefix_tree import build_trie, trie_tokens  # noqa: E402

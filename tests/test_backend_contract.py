@@ -17,7 +17,6 @@ demonstrations, and 4 more tweets after 20 demonstrations (about 700 tokens, pas
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import random
@@ -27,7 +26,6 @@ import numpy as np
 import pytest
 
 from icm_cli.backends.base import ScoreRequest
-from icm_cli.backends.embedded import embedded_model_dir
 from icm_cli.backends.loading import load_backend
 from icm_cli.foundation.config import BackendConfig
 from icm_cli.foundation.errors import EXIT_USAGE, InputError

@@ -15,7 +15,6 @@ import datasets
 import pytest
 from typer.testing import CliRunner
 
-from icm_cli import cli
 from icm_cli.run import export
 from icm_cli.commands import label as label_command
 from icm_cli.cli import app

@@ -22,7 +22,7 @@ from icm_cli.data import output
 from icm_cli.backends import loading
 from icm_cli.run.checkpoint import Checkpoint, checkpoint_path
 from icm_cli.cli import app
-from icm_cli.foundation.config import BackendConfig, Config, load_config
+from icm_cli.foundation.config import BackendConfig, Config
 from icm_cli.foundation.errors import BackendError, InputError
 from icm_cli.data.run_lock import RunLock, lock_path
 from icm_cli.run.runner import RunState
@@ -362,7 +362,7 @@ def test_no_server_at_start_up_says_so_and_mentions_no_loss(workdir):
     result = label()
     assert result.exit_code == 3
     line = one_line(result)
-    assert line.startswith(f"icm: error: no server answered at start-up") and f"127.0.0.1:{port}" in line, line
+    assert line.startswith("icm: error: no server answered at start-up") and f"127.0.0.1:{port}" in line, line
     assert "lost" not in line and "resume" not in line and "--force" not in line
     assert leftovers(workdir) == [] and not checkpoint_path(workdir / "out.jsonl").exists()
 
