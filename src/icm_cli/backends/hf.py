@@ -96,13 +96,11 @@ class HFBackend:
             from .tree_attention import register as register_tree
 
             register_tree()
-            budget = CPU_CALL_TOKENS
             if self.device.type == "cuda":
                 free, _ = torch.cuda.mem_get_info(self.device)
-                budget = call_tokens(config, self.model.dtype.itemsize, free)
+                self.packed_tokens = call_tokens(config, self.model.dtype.itemsize, free)
                 self.lookahead = GPU_LOOKAHEAD
-            self.packed_tokens = budget
-            self.tree = TreeCalls(self.model, self.store, self.stats, budget, self._add_logprobs)
+            self.tree = TreeCalls(self.model, self.store, self.stats, self.packed_tokens, self._add_logprobs)
         if self.device.type == "cpu":
             use_fixed_row_blocks(self.model)
         layer_types = getattr(config, "layer_types", None)
