@@ -74,8 +74,10 @@ def export_command(
         if on:
             raise InputError(f"{flag} applies to " + ("--push-to-hub" if flag == "--private" else
                                                       "--format label-studio and argilla (a review queue)"))
-    opts = ExportOptions(fmt, min_confidence, source, label_field, confidence_field, chat,
-                         "\n" if separator is None else separator, text_field, prompt_field, completion_field)
+    opts = ExportOptions(fmt, min_confidence=min_confidence, source=source, label_field=label_field,
+                         confidence_field=confidence_field, chat=chat,
+                         separator="\n" if separator is None else separator, text_field=text_field,
+                         prompt_field=prompt_field, completion_field=completion_field)
     target = HubTarget(push_to_hub, private) if push_to_hub is not None else None
     print(run_export(labels, config, opts, out, force, target), file=sys.stderr)
 

@@ -75,9 +75,12 @@ def label_command(
     if require_signal and not cfg.check.signal:
         raise InputError("--require-signal needs the signal check: drop --no-check (or set check.signal: true)")
     again = command_line(ctx, drop=("force", "resume"), add=() if engine == "ray" else ("--resume",))
-    summary = run_label(LabelJob(data, cfg, Path(out) if out is not None else None, config_name, split, Selection(limit, sample, cfg.search.seed), quiet, force,
-                       resume, dry_run, probe, label_field, confidence_field, "--model" if model else config_name,
-                       again, engine, report, fixed, fixed_field))
+    summary = run_label(LabelJob(
+        data, cfg, out=Path(out) if out is not None else None, config_name=config_name, split=split,
+        selection=Selection(limit, sample, cfg.search.seed), quiet=quiet, force=force, resume=resume,
+        dry_run=dry_run, probe=probe, label_field=label_field, confidence_field=confidence_field,
+        model_from="--model" if model else config_name, resume_with=again, engine=engine, report=report,
+        fixed=fixed, fixed_field=fixed_field))
     verdict = (summary.signal or {}).get("verdict") if summary is not None else None
     if require_signal and verdict == "none":
         print("icm: no signal: the check's verdict is none, so these labels are noise to this model "

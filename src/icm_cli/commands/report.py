@@ -5,7 +5,7 @@ shows), report_plots (matplotlib SVG) and report_html (the page)."""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional, Sequence
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 class ReportJob:
     labels: str  # what icm label wrote (JSONL, CSV or Parquet); its summary is read from beside it
     out: Optional[str] = None  # None: LABELS.report.html beside LABELS; "-": stdout
+    _: KW_ONLY  # the rest by name: the CLI's flags in a row are too easy to swap
     gold: Optional[str] = None
     id_field: Optional[str] = "id"
     label_field: str = "label"
@@ -56,8 +57,9 @@ def report_command(
     reading against the zero-shot one, the search's trace and the rows most worth a look; with --gold, the
     accuracy, per-class scores, the confusion matrix, a reliability diagram and accuracy against coverage.
     The plots are inline SVG: the page opens with no network."""
-    written = run_report(ReportJob(labels, out, gold, id_field, label_field, confidence_field, gold_field,
-                                   tuple(label_map or ()), force))
+    written = run_report(ReportJob(labels, out, gold=gold, id_field=id_field, label_field=label_field,
+                                   confidence_field=confidence_field, gold_field=gold_field,
+                                   label_map=tuple(label_map or ()), force=force))
     if written is not None:
         print(f"icm report: wrote {written}", file=sys.stderr)
 

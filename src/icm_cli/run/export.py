@@ -19,7 +19,7 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
@@ -45,6 +45,7 @@ SOURCES: tuple[str, ...] = ("core", "transfer", "human", "all")
 @dataclass(frozen=True)
 class ExportOptions:
     format: str
+    _: KW_ONLY  # the rest by name: ten flags in a row are too easy to swap
     min_confidence: Optional[float] = None
     source: str = "all"
     label_field: str = "label"

@@ -5,7 +5,7 @@ resolved. The local labelling (commands/label.py) and the Ray one (ray_labelling
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,6 +20,8 @@ from ..algorithm.tasks import AGREEMENT_FIELD, SOURCE_FIELD
 class LabelJob:
     data: str  # a path, -, hf://org/name or a dataset directory
     config: Config
+    # Everything else by name: eighteen positional fields are one swapped flag from a wrong run.
+    _: KW_ONLY
     out: Optional[Path] = None  # None: JSON lines on stdout
     config_name: str = "config"  # for messages
     split: Optional[str] = None
