@@ -63,7 +63,7 @@ def opened_run(data: str, config_path: Path, sets: list[str]) -> Iterator[Run]:
     shape = TaskShape(config.task)
     with open_source(data, None) as source:
         index = build_index(source, Selection(), shape.check, config.task.id_field, [], kinds=False)
-        yield Run(RunInput(index, shape), config, load_backend(config.backend), None, None, None, None)
+        yield Run(RunInput(index, shape), config, load_backend(config.backend))
 
 
 def core_contexts(run: Run, cores: list[dict]) -> list[tuple[str, ...]]:

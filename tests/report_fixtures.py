@@ -11,7 +11,7 @@ from pathlib import Path
 from icm_cli.foundation.config import CheckConfig, Config, CoreConfig, SearchConfig, TaskConfig, TransferConfig
 from icm_cli.data.output import summary_text
 from icm_cli.data.row_index import Selection, build_index
-from icm_cli.run.runner import RunInput, label_dataset
+from icm_cli.run.runner import RunHooks, RunInput, label_dataset
 from icm_cli.data.sources import MemorySource
 from icm_cli.algorithm.tasks import SOURCE_FIELD, TaskShape
 
@@ -51,7 +51,7 @@ def fake_run(directory: Path, n: int = 160, seed: int = 0, check: bool = True) -
         for _, fields, r in batch:
             out.append({**fields, "label": r.label, "confidence": round(r.confidence, 6), SOURCE_FIELD: r.source})
 
-    summary = label_dataset(run_input, config, SentimentBackend(), on_rows=write)
+    summary = label_dataset(run_input, config, SentimentBackend(), RunHooks(on_rows=write))
     labels = directory / "labels.jsonl"
     labels.write_text("".join(json.dumps(r) + "\n" for r in out), encoding="utf-8")
     (directory / "labels.jsonl.summary.json").write_text(summary_text(summary.to_json()), encoding="utf-8")

@@ -24,7 +24,7 @@ from icm_cli.algorithm.cores import plan_run
 from icm_cli.foundation.errors import InputError
 from icm_cli.data.human_labels import HumanLabels, read_human_labels
 from icm_cli.data.row_index import Selection, build_index
-from icm_cli.run.runner import RunInput, RunState, label_dataset
+from icm_cli.run.runner import RunHooks, RunInput, RunState, label_dataset
 from icm_cli.algorithm.scoring import PromptSet
 from icm_cli.algorithm.search import TRUE, ConsistencyGroup, Evaluation, Problem, run_search
 from icm_cli.data.sources import MemorySource
@@ -216,7 +216,7 @@ def test_fixed_rows_past_their_budget_are_held_but_no_demonstration():
 
 def run_rows(inp: RunInput, cfg: Config) -> tuple[list, object]:
     out: list = []
-    summary = label_dataset(inp, cfg, SentimentBackend(), on_rows=lambda rows: out.extend(rows))
+    summary = label_dataset(inp, cfg, SentimentBackend(), RunHooks(on_rows=lambda rows: out.extend(rows)))
     return out, summary
 
 
@@ -247,7 +247,7 @@ def test_the_transfer_reads_the_fixed_rows_as_demonstrations():
     seen: list = []
     score = backend.score
     backend.score = lambda requests: seen.extend(requests) or score(requests)  # type: ignore[method-assign]
-    label_dataset(inp, config(), backend, on_rows=lambda _: None)
+    label_dataset(inp, config(), backend, RunHooks(on_rows=lambda _: None))
     last = seen[-1]  # a transfer request: the core's demonstrations, then the row
     demos = "".join(last.segments[:-1])
     for r, y in fixed.items():

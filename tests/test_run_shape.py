@@ -18,7 +18,7 @@ from icm_cli.foundation.config import CheckConfig, Config, CoreConfig, SearchCon
 from icm_cli.algorithm.consistency import repair
 from icm_cli.algorithm.cores import plan_run
 from icm_cli.data.row_index import Selection, build_index
-from icm_cli.run.runner import RunInput, RunState, label_dataset
+from icm_cli.run.runner import RunHooks, RunInput, RunState, label_dataset
 from icm_cli.algorithm.search import TRUE, ConsistencyGroup
 from icm_cli.data.sources import MemorySource
 from icm_cli.algorithm.tasks import TaskShape
@@ -243,7 +243,7 @@ def run(data: RunInput, cfg: Config, resume: Optional[RunState] = None, recorder
         if on_rows is not None:
             on_rows(out)
 
-    summary = label_dataset(data, cfg, backend or SentimentBackend(), resume=resume, recorder=recorder, on_rows=keep)
+    summary = label_dataset(data, cfg, backend or SentimentBackend(), RunHooks(recorder=recorder, on_rows=keep), resume=resume)
     return [label for _, _, label in rows], summary
 
 

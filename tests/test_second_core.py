@@ -333,7 +333,7 @@ def test_the_real_model_searches_a_second_core_and_weighs_the_readings(monkeypat
     from icm_cli.data.sources import open_source
     from icm_cli.foundation.overrides import parse_set
     from icm_cli.run import second_core
-    from icm_cli.run.runner import RunInput, label_dataset
+    from icm_cli.run.runner import RunHooks, RunInput, label_dataset
 
     root = Path(__file__).resolve().parents[1]
     sets = ["search.iterations=4", "core.max_tokens=160", "core.count=auto", "transfer.calibration_size=36",
@@ -351,11 +351,11 @@ def test_the_real_model_searches_a_second_core_and_weighs_the_readings(monkeypat
     backend = load_backend(cfg.backend)
     try:
         rows: list = []
-        summary = label_dataset(RunInput(index, shape), cfg, backend, on_rows=rows.extend)
+        summary = label_dataset(RunInput(index, shape), cfg, backend, RunHooks(on_rows=rows.extend))
         if confirmed is False:  # the same run reading every context, for the labels it must give
             monkeypatch.setattr(Transfer, "zero_shot_only", property(lambda self: False))
             every: list = []
-            label_dataset(RunInput(index, shape), cfg, backend, on_rows=every.extend)
+            label_dataset(RunInput(index, shape), cfg, backend, RunHooks(on_rows=every.extend))
     finally:
         backend.close()
     assert summary.second_core is True and summary.cores == 2 and "a second core" in summary.core_choice

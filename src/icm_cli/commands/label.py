@@ -203,7 +203,7 @@ class _Labelling:
 
     def _label(self, backend: Any, view: Any, state: Any, writer: Any) -> Any:
         from ..run.row_emitter import output_row
-        from ..run.runner import label_dataset
+        from ..run.runner import RunHooks, label_dataset
 
         job = self.job
         several = job.config.core.several
@@ -215,8 +215,9 @@ class _Labelling:
                 out.append(output_row(fields, r, job.label_field, job.confidence_field, several, readings))
             writer.write(out)
 
-        return label_dataset(self.run_input, job.config, backend, view, job.config.task.monitor_field,
-                             resume=state, recorder=self.checkpoint, on_rows=write)
+        hooks = RunHooks(on_progress=view, monitor_field=job.config.task.monitor_field,
+                         recorder=self.checkpoint, on_rows=write)
+        return label_dataset(self.run_input, job.config, backend, hooks, resume=state)
 
     def _open_checkpoint(self) -> Any:
         """The checkpoint beside OUT, and the state to resume from (None: start afresh)."""

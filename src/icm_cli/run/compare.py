@@ -27,7 +27,7 @@ from ..algorithm.core_labels import CoreOutcome, given_labels
 from ..foundation.errors import InputError
 from ..data.labels_io import row_id
 from ..foundation.metrics import compute_agreement, normalize_label
-from .runner import RunInput, label_dataset
+from .runner import RunHooks, RunInput, label_dataset
 from ..algorithm.search import Labels, Problem
 
 METHODS = ("zero_shot", "random_few_shot", "bootstrap", "icm", "icm_alone", "golden")
@@ -118,7 +118,7 @@ def compare(run_input: RunInput, config: Config, backend: Backend, gold: dict[st
             for r, _, label in rows:
                 predicted[ids[r]] = normalize_label(label.label)
 
-        summary = label_dataset(run_input, run_config, backend, on_rows=collect, core_labeller=labeller)
+        summary = label_dataset(run_input, run_config, backend, RunHooks(on_rows=collect, core_labeller=labeller))
         seconds = time.monotonic() - start
         agreement = compute_agreement(predicted, gold)
         results.append(MethodResult(

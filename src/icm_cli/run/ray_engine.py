@@ -140,9 +140,9 @@ class RayRun:
                              f"them, or such a URL")
 
     def run(self, backend: Any, checkpoint: Any, state: Any, view: Any) -> Any:
-        from .runner import Run, RunState
+        from .runner import Run, RunHooks, RunState
 
-        run = Run(self.run_input, self.config, backend, view, None, checkpoint, None)
+        run = Run(self.run_input, self.config, backend, RunHooks(on_progress=view, recorder=checkpoint))
         resume = state or RunState()
         transfer, centres = run.prepare(resume)
         run.check(transfer, centres)  # the signal check reads its sample here, on the driver

@@ -57,48 +57,42 @@ def plan(run_input: RunInput, config: Config, count_tokens: Callable[[str], int]
 CoreLabeller = Callable[..., CoreOutcome]
 
 
-def label_dataset(
-    run_input: RunInput,
-    config: Config,
-    backend: Backend,
-    on_progress: Optional[Callable[[Progress], None]] = None,
-    monitor_field: Optional[str] = None,
-    resume: Optional[RunState] = None,
-    recorder: Optional[Recorder] = None,
-    on_rows: Optional[RowsOut] = None,
-    core_labeller: Optional[CoreLabeller] = None,
-) -> RunSummary:
-    """Label every row; `on_rows` receives (row, input fields, label) in input order as rows
-    become final. `monitor_field` names a gold field shown as live agreement, for display only.
+@dataclasses.dataclass(frozen=True)
+class RunHooks:
+    """What a caller watches a run through or plugs into it; each is optional, and none changes
+    the labels except core_labeller."""
 
-    `recorder` receives the run's state whenever it changed; passing the last state back as
-    `resume` continues the run to the labels an uninterrupted run gives.
-    """
-    run = Run(run_input, config, backend, on_progress, monitor_field, recorder, on_rows)
-    run.core_labeller = core_labeller
-    return run.run(resume or RunState())
+    on_progress: Optional[Callable[[Progress], None]] = None
+    monitor_field: Optional[str] = None  # a gold field shown as live agreement, for display only
+    recorder: Optional[Recorder] = None  # receives the run's state whenever it changed
+    on_rows: Optional[RowsOut] = None  # (row, input fields, label) in input order as rows become final
+    core_labeller: Optional[CoreLabeller] = None  # `icm compare`: label the cores another way
+
+
+def label_dataset(run_input: RunInput, config: Config, backend: Backend, hooks: RunHooks = RunHooks(),
+                  resume: Optional[RunState] = None) -> RunSummary:
+    """Label every row, watched through `hooks`. Passing the recorder's last state back as
+    `resume` continues the run to the labels an uninterrupted run gives."""
+    return Run(run_input, config, backend, hooks).run(resume or RunState())
 
 
 class Run:
     """A run's phases, which `label_dataset` runs in turn; an engine that spreads the transfer
     over machines (ray_engine) runs the search and the calibration, then ships the rest."""
 
-    core_labeller: Optional[CoreLabeller] = None
-
-    def __init__(self, run_input: RunInput, config: Config, backend: Backend,
-                 on_progress: Optional[Callable[[Progress], None]], monitor_field: Optional[str],
-                 recorder: Optional[Recorder], on_rows: Optional[RowsOut]):
+    def __init__(self, run_input: RunInput, config: Config, backend: Backend, hooks: RunHooks = RunHooks()):
         self.run_input = run_input
         self.index, self.shape = run_input.index, run_input.shape
         self.human = run_input.fixed
         self.config = config
         self.backend = backend
-        self.on_progress = on_progress
-        self.monitor_field = monitor_field
-        self.recorder = recorder
+        self.on_progress = hooks.on_progress
+        self.monitor_field = hooks.monitor_field
+        self.recorder = hooks.recorder
+        self.core_labeller = hooks.core_labeller
         self.start = time.monotonic()
         self.plan = plan(run_input, config, backend.count_tokens)
-        self.emitter = Emitter(self.index, on_rows or (lambda _: None), monitor_field)
+        self.emitter = Emitter(self.index, hooks.on_rows or (lambda _: None), hooks.monitor_field)
         self.tokens_before = backend.stats.tokens_computed
         self.requested_before = backend.stats.tokens_requested
         self.summary = RunSummary(
