@@ -18,10 +18,12 @@ _PUBLIC: dict[str, str] = {
     "LabelJob": "icm_cli.run.label_job",
     "run_comparison": "icm_cli.commands.compare",
     "run_export": "icm_cli.commands.export",
+    "ExportOptions": "icm_cli.run.export",
     "run_report": "icm_cli.commands.report",
     "ReportJob": "icm_cli.commands.report",
     "load_backend": "icm_cli.backends.loading",
     "label_dataset": "icm_cli.run.runner",
+    "RunHooks": "icm_cli.run.runner",
     "RunInput": "icm_cli.run.runner",
     "RunSummary": "icm_cli.run.runner",
     **{name: "icm_cli.foundation.config" for name in (
