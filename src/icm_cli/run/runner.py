@@ -117,6 +117,13 @@ class Run:
         self.transfer_tokens = self._transfer_estimate()
         self.traces: list[CoreTrace] = []  # the searches this process watched
 
+    def keep(self, state: RunState, *, save: bool = True) -> None:
+        """The run's resumable state from here on, written where a checkpoint is kept, so that a
+        kill after this point resumes from it."""
+        self.state = state
+        if save and self.recorder is not None:
+            self.recorder.save(state)
+
     def replan(self, count: int) -> None:
         """The same plan with `count` cores (core.count auto): the cores there are stay the same."""
         self.plan = plan(self.run_input, self.config, self.backend.count_tokens, count)
@@ -243,9 +250,8 @@ class Run:
 
             def observe(step: Step) -> None:
                 trace.add(step)
-                if self.recorder is not None and step.state is not None:
-                    self.state = dataclasses.replace(self.state, search=step.state)
-                    self.recorder.save(self.state)
+                if step.state is not None:
+                    self.keep(dataclasses.replace(self.state, search=step.state))
                 self._report("search", c, step, agreement(step, gold, self.shape.label_words))
 
             if self.core_labeller is not None:
@@ -253,10 +259,8 @@ class Run:
                                              ids=core.ids)
             else:
                 outcome = label_core(core.problem, prompts, self.backend, params, observe, search_resume)
-            self.state = RunState(done=self.state.done + (outcome,), core_choice=self.state.core_choice,
-                                  core_kappa=self.state.core_kappa)
-            if self.recorder is not None:
-                self.recorder.save(self.state)
+            self.keep(RunState(done=self.state.done + (outcome,), core_choice=self.state.core_choice,
+                               core_kappa=self.state.core_kappa))
         s = self.summary
         s.iterations += outcome.iterations
         s.proposals += outcome.proposals
@@ -295,11 +299,10 @@ class Run:
             centres = [list(c) for c in resume.centres] if resume.centres is not None else None
         else:
             centres = transfer.centres(self.examples_of(sample))
-        self.state = dataclasses.replace(
+        # The centres matter only to a resumed transfer: none is left, nothing to write.
+        self.keep(dataclasses.replace(
             self.state, centres=tuple(tuple(c) for c in centres) if centres is not None else None, calibrated=True
-        )
-        if self.recorder is not None and self.to_transfer:
-            self.recorder.save(self.state)
+        ), save=bool(self.to_transfer))
         return transfer, centres
 
     def _transfer(self, transfer: Transfer, centres: Optional[list[list[float]]], resume: RunState,

@@ -64,9 +64,7 @@ def second_core(run: Any, transfer: Any, centres: Optional[list[list[float]]],
             reason = f"the core's reading agrees with zero-shot (kappa {kappa} >= {DEPARTS}): one core"
         else:
             reason = f"the core's reading departs from zero-shot (kappa {kappa} < {DEPARTS}): a second core"
-        run.state = dataclasses.replace(run.state, core_choice=reason, core_kappa=kappa)
-        if run.recorder is not None:
-            run.recorder.save(run.state)
+        run.keep(dataclasses.replace(run.state, core_choice=reason, core_kappa=kappa))
     if kappa is None or kappa >= DEPARTS:
         s.second_core, s.core_choice, s.core_kappa = False, reason, kappa
         return transfer, centres
