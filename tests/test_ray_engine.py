@@ -44,8 +44,11 @@ def setup(tmp_path_factory) -> Path:
     return work
 
 
+LABEL = ("label", "tweets.jsonl", "-c", "c.yaml", "-q")  # the command line every run here starts with
+
+
 def icm(work: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "icm_cli.cli", "label", "tweets.jsonl", "-c", "c.yaml", "-q", *args]
+    return [sys.executable, "-m", "icm_cli.cli", *LABEL, *args]
 
 
 def rows_in(paths: list[str]) -> list[dict]:
@@ -111,7 +114,7 @@ def test_an_unconfirmed_departure_reads_zero_shot_only_on_the_actors_too(setup, 
     # The departure is weighed only where the zero-shot reading is averaged in beside the two cores;
     # under transfer.zero_shot auto that depends on the two cores' kappa with it, which moves with
     # the CPU's arithmetic (a CI machine's cores agreed with zero-shot, and nothing was weighed).
-    label = ["label", "tweets.jsonl", "-c", "c.yaml", "-q", "--set", "transfer.zero_shot=on"]
+    label = [*LABEL, "--set", "transfer.zero_shot=on"]
     local = CliRunner().invoke(app, [*label, "-o", "forced.jsonl"])
     assert local.exit_code == 0, local.output
     summary = json.loads((setup / "forced.jsonl.summary.json").read_text())
