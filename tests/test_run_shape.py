@@ -111,7 +111,7 @@ def test_several_cores_are_disjoint_and_seeded():
 
 def test_zero_shot_has_no_core():
     inp = tweets(10)
-    plan = plan_run(inp.index, inp.shape, len, CoreConfig(), seed=0, with_cores=False)
+    plan = plan_run(inp.index, inp.shape, len, CoreConfig(), seed=0, count=0)
     assert plan.cores == () and plan.examples == 10
 
 

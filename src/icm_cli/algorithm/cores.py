@@ -56,11 +56,11 @@ def demo_cost(shape: TaskShape, count_tokens: Callable[[str], int]) -> Callable[
 
 
 def plan_run(index: RowIndex, shape: TaskShape, count_tokens: Callable[[str], int], core: CoreConfig,
-             seed: int, with_cores: bool = True, fixed: Optional[Mapping[int, int]] = None,
-             count: Optional[int] = None) -> RunPlan:
-    """Fill `count` cores (default: those `core` plans up front) in turn from the units in seeded
-    order, each up to `core.budget(c)` of demonstrations, plus the fixed rows' demonstrations; what is left is
-    transferred. `fixed`: row -> the label (a label word's index) a person gave the row.
+             seed: int, fixed: Optional[Mapping[int, int]] = None, count: Optional[int] = None) -> RunPlan:
+    """Fill `count` cores (default: those `core` plans up front; 0: none, every row is transferred)
+    in turn from the units in seeded order, each up to `core.budget(c)` of demonstrations, plus the
+    fixed rows' demonstrations; what is left is transferred. `fixed`: row -> the label (a label
+    word's index) a person gave the row.
 
     Files are often sorted by label or source; a core must be a random sample of them.
     A unit larger than the whole budget still makes a core on its own (the backend then says
@@ -69,7 +69,7 @@ def plan_run(index: RowIndex, shape: TaskShape, count_tokens: Callable[[str], in
     total = index.count * shape.per_row
     fixed = fixed or {}
     held = {r * shape.per_row + k: y for r, label in fixed.items() for k, y in enumerate(shape.example_labels(label))}
-    if not with_cores:
+    if count == 0:
         return RunPlan((), total, held)
     cost = demo_cost(shape, count_tokens)
     budget = core.max_tokens if core.fixed_tokens is None else core.fixed_tokens

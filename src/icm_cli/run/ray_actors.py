@@ -103,7 +103,7 @@ class ShardLabeller:
         return batch.to_pylist()
 
     def _label(self, rows: list[dict[str, Any]], ids: list[str]) -> list[dict[str, Any]]:
-        from .row_emitter import label_row, output_row
+        from .row_emitter import HeldLabels, label_row, output_row
         from ..algorithm.transfer import ChunkRows
 
         shape, shipped = self.shape, self.shipped
@@ -126,8 +126,9 @@ class ShardLabeller:
                    zip(done.examples, done.labels, done.scores, done.agreement, readings)}
         several = len(shipped.contexts) > 1
         out = []
+        held = HeldLabels(core_labels, core_scores)
         for r, fields in chunk.rows:
-            label = label_row(shape, r, fields, results, core_labels, core_scores, several)
+            label = label_row(shape, r, fields, results, held, several)
             out.append(output_row(fields, label, shipped.label_field, shipped.confidence_field, several))
         return out
 

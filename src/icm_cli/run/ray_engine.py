@@ -30,7 +30,7 @@ from ..foundation.config import Config
 from ..foundation.errors import InputError
 from ..data.labels_io import row_id
 from .ray_actors import RayTally, ShardLabeller, Shipped, run_transfer
-from .row_emitter import output_row
+from .row_emitter import HeldLabels, label_row, output_row
 from .ray_input import input_kind, is_remote, read_rows
 from .ray_shards import CHECKPOINT, CORE_SHARD, SUMMARY, check_out_dir, finished_ids, write_shard
 from ..data.row_index import hash64
@@ -186,16 +186,15 @@ class RayRun:
         """Write the rows the search labelled whole and those a person labelled (--fixed) (one
         shard); return the labels of the rows it labelled in part (a pair's one order), for the
         actors to hold fixed."""
-        from .runner import label_row
-
         shape, id_field = self.run_input.shape, self.config.task.id_field
         fixed: dict[str, dict[int, tuple[int, tuple[float, ...]]]] = {}
         rows, hashes = [], []
+        held = HeldLabels(run.core_labels, run.core_scores, run.plan.fixed)
         for r, fields in _held_rows(run):
             ids = range(r * shape.per_row, (r + 1) * shape.per_row)
             name = row_id(fields[id_field], "core", id_field)
             if all(run.core_labels.get(i) is not None for i in ids):
-                label = label_row(shape, r, fields, {}, run.core_labels, run.core_scores, several, run.plan.fixed)
+                label = label_row(shape, r, fields, {}, held, several)
                 rows.append(output_row(fields, label, self.label_field, self.confidence_field, several))
                 hashes.append(hash64(name))
             else:

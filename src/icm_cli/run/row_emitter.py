@@ -4,6 +4,7 @@ transfer's or the search's), held until every row before it is out, and counted 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..data.row_index import RowIndex
@@ -15,16 +16,23 @@ Result = tuple[int, tuple[float, ...], float, Optional[tuple[int, int]]]
 RowsOut = Callable[[list[tuple[int, dict[str, Any], RowLabel]]], None]
 
 
-def label_row(shape: TaskShape, r: int, fields: dict[str, Any], results: dict[int, Result],
-              core_labels: dict[int, Optional[int]], core_scores: dict[int, tuple[float, ...]],
-              several: bool, human: Mapping[int, int] = {}) -> RowLabel:  # noqa: B006 - read only
-    """Row r's label from its examples': a person's (`human`, by example id), transferred
-    (`results`) or searched."""
+@dataclass(frozen=True)
+class HeldLabels:
+    """The labels a run holds before any row is transferred, by example id: the search's, with
+    their scores, and a person's (--fixed), which win over both the search's and the transfer's."""
+    core: Mapping[int, Optional[int]]
+    scores: Mapping[int, tuple[float, ...]]
+    human: Mapping[int, int] = field(default_factory=dict)
+
+
+def label_row(shape: TaskShape, r: int, fields: dict[str, Any], results: Mapping[int, Result], held: HeldLabels,
+              several: bool) -> RowLabel:
+    """Row r's label from its examples': a person's, transferred (`results`) or searched."""
     labels, scores, sources, agreements = [], [], [], []
     two: Optional[tuple[int, int]] = None
     for i in range(r * shape.per_row, (r + 1) * shape.per_row):
-        if i in human:
-            labels.append(human[i]), scores.append(core_scores.get(i, ())), sources.append("human")
+        if i in held.human:
+            labels.append(held.human[i]), scores.append(held.scores.get(i, ())), sources.append("human")
             agreements.append(None)
         elif i in results:
             y, s, a, *rest = results[i]
@@ -32,7 +40,7 @@ def label_row(shape: TaskShape, r: int, fields: dict[str, Any], results: dict[in
             labels.append(y), scores.append(s), sources.append("transfer")
             agreements.append(a if several else None)
         else:
-            labels.append(core_labels[i]), scores.append(core_scores[i]), sources.append("core")
+            labels.append(held.core[i]), scores.append(held.scores[i]), sources.append("core")
             agreements.append(None)
     examples = shape.examples(r, fields) if shape.per_row > 1 else ()
     label = row_label(shape.label_words, examples, labels, scores, sources, agreements)

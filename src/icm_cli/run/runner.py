@@ -19,7 +19,7 @@ from ..backends.base import Backend
 from ..foundation.config import Config, SearchConfig
 from ..algorithm.core_labels import CoreOutcome, label_core
 from ..algorithm.cores import Core, RunPlan, demo_cost, plan_run
-from .row_emitter import Emitter, Result, RowsOut, label_row
+from .row_emitter import Emitter, HeldLabels, Result, RowsOut, label_row
 from ..data.row_index import seeded_sample
 from .run_records import Progress, Recorder, RunInput, RunState, RunSummary
 from .search_monitor import agreement, core_gold
@@ -48,8 +48,9 @@ def core_setup(shape: TaskShape, config: Config, core: Core, c: int) -> tuple[Pr
 
 def plan(run_input: RunInput, config: Config, count_tokens: Callable[[str], int],
          count: Optional[int] = None) -> RunPlan:
+    searched = config.search.method != "zero_shot"
     return plan_run(run_input.index, run_input.shape, count_tokens, config.core, config.search.seed,
-                    config.search.method != "zero_shot", run_input.fixed.rows, count)
+                    run_input.fixed.rows, count if searched else 0)
 
 
 # (problem, prompts, backend, params, on_step, resume, ids=...) -> outcome; `icm compare`
@@ -329,9 +330,9 @@ class Run:
 
     def _emit(self, chunk: ChunkRows, results: dict[int, Result],
               several: bool) -> None:
+        held = HeldLabels(self.core_labels, self.core_scores, self.plan.fixed)
         for r, fields in chunk.rows:
-            self.emitter.add(r, fields, label_row(self.shape, r, fields, results, self.core_labels, self.core_scores,
-                                                  several, self.plan.fixed))
+            self.emitter.add(r, fields, label_row(self.shape, r, fields, results, held, several))
         self.emitter.flush()
 
     def finish(self) -> RunSummary:
