@@ -23,12 +23,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
 from ..foundation.config import Config
 from ..foundation.errors import InputError
 from ..data.labels_io import row_id
+from .label_job import LabelJob
 from .ray_actors import RayTally, ShardLabeller, Shipped, run_transfer
 from .row_emitter import HeldLabels, label_row, output_row
 from .ray_input import input_kind, is_remote, read_rows
@@ -120,12 +120,12 @@ def _resolved(config: Config, backend: Any) -> Config:
 class RayRun:
     """One `--engine ray` run: search and calibration here, transfer on the cluster."""
 
-    def __init__(self, run_input: Any, config: Config, out: Path, data: str, label_field: str,
-                 confidence_field: str, log: Any, quiet: bool):
-        self.run_input, self.config, self.out, self.data = run_input, config, out, data
-        self.label_field, self.confidence_field = label_field, confidence_field
-        self.log, self.quiet = log, quiet
-        self.kind = input_kind(data)
+    def __init__(self, run_input: Any, job: LabelJob, log: Any):
+        """`job.out` is the shards' directory, checked before (ray_labelling.run_ray)."""
+        self.run_input, self.config, self.out, self.data = run_input, job.config, job.out, job.data
+        self.label_field, self.confidence_field = job.label_field, job.confidence_field
+        self.log, self.quiet = log, job.quiet
+        self.kind = input_kind(self.data)
 
     def check(self) -> None:
         """What the Ray engine cannot do, said before any model loads."""

@@ -49,8 +49,7 @@ def run_ray(job: LabelJob, terminal: Terminal) -> Any:
         stack.enter_context(terminal.stop_signals())
         stack.enter_context(RunLock(job.out))
         run_input = read_input(job, stack, terminal.bars)
-        engine = RayRun(run_input, job.config, job.out, job.data, job.label_field, job.confidence_field,
-                        terminal.log, job.quiet)
+        engine = RayRun(run_input, job, terminal.log)
         engine.check()
         if job.dry_run:
             terminal.print_dry_run(run_input, job.config, job.probe)
