@@ -461,6 +461,27 @@ def test_resume_without_out_is_refused(workdir):
     assert_usage_error(result, "--resume", "-o")
 
 
+CLAIMS_ROWS = ('{"id": 1, "question": "q1", "choice": "a", "answer": "x", "consistency_id": "g1"}\n'
+               '{"id": 2, "question": "q1", "choice": "b", "answer": "y", "consistency_id": "g1"}\n')
+
+
+@pytest.mark.parametrize(("config", "rows", "args", "says"), [
+    ("classify.yaml", GOOD_ROWS, [], ["--engine ray needs -o OUT_DIR"]),
+    ("classify.yaml", GOOD_ROWS, ["-o", "shards", "--limit", "2"], ["--limit and --sample run locally"]),
+    ("classify.yaml", GOOD_ROWS, ["-o", "shards", "--resume"], ["without --resume"]),
+    ("no-id.yaml", GOOD_ROWS, ["-o", "shards"], ["--engine ray", "set task.id_field"]),
+    ("keyed-claims.yaml", CLAIMS_ROWS, ["-o", "shards"], ["task.group_field + task.key_field", "drop --engine ray"]),
+], ids=["no-out", "limit", "resume", "no-id-field", "keyed-claims"])
+def test_what_the_ray_engine_cannot_do_is_refused_before_anything_is_written(workdir, config, rows, args, says):
+    (workdir / "no-id.yaml").write_text(CLASSIFY_YAML.replace("  id_field: id\n", ""))
+    (workdir / "keyed-claims.yaml").write_text(CLAIMS_YAML.replace("  group_field: consistency_id\n",
+                                                                   "  group_field: consistency_id\n  key_field: answer\n"))
+    write(workdir / "data.jsonl", rows)
+    result = invoke("label", "data.jsonl", "-c", config, "--engine", "ray", *args)
+    assert_usage_error(result, *says)
+    assert not (workdir / "shards").exists()
+
+
 def test_leftover_checkpoint_without_resume_or_force_is_refused(workdir):
     write(workdir / "data.jsonl", GOOD_ROWS)
     (workdir / "out.jsonl.checkpoint").mkdir()
