@@ -482,6 +482,18 @@ def test_what_the_ray_engine_cannot_do_is_refused_before_anything_is_written(wor
     assert not (workdir / "shards").exists()
 
 
+def test_input_the_ray_engine_cannot_read_is_refused_naming_it(workdir):
+    write(workdir / "data.txt", GOOD_ROWS)
+    assert_usage_error(invoke("label", "data.txt", "-c", "classify.yaml", "-o", "shards", "--engine", "ray"),
+                       "data.txt: --engine ray reads .jsonl, .csv or .parquet files")
+    (workdir / "mixed").mkdir()
+    write(workdir / "mixed" / "a.jsonl", GOOD_ROWS)
+    write(workdir / "mixed" / "b.csv", "id,text\n4,ok\n")
+    assert_usage_error(invoke("label", "mixed", "-c", "classify.yaml", "-o", "shards", "--engine", "ray"),
+                       "mixed: --engine ray reads a directory", "of one kind (found csv, jsonl)")
+    assert not (workdir / "shards").exists()
+
+
 def test_leftover_checkpoint_without_resume_or_force_is_refused(workdir):
     write(workdir / "data.jsonl", GOOD_ROWS)
     (workdir / "out.jsonl.checkpoint").mkdir()
