@@ -494,6 +494,41 @@ def test_input_the_ray_engine_cannot_read_is_refused_naming_it(workdir):
     assert not (workdir / "shards").exists()
 
 
+def test_an_out_dir_the_ray_engine_cannot_write_is_refused_and_left_as_it_was(workdir):
+    from icm_cli.run.ray_shards import SUMMARY
+
+    write(workdir / "data.jsonl", GOOD_ROWS)
+
+    def refused(out: str, *says: str) -> None:
+        assert_usage_error(invoke("label", "data.jsonl", "-c", "classify.yaml", "-o", out, "--engine", "ray"),
+                           out, *says)
+
+    refused("shards.jsonl", "name a directory (no extension)")
+    assert not (workdir / "shards.jsonl").exists()
+    write(workdir / "afile", "mine\n")
+    refused("afile", "is not a directory")
+    assert (workdir / "afile").read_text() == "mine\n"
+    (workdir / "theirs").mkdir()
+    write(workdir / "theirs" / "notes.txt", "keep\n")
+    refused("theirs", "holds 'notes.txt', which icm did not write")
+    assert [p.name for p in (workdir / "theirs").iterdir()] == ["notes.txt"]
+    (workdir / "done").mkdir()
+    write(workdir / "done" / "part-00000.jsonl", '{"id": 1}\n')
+    write(workdir / "done" / SUMMARY, "{}")
+    refused("done", "holds a finished run; pass --force")
+    assert sorted(p.name for p in (workdir / "done").iterdir()) == sorted(["part-00000.jsonl", SUMMARY])
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--engine", "cluster"], ["--engine is 'cluster', must be local or ray"]),
+    (["--require-signal", "--no-check"], ["--require-signal needs the signal check"]),
+    (["--fixed", "-"], ["--fixed - and DATA - both read stdin"]),
+], ids=["engine", "require-signal", "fixed-stdin"])
+def test_label_options_that_cannot_go_together_are_refused(workdir, args, says):
+    result = CliRunner().invoke(app, ["label", "-", "-c", "classify.yaml", *args], input=GOOD_ROWS)
+    assert_usage_error(result, *says)
+
+
 def test_leftover_checkpoint_without_resume_or_force_is_refused(workdir):
     write(workdir / "data.jsonl", GOOD_ROWS)
     (workdir / "out.jsonl.checkpoint").mkdir()
