@@ -87,8 +87,8 @@ def workdir(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def invoke(*args: str, env: dict | None = None):
-    return CliRunner().invoke(app, list(args), env=env)
+def invoke(*args: str, env: dict | None = None, stdin: str | None = None):
+    return CliRunner().invoke(app, list(args), env=env, input=stdin)
 
 
 def _written(out: Path) -> list[Path]:
@@ -525,7 +525,7 @@ def test_an_out_dir_the_ray_engine_cannot_write_is_refused_and_left_as_it_was(wo
     (["--fixed", "-"], ["--fixed - and DATA - both read stdin"]),
 ], ids=["engine", "require-signal", "fixed-stdin"])
 def test_label_options_that_cannot_go_together_are_refused(workdir, args, says):
-    result = CliRunner().invoke(app, ["label", "-", "-c", "classify.yaml", *args], input=GOOD_ROWS)
+    result = invoke("label", "-", "-c", "classify.yaml", *args, stdin=GOOD_ROWS)
     assert_usage_error(result, *says)
 
 
