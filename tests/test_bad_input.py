@@ -87,7 +87,7 @@ def workdir(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def invoke(*args: str, env: dict | None = None, stdin: str | None = None):
+def invoke(*args: str, env: dict | None = None, stdin: str | bytes | None = None):
     return CliRunner().invoke(app, list(args), env=env, input=stdin)
 
 
@@ -213,7 +213,7 @@ def test_bad_data_file(workdir, case, config, content, expected, mode):
 
 
 def test_bad_data_on_stdin_names_stdin(workdir):
-    result = CliRunner().invoke(app, ["label", "-", "-c", "classify.yaml"], input=b'{"id": 1, "text": "a"}\n[1]\n')
+    result = invoke("label", "-", "-c", "classify.yaml", stdin=b'{"id": 1, "text": "a"}\n[1]\n')
     assert_usage_error(result, "<stdin>:2", "object")
 
 
@@ -479,6 +479,16 @@ def test_what_the_ray_engine_cannot_do_is_refused_before_anything_is_written(wor
     write(workdir / "data.jsonl", rows)
     result = invoke("label", "data.jsonl", "-c", config, "--engine", "ray", *args)
     assert_usage_error(result, *says)
+    assert not (workdir / "shards").exists()
+
+
+def test_the_ray_engine_without_ray_installed_is_refused_before_the_search(workdir, monkeypatch):
+    # A None entry in sys.modules is how Python spells "not installed" for import and find_spec.
+    monkeypatch.setitem(sys.modules, "ray", None)
+    write(workdir / "data.jsonl", GOOD_ROWS)
+    for dry_run in ([], ["--dry-run"]):
+        assert_usage_error(invoke("label", "data.jsonl", "-c", "classify.yaml", "-o", "shards", "--engine", "ray",
+                                  *dry_run), "--engine ray needs Ray: pip install 'icm-cli[ray]'")
     assert not (workdir / "shards").exists()
 
 

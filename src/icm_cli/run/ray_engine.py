@@ -20,6 +20,7 @@ ray_shards.py, the actors and the pipeline ray_actors.py (their names are import
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
@@ -43,15 +44,20 @@ __all__ = [
 ]
 
 
+def require_ray() -> None:
+    """Ray is an extra: say so before the search, not after its minutes are spent."""
+    if importlib.util.find_spec("ray") is None:
+        raise InputError("--engine ray needs Ray: pip install 'icm-cli[ray]'")
+
+
 def start_ray(config: Config, quiet: bool) -> Any:
     """Join the cluster RAY_ADDRESS names, or start a local one sized by the config."""
     import logging
 
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise InputError("--engine ray needs Ray: pip install 'icm-cli[ray]'")
+    require_ray()
+    import ray
+    import ray.data
+
     options: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": not quiet, "include_dashboard": False,
                                "ignore_reinit_error": True}
     if not os.environ.get("RAY_ADDRESS"):
@@ -130,6 +136,7 @@ class RayRun:
     def check(self) -> None:
         """What the Ray engine cannot do, said before any model loads."""
         task = self.config.task
+        require_ray()
         if task.id_field is None:
             raise InputError("--engine ray matches rows across re-runs by their id: set task.id_field")
         if task.type == "claims" and task.group_field and task.key_field:
