@@ -492,6 +492,31 @@ def test_the_ray_engine_without_ray_installed_is_refused_before_the_search(workd
     assert not (workdir / "shards").exists()
 
 
+@pytest.mark.parametrize(("overrides", "says"), [
+    (["ray.cpus=2", "ray.actors=2"], "2 actor(s) x 1 CPU plus 1 for reading the rows need 3 CPUs, the cluster has 2"),
+    (["ray.cpus=1"], "1 actor(s) x 1 CPU plus 1 for reading the rows need 2 CPUs, the cluster has 1"),
+    (["ray.cpus=8", "ray.gpus_per_actor=1"], "1 actor(s) x 1 GPU need 1 GPU, the cluster has 0"),
+], ids=["actors", "one-cpu", "gpu"])
+def test_a_local_cluster_too_small_for_the_actor_pool_is_refused_before_the_search(workdir, monkeypatch,
+                                                                                   overrides, says):
+    if "gpu" in says.lower() and _cuda_devices():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    write(workdir / "data.jsonl", GOOD_ROWS)
+    sets = [a for o in overrides for a in ("--set", o)]
+    for dry_run in ([], ["--dry-run"]):
+        assert_usage_error(invoke("label", "data.jsonl", "-c", "classify.yaml", "-o", "shards", "--engine", "ray",
+                                  *sets, *dry_run),
+                           f"--engine ray on a local cluster (RAY_ADDRESS unset): {says}, so Ray would wait for ever")
+    assert not (workdir / "shards").exists()
+
+
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
 def test_input_the_ray_engine_cannot_read_is_refused_naming_it(workdir):
     write(workdir / "data.txt", GOOD_ROWS)
     assert_usage_error(invoke("label", "data.txt", "-c", "classify.yaml", "-o", "shards", "--engine", "ray"),

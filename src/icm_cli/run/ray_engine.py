@@ -24,9 +24,9 @@ import importlib.util
 import json
 import os
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
-from ..foundation.config import Config
+from ..foundation.config import Config, RayConfig
 from ..foundation.errors import InputError
 from ..data.labels_io import row_id
 from .label_job import LabelJob
@@ -50,7 +50,41 @@ def require_ray() -> None:
         raise InputError("--engine ray needs Ray: pip install 'icm-cli[ray]'")
 
 
-def start_ray(config: Config, quiet: bool) -> Any:
+# Ray Data's read tasks ask for one CPU each: a pool that takes every CPU leaves the rows unread.
+READ_TASK_CPUS = 1.0
+
+
+def pool_misfit(rc: RayConfig, cpus: float, gpus: float) -> Optional[str]:
+    """Why a cluster of `cpus` and `gpus` cannot hold the actor pool and read the rows too, or
+    None. Ray does not refuse such a pool: it waits for resources, for ever on a fixed cluster."""
+    need = rc.actors * rc.cpus_per_actor + READ_TASK_CPUS
+    if need > cpus:
+        return (f"{rc.actors} actor(s) x {rc.cpus_per_actor:g} CPU plus {READ_TASK_CPUS:g} for reading the rows "
+                f"need {need:g} CPUs, the cluster has {cpus:g}")
+    if rc.gpus_per_actor and rc.actors * rc.gpus_per_actor > gpus:
+        need = rc.actors * rc.gpus_per_actor
+        return f"{rc.actors} actor(s) x {rc.gpus_per_actor:g} GPU need {need:g} GPU{'s' if need > 1 else ''}, the cluster has {gpus:g}"
+    return None
+
+
+def local_gpus() -> int:
+    """The GPUs a local Ray cluster finds (it reads the same CUDA_VISIBLE_DEVICES torch does)."""
+    if importlib.util.find_spec("torch") is None:
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def check_local_cluster(rc: RayConfig) -> None:
+    """A local cluster's size is known before the search: refuse a pool it cannot run."""
+    misfit = pool_misfit(rc, rc.cpus or os.cpu_count() or 1, local_gpus() if rc.gpus_per_actor else 0)
+    if misfit:
+        raise InputError(f"--engine ray on a local cluster (RAY_ADDRESS unset): {misfit}, so Ray would wait for "
+                         f"ever; set ray.actors, ray.cpus_per_actor, ray.gpus_per_actor or ray.cpus to fit")
+
+
+def start_ray(config: Config, quiet: bool, log: Any) -> Any:
     """Join the cluster RAY_ADDRESS names, or start a local one sized by the config."""
     import logging
 
@@ -64,6 +98,12 @@ def start_ray(config: Config, quiet: bool) -> Any:
         options.update(num_cpus=config.ray.cpus or os.cpu_count(),
                        object_store_memory=config.ray.object_store_mib * 2**20)
     ray.init(**options)
+    if os.environ.get("RAY_ADDRESS"):
+        # A joined cluster may autoscale, so a pool bigger than it is now is said, not refused.
+        have = ray.cluster_resources()
+        misfit = pool_misfit(config.ray, have.get("CPU", 0), have.get("GPU", 0))
+        if misfit:
+            log(f"ray: {misfit} now; the transfer waits until the cluster grows to hold it")
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
@@ -142,6 +182,8 @@ class RayRun:
         if task.type == "claims" and task.group_field and task.key_field:
             raise InputError("--engine ray labels rows independently; claims with consistency groups "
                              "(task.group_field + task.key_field) run locally (drop --engine ray)")
+        if not os.environ.get("RAY_ADDRESS"):
+            check_local_cluster(self.config.ray)
         if self.kind == "unknown":
             raise InputError(f"{self.data}: --engine ray reads .jsonl, .csv or .parquet files, a directory of "
                              f"them, or such a URL")
@@ -170,7 +212,7 @@ class RayRun:
                           centres, skip, fixed, self.label_field,
                           self.confidence_field, str(self.out.resolve()), self.kind, identity, threads, differ,
                           transfer.prior.shares if transfer.prior is not None else None, transfer.weights)
-        ray = start_ray(self.config, self.quiet)
+        ray = start_ray(self.config, self.quiet, self.log)
         self.log(f"ray: labelling the rows outside the core on {self.config.ray.actors} actor(s) "
                  f"({len(skip):,} rows already labelled)")
         last = [time.monotonic()]
