@@ -2,16 +2,17 @@
 refuse a pool it cannot place: Ray Data waits for the resources, for ever on a fixed cluster
 (measured with Ray 2.60: 2 actors of 1 CPU on a 2-CPU cluster never read a row, the read task
 finding no CPU). A local cluster is refused before the search (tests/test_bad_input.py); a joined
-one, which may autoscale, is told in the log."""
+one, which may autoscale, is reached at the checks and told in the log."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
-from icm_cli.foundation.config import Config, RayConfig
-from icm_cli.run.ray_engine import pool_misfit, start_ray
+from icm_cli.foundation.config import RayConfig
+from icm_cli.run.ray_engine import pool_misfit
 
 
 @pytest.mark.parametrize(("pool", "cpus", "gpus", "fits"), [
@@ -28,14 +29,31 @@ def test_a_pool_fits_where_its_actors_and_one_read_task_do(pool, cpus, gpus, fit
     assert (pool_misfit(pool, cpus, gpus) is None) == fits
 
 
-def test_a_joined_cluster_too_small_for_the_pool_is_named_in_the_log(monkeypatch):
-    pytest.importorskip("ray")
-    # RAY_ADDRESS=local makes ray.init start a cluster of this machine's CPUs, as joining one would
-    # find it: icm does not size it, so the pool is checked against what the cluster reports.
+def test_a_joined_cluster_is_reached_and_sized_at_the_checks_before_any_model_loads(tmp_path, monkeypatch):
+    """RAY_ADDRESS=local makes ray.init start a cluster of this machine's CPUs, as joining one would
+    find it: icm does not size it, so the pool is checked against what the cluster reports, in
+    --dry-run too (no model is loaded there)."""
+    ray = pytest.importorskip("ray")
+    from typer.testing import CliRunner
+
+    from icm_cli.backends import loading
+    from icm_cli.cli import app
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the cluster must be reached before any model loads")
+
+    monkeypatch.setattr(loading, "load_backend", refuse)
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RAY_ADDRESS", "local")
+    Path("c.yaml").write_text('task:\n  type: classification\n  template: "{text}"\n  labels: [a, b]\n  id_field: id\n')
+    Path("d.jsonl").write_text('{"id": 1, "text": "x"}\n{"id": 2, "text": "y"}\n')
     cpus = os.cpu_count() or 1
-    lines: list[str] = []
-    ray = start_ray(Config(ray=RayConfig(actors=cpus)), True, lines.append)
-    ray.shutdown()
-    assert lines == [f"ray: {cpus} actor(s) x 1 CPU plus 1 for reading the rows need {cpus + 1} CPUs, the cluster "
-                     f"has {cpus} now; the transfer waits until the cluster grows to hold it"]
+    try:
+        result = CliRunner().invoke(app, ["label", "d.jsonl", "-c", "c.yaml", "-o", "shards", "--engine", "ray",
+                                          "--dry-run", "--set", f"ray.actors={cpus}"])
+    finally:
+        ray.shutdown()
+    assert result.exit_code == 0, result.output
+    assert (f"icm: ray: {cpus} actor(s) x 1 CPU plus 1 for reading the rows need {cpus + 1} CPUs, the cluster has {cpus} "
+            "now; the transfer will wait until the cluster grows to hold the pool") in " ".join(result.output.split())
+    assert not Path("shards").exists()

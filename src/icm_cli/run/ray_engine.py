@@ -103,7 +103,7 @@ def start_ray(config: Config, quiet: bool, log: Any) -> Any:
         have = ray.cluster_resources()
         misfit = pool_misfit(config.ray, have.get("CPU", 0), have.get("GPU", 0))
         if misfit:
-            log(f"ray: {misfit} now; the transfer waits until the cluster grows to hold it")
+            log(f"ray: {misfit} now; the transfer will wait until the cluster grows to hold the pool")
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
@@ -172,9 +172,10 @@ class RayRun:
         self.label_field, self.confidence_field = job.label_field, job.confidence_field
         self.log, self.quiet = log, job.quiet
         self.kind = input_kind(self.data)
+        self.ray: Any = None  # a joined cluster, reached at the checks
 
     def check(self) -> None:
-        """What the Ray engine cannot do, said before any model loads."""
+        """What the Ray engine cannot do, said before any model loads; a joined cluster is reached here."""
         task = self.config.task
         require_ray()
         if task.id_field is None:
@@ -182,11 +183,14 @@ class RayRun:
         if task.type == "claims" and task.group_field and task.key_field:
             raise InputError("--engine ray labels rows independently; claims with consistency groups "
                              "(task.group_field + task.key_field) run locally (drop --engine ray)")
-        if not os.environ.get("RAY_ADDRESS"):
-            check_local_cluster(self.config.ray)
         if self.kind == "unknown":
             raise InputError(f"{self.data}: --engine ray reads .jsonl, .csv or .parquet files, a directory of "
                              f"them, or such a URL")
+        if os.environ.get("RAY_ADDRESS"):
+            # Reach a joined cluster (and read its size) now: a wrong address must not cost the search.
+            self.ray = start_ray(self.config, self.quiet, self.log)
+        else:
+            check_local_cluster(self.config.ray)  # started after the search: it would only sit idle in it
 
     def run(self, backend: Any, checkpoint: Any, state: Any, view: Any) -> Any:
         from .runner import Run, RunHooks, RunState
@@ -212,7 +216,7 @@ class RayRun:
                           centres, skip, fixed, self.label_field,
                           self.confidence_field, str(self.out.resolve()), self.kind, identity, threads, differ,
                           transfer.prior.shares if transfer.prior is not None else None, transfer.weights)
-        ray = start_ray(self.config, self.quiet, self.log)
+        ray = self.ray or start_ray(self.config, self.quiet, self.log)
         self.log(f"ray: labelling the rows outside the core on {self.config.ray.actors} actor(s) "
                  f"({len(skip):,} rows already labelled)")
         last = [time.monotonic()]
