@@ -104,14 +104,15 @@ def _written(out: Path) -> list[Path]:
     return [p for p in candidates if p.exists()] + stray_tmp
 
 
-def assert_usage_error(result, *must_contain: str, out: Path | None = None, allow_existing: tuple[Path, ...] = ()):
-    """The shared contract for one bad-input case run in-process."""
+def assert_usage_error(result, *must_contain: str, out: Path | None = None, allow_existing: tuple[Path, ...] = (),
+                       code: int = 2):
+    """The shared contract for one bad-input case run in-process (exit 3 where the engine is at fault)."""
     stdout, stderr = result.stdout, result.stderr
     assert "Traceback" not in stdout and "Traceback" not in stderr, (stdout, stderr)
     assert result.exception is None or isinstance(result.exception, SystemExit), (
         f"exception escaped the command: {result.exception!r}\nstderr: {stderr}"
     )
-    assert result.exit_code == 2, f"exit {result.exit_code}, stderr: {stderr!r}, stdout: {stdout[-500:]!r}"
+    assert result.exit_code == code, f"exit {result.exit_code}, stderr: {stderr!r}, stdout: {stdout[-500:]!r}"
     lines = stderr.splitlines()
     assert len(lines) == 1, f"expected exactly one line on stderr, got {len(lines)}: {stderr!r}"
     line = lines[0]
@@ -515,6 +516,18 @@ def _cuda_devices() -> int:
     import torch
 
     return torch.cuda.device_count()
+
+
+def test_a_ray_cluster_that_cannot_be_joined_is_one_line_before_the_search(workdir, monkeypatch):
+    # RAY_ADDRESS=auto joins the cluster `ray start` left running here; with none, Ray refuses at once.
+    if Path(tempfile.gettempdir(), "ray", "ray_current_cluster").exists():
+        pytest.skip("a Ray cluster runs on this machine")
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    write(workdir / "data.jsonl", GOOD_ROWS)
+    assert_usage_error(invoke("label", "data.jsonl", "-c", "classify.yaml", "-o", "shards", "--engine", "ray"),
+                       "--engine ray could not join the Ray cluster at RAY_ADDRESS=auto: Could not find any running "
+                       "Ray instance", code=3)
+    assert not (workdir / "shards").exists()
 
 
 def test_input_the_ray_engine_cannot_read_is_refused_naming_it(workdir):

@@ -27,7 +27,7 @@ import time
 from typing import Any, Iterator, Optional
 
 from ..foundation.config import Config, RayConfig
-from ..foundation.errors import InputError
+from ..foundation.errors import BackendError, InputError, first_line
 from ..data.labels_io import row_id
 from .label_job import LabelJob
 from .ray_actors import RayTally, ShardLabeller, Shipped, run_transfer
@@ -94,11 +94,16 @@ def start_ray(config: Config, quiet: bool, log: Any) -> Any:
 
     options: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": not quiet, "include_dashboard": False,
                                "ignore_reinit_error": True}
-    if not os.environ.get("RAY_ADDRESS"):
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
         options.update(num_cpus=config.ray.cpus or os.cpu_count(),
                        object_store_memory=config.ray.object_store_mib * 2**20)
-    ray.init(**options)
-    if os.environ.get("RAY_ADDRESS"):
+    try:
+        ray.init(**options)
+    except Exception as e:  # ConnectionError, RuntimeError or Ray's own, the reason at the chain's end
+        what = f"join the Ray cluster at RAY_ADDRESS={address}" if address else "start a local Ray cluster"
+        raise BackendError(f"--engine ray could not {what}: {_init_failure(e)[:400]}") from None
+    if address:
         # A joined cluster may autoscale, so a pool bigger than it is now is said, not refused.
         have = ray.cluster_resources()
         misfit = pool_misfit(config.ray, have.get("CPU", 0), have.get("GPU", 0))
@@ -109,6 +114,17 @@ def start_ray(config: Config, quiet: bool, log: Any) -> Any:
     context.print_on_execution_start = False
     context.execution_options.preserve_order = False
     return ray
+
+
+def _init_failure(e: BaseException) -> str:
+    """ray.init's error in one line: its own message, and the reason at the end of the chain
+    (Ray writes the last connection attempt's traceback into a RuntimeError's text: its last line)."""
+    root = e
+    while root.__cause__ is not None:
+        root = root.__cause__
+    lines = [line.strip() for line in str(root).splitlines() if line.strip()]
+    reason = lines[-1] if "Traceback (most recent call last)" in str(root) and lines else first_line(root)
+    return first_line(e) if root is e and reason == first_line(e) else f"{first_line(e)}: {reason}"
 
 
 # ---- the whole run, on the driver -------------------------------------------------------------

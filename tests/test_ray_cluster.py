@@ -1,4 +1,6 @@
-"""Whether a Ray cluster can hold the transfer's actor pool and still read the rows. Ray does not
+"""Reaching and sizing the Ray cluster `--engine ray` runs on.
+
+Whether a cluster can hold the transfer's actor pool and still read the rows: Ray does not
 refuse a pool it cannot place: Ray Data waits for the resources, for ever on a fixed cluster
 (measured with Ray 2.60: 2 actors of 1 CPU on a 2-CPU cluster never read a row, the read task
 finding no CPU). A local cluster is refused before the search (tests/test_bad_input.py); a joined
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from icm_cli.foundation.config import RayConfig
-from icm_cli.run.ray_engine import pool_misfit
+from icm_cli.run.ray_engine import _init_failure, pool_misfit
 
 
 @pytest.mark.parametrize(("pool", "cpus", "gpus", "fits"), [
@@ -57,3 +59,19 @@ def test_a_joined_cluster_is_reached_and_sized_at_the_checks_before_any_model_lo
     assert (f"icm: ray: {cpus} actor(s) x 1 CPU plus 1 for reading the rows need {cpus + 1} CPUs, the cluster has {cpus} "
             "now; the transfer will wait until the cluster grows to hold the pool") in " ".join(result.output.split())
     assert not Path("shards").exists()
+
+
+def test_a_failed_join_names_the_reason_ray_buried_in_a_traceback_text():
+    """The shape Ray 2.60 raised joining a `ray start` cluster whose token the driver lacked
+    (measured: a ConnectionError from a RuntimeError holding the last attempt's traceback as text)."""
+    inner = RuntimeError("Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n"
+                         '  File "node.py", line 990, in _init_gcs_client\n    client.check_alive()\n'
+                         "ray.exceptions.AuthenticationError: RPC error: InvalidAuthToken: token is missing\n")
+    try:
+        raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from inner
+    except ConnectionError as e:
+        joined = e
+    assert _init_failure(joined) == ("Failed to connect to Ray cluster at 10.0.0.1:6379: "
+                                     "ray.exceptions.AuthenticationError: RPC error: InvalidAuthToken: token is missing")
+    assert _init_failure(ConnectionError("Could not find any running Ray instance.")) == (
+        "Could not find any running Ray instance.")
