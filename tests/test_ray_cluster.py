@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from icm_cli.foundation.config import RayConfig
-from icm_cli.run.ray_engine import _init_failure, pool_misfit
+from icm_cli.run.ray_cluster import _init_failure, pool_misfit
 
 
 @pytest.mark.parametrize(("pool", "cpus", "gpus", "fits"), [
