@@ -31,6 +31,7 @@ def test_a_pool_fits_where_its_actors_and_one_read_task_do(pool, cpus, gpus, fit
     assert (pool_misfit(pool, cpus, gpus) is None) == fits
 
 
+@pytest.mark.slow  # a local Ray cluster up and down (14 s); test_bad_input's RAY_ADDRESS=auto case reaches at the checks fast
 def test_a_joined_cluster_is_reached_and_sized_at_the_checks_before_any_model_loads(tmp_path, monkeypatch):
     """RAY_ADDRESS=local makes ray.init start a cluster of this machine's CPUs, as joining one would
     find it: icm does not size it, so the pool is checked against what the cluster reports, in
