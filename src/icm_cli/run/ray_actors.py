@@ -147,10 +147,13 @@ def run_transfer(ray: Any, data: str, shipped: Shipped, fields: tuple[str, ...],
     counts what comes back."""
     rc = shipped.config.ray
     dataset = read_rows(ray, data, shipped.input_kind, fields)
+    # A fixed pool whose actors restart twice, not for ever (Ray Data's default), so an actor that
+    # keeps failing fails the run. Ray 2.60 names no parameter for restarts: its deprecation
+    # warning about `ray_remote_args` stays (Ray is pinned to 2.60).
     labelled = dataset.map_batches(
         ShardLabeller, fn_constructor_kwargs={"shipped": shipped}, batch_size=rc.batch_size,
-        concurrency=rc.actors, num_cpus=rc.cpus_per_actor, num_gpus=rc.gpus_per_actor or None,
-        batch_format="pyarrow", max_restarts=2, max_task_retries=2,
+        compute=ray.data.ActorPoolStrategy(size=rc.actors), num_cpus=rc.cpus_per_actor,
+        num_gpus=rc.gpus_per_actor or None, batch_format="pyarrow", max_restarts=2, max_task_retries=2,
     )
     tally = RayTally(labels={})
     start = time.monotonic()
