@@ -500,7 +500,9 @@ def test_the_ray_engine_without_ray_installed_is_refused_before_the_search(workd
 ], ids=["actors", "one-cpu", "gpu"])
 def test_a_local_cluster_too_small_for_the_actor_pool_is_refused_before_the_search(workdir, monkeypatch,
                                                                                    overrides, says):
-    if "gpu" in says.lower() and _cuda_devices():
+    from icm_cli.run.ray_cluster import local_gpus
+
+    if "gpu" in says.lower() and local_gpus():
         pytest.skip("this machine has a GPU")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     write(workdir / "data.jsonl", GOOD_ROWS)
@@ -510,12 +512,6 @@ def test_a_local_cluster_too_small_for_the_actor_pool_is_refused_before_the_sear
                                   *sets, *dry_run),
                            f"--engine ray on a local cluster (RAY_ADDRESS unset): {says}, so Ray would wait for ever")
     assert not (workdir / "shards").exists()
-
-
-def _cuda_devices() -> int:
-    import torch
-
-    return torch.cuda.device_count()
 
 
 def test_a_ray_cluster_that_cannot_be_joined_is_one_line_before_the_search(workdir, monkeypatch):

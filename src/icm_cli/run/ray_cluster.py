@@ -34,10 +34,15 @@ def pool_misfit(rc: RayConfig, cpus: float, gpus: float) -> Optional[str]:
     if need > cpus:
         return (f"{rc.actors} actor(s) x {rc.cpus_per_actor:g} CPU plus {READ_TASK_CPUS:g} for reading the rows "
                 f"need {need:g} CPUs, the cluster has {cpus:g}")
-    if rc.gpus_per_actor and rc.actors * rc.gpus_per_actor > gpus:
-        need = rc.actors * rc.gpus_per_actor
+    need = rc.actors * rc.gpus_per_actor
+    if need > gpus:
         return f"{rc.actors} actor(s) x {rc.gpus_per_actor:g} GPU need {need:g} GPU{'s' if need > 1 else ''}, the cluster has {gpus:g}"
     return None
+
+
+def local_cpus(rc: RayConfig) -> int:
+    """The CPUs of the local cluster icm starts: the one number its check and its start share."""
+    return rc.cpus or os.cpu_count() or 1
 
 
 def local_gpus() -> int:
@@ -51,15 +56,15 @@ def local_gpus() -> int:
 
 def check_local_cluster(rc: RayConfig) -> None:
     """A local cluster's size is known before the search: refuse a pool it cannot run."""
-    misfit = pool_misfit(rc, rc.cpus or os.cpu_count() or 1, local_gpus() if rc.gpus_per_actor else 0)
+    misfit = pool_misfit(rc, local_cpus(rc), local_gpus() if rc.gpus_per_actor else 0)
     if misfit:
         raise InputError(f"--engine ray on a local cluster (RAY_ADDRESS unset): {misfit}, so Ray would wait for "
                          f"ever; set ray.actors, ray.cpus_per_actor, ray.gpus_per_actor or ray.cpus to fit")
 
 
 def start_ray(config: Config, quiet: bool, log: Any) -> Any:
-    """Join the cluster RAY_ADDRESS names, or start a local one sized by the config."""
-    require_ray()
+    """Join the cluster RAY_ADDRESS names, or start a local one sized by the config (after
+    RayRun.check, which said whether Ray is installed)."""
     import ray
     import ray.data
 
@@ -67,7 +72,7 @@ def start_ray(config: Config, quiet: bool, log: Any) -> Any:
                                "ignore_reinit_error": True}
     address = os.environ.get("RAY_ADDRESS")
     if not address:
-        options.update(num_cpus=config.ray.cpus or os.cpu_count(),
+        options.update(num_cpus=local_cpus(config.ray),
                        object_store_memory=config.ray.object_store_mib * 2**20)
     try:
         ray.init(**options)
