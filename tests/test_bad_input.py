@@ -21,6 +21,7 @@ import functools
 import http.server
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -523,6 +524,20 @@ def test_a_ray_cluster_that_cannot_be_joined_is_one_line_before_the_search(workd
     assert_usage_error(invoke("label", "data.jsonl", "-c", "classify.yaml", "-o", "shards", "--engine", "ray"),
                        "--engine ray could not join the Ray cluster at RAY_ADDRESS=auto: Could not find any running "
                        "Ray instance", code=3)
+    assert not (workdir / "shards").exists()
+
+
+def test_a_ray_address_nothing_answers_at_is_one_line_at_once_not_after_rays_twenty_tries(workdir, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    write(workdir / "data.jsonl", GOOD_ROWS)
+    for dry_run in ([], ["--dry-run"]):
+        assert_usage_error(invoke("label", "data.jsonl", "-c", "classify.yaml", "-o", "shards", "--engine", "ray",
+                                  *dry_run),
+                           f"--engine ray could not join the Ray cluster at RAY_ADDRESS=127.0.0.1:{port}: nothing "
+                           f"answers at 127.0.0.1:{port} (Connection refused)", code=3)
     assert not (workdir / "shards").exists()
 
 

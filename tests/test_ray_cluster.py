@@ -9,12 +9,13 @@ one, which may autoscale, is reached at the checks and told in the log."""
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
 from icm_cli.foundation.config import RayConfig
-from icm_cli.run.ray_cluster import _init_failure, pool_misfit
+from icm_cli.run.ray_cluster import _init_failure, pool_misfit, unanswered
 
 
 @pytest.mark.parametrize(("pool", "cpus", "gpus", "fits"), [
@@ -76,3 +77,23 @@ def test_a_failed_join_names_the_reason_ray_buried_in_a_traceback_text():
                                      "ray.exceptions.AuthenticationError: RPC error: InvalidAuthToken: token is missing")
     assert _init_failure(ConnectionError("Could not find any running Ray instance.")) == (
         "Could not find any running Ray instance.")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_address_nothing_answers_at_is_named_before_rays_own_twenty_tries():
+    """ray.init spent 822 s (twenty tries) on an address nothing answered at; the probe says so at once."""
+    port = _closed_port()
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        assert unanswered(address) == f"nothing answers at 127.0.0.1:{port} (Connection refused)"
+    assert unanswered("no-such-host.invalid:6379").startswith("nothing answers at no-such-host.invalid:6379 (")
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        assert unanswered(f"127.0.0.1:{listening.getsockname()[1]}") is None  # answered: the rest is ray.init's
+    for ray_resolves in ("auto", "local", "anyscale://my-cluster", "127.0.0.1"):
+        assert unanswered(ray_resolves) is None
