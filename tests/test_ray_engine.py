@@ -86,6 +86,8 @@ def test_the_ray_engine_gives_the_local_labels_and_completes_a_killed_run(setup)
     again = subprocess.run(icm(work, "-o", "shards", "--engine", "ray"), cwd=work, capture_output=True, timeout=900)
     assert again.returncode == 0, again.stderr.decode()[-3000:]
     assert "Traceback" not in again.stderr.decode()
+    for ray_chatter in ("is deprecated", "Progress bars disabled", "execution finished"):  # icm's lines say these
+        assert ray_chatter not in again.stderr.decode()
     shards = glob.glob(str(out / "part-*.jsonl"))
     assert labels_in(shards) == local  # every row once, with the local run's label and confidence
     summary = json.loads((out / "icm-summary.json").read_text())

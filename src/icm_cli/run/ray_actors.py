@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -148,13 +149,16 @@ def run_transfer(ray: Any, data: str, shipped: Shipped, fields: tuple[str, ...],
     rc = shipped.config.ray
     dataset = read_rows(ray, data, shipped.input_kind, fields)
     # A fixed pool whose actors restart twice, not for ever (Ray Data's default), so an actor that
-    # keeps failing fails the run. Ray 2.60 names no parameter for restarts: its deprecation
-    # warning about `ray_remote_args` stays (Ray is pinned to 2.60).
-    labelled = dataset.map_batches(
-        ShardLabeller, fn_constructor_kwargs={"shipped": shipped}, batch_size=rc.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=rc.actors), num_cpus=rc.cpus_per_actor,
-        num_gpus=rc.gpus_per_actor or None, batch_format="pyarrow", max_restarts=2, max_task_retries=2,
-    )
+    # keeps failing fails the run. Ray 2.60 names no parameter for restarts, only `ray_remote_args`,
+    # which it warns is deprecated on every run: that one warning is silenced (Ray is pinned to 2.60;
+    # a Ray without it fails this call loudly).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        labelled = dataset.map_batches(
+            ShardLabeller, fn_constructor_kwargs={"shipped": shipped}, batch_size=rc.batch_size,
+            compute=ray.data.ActorPoolStrategy(size=rc.actors), num_cpus=rc.cpus_per_actor,
+            num_gpus=rc.gpus_per_actor or None, batch_format="pyarrow", max_restarts=2, max_task_retries=2,
+        )
     tally = RayTally(labels={})
     start = time.monotonic()
     for batch in labelled.iter_batches(batch_size=None, batch_format="pyarrow"):
