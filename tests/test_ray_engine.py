@@ -132,3 +132,37 @@ def test_an_unconfirmed_departure_reads_zero_shot_only_on_the_actors_too(setup, 
     transferred = [row for row in rows_in(shards) if row["icm_source"] == "transfer"]
     assert transferred and all(row.get("icm_agreement") is None for row in transferred)
     assert json.loads((setup / "forced-shards" / "icm-summary.json").read_text())["reading_weights"] == [0.0, 0.0, 1.0]
+
+
+@pytest.mark.slow
+def test_input_that_changes_under_the_run_is_refused_not_summarised(setup, monkeypatch):
+    """The driver counts the rows and the actors read them again: a row added to the input between
+    the two (a file still being written) is not summarised as done. In-process, so that the input
+    can be changed at the moment the transfer starts; the actors are Ray's own processes."""
+    import ray
+    from typer.testing import CliRunner
+
+    from icm_cli.cli import app
+    from icm_cli.run import ray_engine
+
+    monkeypatch.chdir(setup)
+    data = setup / "growing.jsonl"
+    data.write_text((setup / "tweets.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    real_transfer = ray_engine.run_transfer
+
+    def transfer_after_a_row_is_added(*args, **kwargs):
+        with open(data, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"id": "added-late", "text": "what a lovely day this is"}) + "\n")
+        return real_transfer(*args, **kwargs)
+
+    monkeypatch.setattr(ray_engine, "run_transfer", transfer_after_a_row_is_added)
+    try:
+        result = CliRunner().invoke(app, ["label", "growing.jsonl", "-c", "c.yaml", "-q", "-o", "grown",
+                                          "--engine", "ray"])
+    finally:
+        ray.shutdown()
+    assert result.exit_code == 2, result.output
+    assert (f"grown: the shards hold {ROWS + 1} rows for {ROWS} input rows; Ray read other "
+            "rows than the driver (did the input change?)") in " ".join(result.output.split())
+    assert not (setup / "grown" / "icm-summary.json").exists()
+    assert "added-late" in labels_in(glob.glob(str(setup / "grown" / "part-*.jsonl")))
