@@ -82,6 +82,10 @@ def test_where_the_first_core_drifts_and_the_second_does_not_confirm_it_labels_a
     # search's, not read twice, so every label is the zero-shot reading, the cores' rows' too.
     assert summary.departure_confirmed is False and "do not confirm" in summary.departure
     assert summary.reading_weights == [0.0, 0.0, 1.0]
+    # The zero-shot rule's line says what the labels are now, not the averaging it first decided.
+    assert summary.zero_shot_averaged and "averages" not in summary.zero_shot_rule
+    assert summary.zero_shot_rule.endswith(": every label is the zero-shot reading, as the two cores do not confirm "
+                                           "their departure (below)")
     assert accuracy(rows) >= 0.9 > accuracy(one)
     core_rows = [(k, r) for k, r in enumerate(rows) if r.source == "core"]
     assert core_rows and all(r.label == truth(k) for k, r in core_rows)
@@ -152,6 +156,7 @@ def test_where_both_cores_depart_alike_the_readings_are_weighed_by_agreement():
                   backend=PoorZeroShot())
     assert summary.second_core is True and summary.core_kappa < 0.45
     assert summary.departure_confirmed is True and "agree with each other" in summary.departure
+    assert "every label averages the 2 cores' readings and zero-shot's" in summary.zero_shot_rule
     weights = summary.reading_weights
     assert weights is not None and len(weights) == 3 and weights[2] < min(weights[:2])
     assert accuracy(rows) >= 0.9 and accuracy(zero) <= 0.7

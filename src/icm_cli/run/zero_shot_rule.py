@@ -43,6 +43,7 @@ class ZeroShotChoice:
     averaged: bool
     kappa: Optional[float]  # the sample's agreement, where it was measured (auto)
     reason: str  # one line, for the summary
+    why: str = ""  # the reason's cause alone, for a later decision that supersedes its outcome
 
 
 def choose(run: Any, transfer: Any, centres: Optional[list[list[float]]], ids: Sequence[int],
@@ -73,8 +74,9 @@ def choose(run: Any, transfer: Any, centres: Optional[list[list[float]]], ids: S
     if centres is not None:
         centres = centres + [[sum(col) / len(col) for col in zip(*raw)]]
     changed = _average_core_rows(run)
-    return ZeroShotChoice(True, kappa, f"{why}: every label averages the two readings; "
-                                       f"{changed} of the search's core labels changed"), centres
+    readings = "the two readings" if transfer.cores == 1 else f"the {transfer.cores} cores' readings and zero-shot's"
+    return ZeroShotChoice(True, kappa, f"{why}: every label averages {readings}; "
+                                       f"{changed} of the search's core labels changed", why), centres
 
 
 def read_zero_shot(run: Any, continuations: Sequence[str], examples: Sequence[tuple[int, Example]]) -> None:
