@@ -195,20 +195,14 @@ class Run:
             return centres
         self.check_sample = sample_ids(self, centres, self.config.search.seed)
         transfer.keep = set(self.check_sample)
-        s = self.summary
-        averaged_why = None
         if searched and mode != "off" and self.check_sample:
             choice, centres = choose(self, transfer, centres, self.check_sample, mode)
+            s = self.summary
             s.zero_shot_averaged, s.zero_shot_kappa, s.zero_shot_rule = choice.averaged, choice.kappa, choice.reason
-            averaged_why = choice.why if choice.averaged else None
         if searched and self.config.core.count == "auto" and len(self.outcomes) > 1 and self.check_sample:
             from .second_core import weigh
 
             centres = weigh(self, transfer, centres)
-            if s.departure_confirmed is False and averaged_why:
-                # The averaging was decided first: the summary must not say both it and what replaced it.
-                s.zero_shot_rule = (f"{averaged_why}: every label is the zero-shot reading, as the two cores "
-                                    f"do not confirm their departure (below)")
         if shares and self.check_sample:
             from .class_shares import estimate_and_apply
 

@@ -148,7 +148,7 @@ def _zero_shot_alone(run: Any, transfer: Any, centres: Optional[list[list[float]
     """Every label, the cores' rows' too, the zero-shot reading, centred as asking the model
     (`search.method: zero_shot`) centres it: on the whole calibration sample (the zero-shot rule
     centred it on the check's smaller sample, enough to weigh it beside the cores)."""
-    from .zero_shot_rule import read_zero_shot, zero_shot_core_rows
+    from .zero_shot_rule import read_zero_shot, superseded, zero_shot_core_rows
 
     transfer.weights = [0.0, 0.0, 1.0]
     if centres is not None:
@@ -160,4 +160,6 @@ def _zero_shot_alone(run: Any, transfer: Any, centres: Optional[list[list[float]
         transfer.known_zero_shot(dict(zip(run.calibration_sample, raw)))  # not read again in the transfer
     changed = zero_shot_core_rows(run, transfer.continuations, centres[-1] if centres is not None else None)
     run.summary.departure += f": every label is the zero-shot reading ({changed} of the cores' labels changed)"
+    if run.summary.zero_shot_rule:
+        run.summary.zero_shot_rule = superseded(run.summary.zero_shot_rule)
     return centres

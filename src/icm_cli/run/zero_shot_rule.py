@@ -43,7 +43,6 @@ class ZeroShotChoice:
     averaged: bool
     kappa: Optional[float]  # the sample's agreement, where it was measured (auto)
     reason: str  # one line, for the summary
-    why: str = ""  # the reason's cause alone, for a later decision that supersedes its outcome
 
 
 def choose(run: Any, transfer: Any, centres: Optional[list[list[float]]], ids: Sequence[int],
@@ -75,8 +74,18 @@ def choose(run: Any, transfer: Any, centres: Optional[list[list[float]]], ids: S
         centres = centres + [[sum(col) / len(col) for col in zip(*raw)]]
     changed = _average_core_rows(run)
     readings = "the two readings" if transfer.cores == 1 else f"the {transfer.cores} cores' readings and zero-shot's"
-    return ZeroShotChoice(True, kappa, f"{why}: every label averages {readings}; "
-                                       f"{changed} of the search's core labels changed", why), centres
+    return ZeroShotChoice(True, kappa, f"{why}{AVERAGES}{readings}; "
+                                       f"{changed} of the search's core labels changed"), centres
+
+
+AVERAGES = ": every label averages "
+
+
+def superseded(reason: str) -> str:
+    """The summary's line once the cores' departure goes unconfirmed (second_core.py): the
+    averaging it first decided is replaced, and the summary must not say both."""
+    why = reason.split(AVERAGES)[0]
+    return f"{why}: every label is the zero-shot reading, as the two cores do not confirm their departure (below)"
 
 
 def read_zero_shot(run: Any, continuations: Sequence[str], examples: Sequence[tuple[int, Example]]) -> None:
