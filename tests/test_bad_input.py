@@ -576,6 +576,31 @@ def test_an_out_dir_the_ray_engine_cannot_write_is_refused_and_left_as_it_was(wo
     write(workdir / "done" / SUMMARY, "{}")
     refused("done", "holds a finished run; pass --force")
     assert sorted(p.name for p in (workdir / "done").iterdir()) == sorted(["part-00000.jsonl", SUMMARY])
+    # --force replaces it when the run starts, not in a dry run.
+    dry = invoke("label", "data.jsonl", "-c", "classify.yaml", "-o", "done", "--engine", "ray", "--force", "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert sorted(p.name for p in (workdir / "done").iterdir()) == sorted(["part-00000.jsonl", SUMMARY])
+
+
+def test_an_unfinished_ray_out_dir_the_input_no_longer_matches_says_how_to_start_over(workdir, monkeypatch):
+    """The checkpoint of a run whose input changed is refused before any model loads, naming the
+    way out; a dry run with --force leaves the shards (--force clears them only for a real run:
+    tests/test_ray_engine.py)."""
+    from icm_cli.run.checkpoint import STATE, VERSION
+    from icm_cli.run.ray_shards import CHECKPOINT
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    write(workdir / "data.jsonl", GOOD_ROWS)
+    (workdir / "shards" / CHECKPOINT).mkdir(parents=True)
+    state = write(workdir / "shards" / CHECKPOINT / STATE, json.dumps({"version": VERSION, "data_hash": "0" * 16}))
+    shard = write(workdir / "shards" / "part-00000.jsonl", '{"id": "r1", "label": "positive"}\n')
+    assert_usage_error(invoke("label", "data.jsonl", "-c", "classify.yaml", "-o", "shards", "--engine", "ray"),
+                       "the input data changed since the checkpoint; refusing to resume; pass --force to start "
+                       "over (it removes the shards written)")
+    result = invoke("label", "data.jsonl", "-c", "classify.yaml", "-o", "shards", "--engine", "ray", "--force",
+                    "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert state.exists() and shard.exists()
 
 
 @pytest.mark.parametrize(("args", "says"), [

@@ -166,3 +166,16 @@ def test_input_that_changes_under_the_run_is_refused_not_summarised(setup, monke
             "rows than the driver (did the input change?)") in " ".join(result.output.split())
     assert not (setup / "grown" / "icm-summary.json").exists()
     assert "added-late" in labels_in(glob.glob(str(setup / "grown" / "part-*.jsonl")))
+    # The same command again: the checkpoint's input is not this input; the line names the way out.
+    monkeypatch.setattr(ray_engine, "run_transfer", real_transfer)
+    command = ["label", "growing.jsonl", "-c", "c.yaml", "-q", "-o", "grown", "--engine", "ray"]
+    again = CliRunner().invoke(app, command)
+    assert again.exit_code == 2 and ("the input data changed since the checkpoint; refusing to resume; pass --force "
+                                     "to start over (it removes the shards written)") in " ".join(again.output.split())
+    try:
+        over = CliRunner().invoke(app, [*command, "--force"])
+    finally:
+        ray.shutdown()
+    assert over.exit_code == 0, over.output
+    assert len(labels_in(glob.glob(str(setup / "grown" / "part-*.jsonl")))) == ROWS + 1
+    assert json.loads((setup / "grown" / "icm-summary.json").read_text())["rows"] == ROWS + 1

@@ -246,6 +246,11 @@ def test_resume_refuses_settings_that_change_labels_naming_the_key(tmp_path, key
     after = dataclasses.replace(before, backend=dataclasses.replace(before.backend, **{key: value}))
     with pytest.raises(InputError, match=rf"the config changed since the checkpoint: backend\.(openai\.)?{key} was"):
         Checkpoint(path, after, "d" * 16).load()
+    # The refusal names the way out, as the command that opened the checkpoint spells it.
+    with pytest.raises(InputError, match=r"refusing to resume .*; pass --force to start over$"):
+        Checkpoint(path, after, "d" * 16, start_over="pass --force to start over").load()
+    with pytest.raises(InputError, match=r"; run without --resume, with --force, to start over$"):
+        Checkpoint(path, after, "d" * 16).load()
 
 
 def test_resume_refuses_another_model_and_warns_on_another_icm_version(tmp_path):

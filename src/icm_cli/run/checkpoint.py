@@ -61,8 +61,9 @@ class Checkpoint:
     """Saves RunState for one (config, data, model); refuses to resume a different one."""
 
     def __init__(self, path: Path, config: Config, data_hash: str, warn: Callable[[str], None] = lambda _: None,
-                 fixed: str = ""):
+                 fixed: str = "", start_over: str = "run without --resume, with --force, to start over"):
         self.path = path
+        self.start_over = start_over  # the way out of a refused resume, as the command that opened it spells it
         self.fixed = fixed  # the --fixed corrections' digest ("" for none): they change labels as settings do
         self.state_path = path / STATE
         self.chunks_path = path / CHUNKS
@@ -151,7 +152,8 @@ class Checkpoint:
         if doc.get("version") != VERSION:
             raise InputError(f"{self.describe()}: checkpoint is from another icm version; pass --force to start again")
         if doc.get("data_hash") != self.data_hash:
-            raise InputError(f"{self.describe()}: the input data changed since the checkpoint; refusing to resume")
+            raise InputError(f"{self.describe()}: the input data changed since the checkpoint; refusing to resume; "
+                             f"{self.start_over}")
         self._check_config(doc.get("config", {}))
         self._check_fixed(doc.get("fixed", ""))
         if doc.get("icm_version") != icm_version():
@@ -179,7 +181,7 @@ class Checkpoint:
             raise InputError(
                 f"{self.describe()}: the config changed since the checkpoint: {k} was {before.get(k)!r}, "
                 f"now {now.get(k)!r}{more}; refusing to resume (these change labels; where and how "
-                f"requests are sent may change)"
+                f"requests are sent may change); {self.start_over}"
             )
 
     def _check_fixed(self, saved: Any) -> None:
@@ -189,13 +191,13 @@ class Checkpoint:
                 "the run had --fixed corrections, now it has none" if not self.fixed else
                 "the --fixed corrections changed (other rows or labels)")
         raise InputError(f"{self.describe()}: {what} since the checkpoint; refusing to resume (they change "
-                         f"labels; resume with the same --fixed file)")
+                         f"labels; resume with the same --fixed file, or {self.start_over})")
 
     def check_model(self, identity: str) -> None:
         """The loaded model must be the one the checkpoint's work was done with."""
         if self.model is not None and self.model != identity:
             raise InputError(f"{self.describe()}: the model changed since the checkpoint: it was {self.model}, "
-                             f"now {identity}; refusing to resume")
+                             f"now {identity}; refusing to resume; {self.start_over}")
         self.model = identity
 
     def _logged(self) -> Iterator[TransferChunk]:

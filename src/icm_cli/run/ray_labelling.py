@@ -35,7 +35,7 @@ class Terminal:
 def run_ray(job: LabelJob, terminal: Terminal) -> Any:
     """`--engine ray`: OUT is a directory of shards; a re-run of the same command continues."""
     from .ray_engine import RayRun
-    from .ray_shards import check_out_dir
+    from .ray_shards import check_out_dir, clear_out_dir
     from ..data.run_lock import RunLock
 
     if job.out is None:
@@ -54,6 +54,8 @@ def run_ray(job: LabelJob, terminal: Terminal) -> Any:
         if job.dry_run:
             terminal.print_dry_run(run_input, job.config, job.probe)
             return None
+        if job.force:
+            clear_out_dir(job.out)
         return RayLabelling(job, run_input, engine, terminal).run(stack)
 
 
@@ -73,7 +75,8 @@ class RayLabelling:
         assert job.out is not None
         job.out.mkdir(exist_ok=True)
         checkpoint = Checkpoint(job.out / CHECKPOINT, job.config, self.run_input.index.digest,
-                                warn=lambda msg: self.log(f"warning: {msg}"), fixed=self.run_input.fixed.digest)
+                                warn=lambda msg: self.log(f"warning: {msg}"), fixed=self.run_input.fixed.digest,
+                                start_over="pass --force to start over (it removes the shards written)")
         state = checkpoint.load() if checkpoint.exists() else None
         try:
             backend = loading.load_backend(job.config.backend, self.log, progress=self.terminal.bars)

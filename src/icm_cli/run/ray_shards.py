@@ -21,7 +21,7 @@ CORE_SHARD = "part-core.jsonl"
 
 def check_out_dir(out: Path, force: bool) -> None:
     """OUT for the Ray engine is a directory of shards: absent, one of icm's to continue, or
-    (with --force) a finished one of icm's to replace."""
+    (with --force) one of icm's to start over in, finished or not (clear_out_dir)."""
     if out.suffix:
         raise InputError(f"{out}: --engine ray writes a directory of shards; name a directory (no extension)")
     if not out.exists():
@@ -33,11 +33,19 @@ def check_out_dir(out: Path, force: bool) -> None:
     foreign = [p.name for p in out.iterdir() if not _ours(p.name)]
     if foreign:
         raise InputError(f"{out}: holds '{foreign[0]}', which icm did not write; choose another -o")
-    if (out / SUMMARY).exists():
-        if not force:
-            raise InputError(f"{out}: holds a finished run; pass --force to replace it")
+    if (out / SUMMARY).exists() and not force:
+        raise InputError(f"{out}: holds a finished run; pass --force to replace it")
+
+
+def clear_out_dir(out: Path) -> None:
+    """--force starts over, in a finished OUT_DIR or an unfinished one (as it drops a local run's
+    checkpoint: one the input or config no longer matches is otherwise a dead end). Called with
+    OUT's lock held and the run's checks passed, so neither a live run's shards nor a dry run's
+    OUT_DIR are removed."""
+    if out.is_dir():
         for p in out.iterdir():
-            _remove(p)
+            if _ours(p.name):
+                _remove(p)
 
 
 def _ours(name: str) -> bool:
