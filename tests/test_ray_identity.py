@@ -53,3 +53,24 @@ def test_gpu_actors_are_told_apart_from_a_cpu_driver_only_when_planned():
     assert gpu_actors_on_a_cpu_driver(planned, Driver("cpu"))
     assert not gpu_actors_on_a_cpu_driver(Config(), Driver("cpu"))
     assert not gpu_actors_on_a_cpu_driver(planned, Driver("cuda"))  # the driver searched on a GPU itself
+
+
+def test_the_progress_view_follows_the_actors_transfer_to_its_last_row():
+    """The driver's view is fed the actors' tally, so its last line (printed as it closes, where
+    stderr is not a terminal) is the finished transfer, not the search's 'rows done=0'."""
+    import io
+
+    from rich.console import Console
+
+    from icm_cli.commands.progress import ProgressView
+    from icm_cli.run.ray_actors import RayTally
+    from icm_cli.run.ray_engine import transfer_progress
+
+    out = io.StringIO()
+    with ProgressView(Console(file=out, width=300), ("negative", "positive"), every=3600) as view:
+        view(transfer_progress(RayTally(shards=1, rows=40, seconds=10.0), 120, 5, 1))
+        middle = transfer_progress(RayTally(shards=1, rows=40, seconds=10.0), 120, 5, 1)
+        assert middle.eta == 75 * 10.0 / 40 and middle.rows_done == 45
+        view(transfer_progress(RayTally(shards=8, rows=115, seconds=23.0), 120, 5, 1))
+    last = out.getvalue().strip().splitlines()[-1]
+    assert last == "phase=transfer  transferred=115/115  rows/s=5.0  rows done=120/120  tokens/s=-  ETA=0s"

@@ -41,7 +41,7 @@ def _fields(p: Progress, words: tuple[str, ...]) -> list[tuple[str, str]]:
         out += [("transferred", f"{p.transferred:,}/{p.to_transfer:,}"), ("rows/s", f"{per_s:,.1f}")]
     out += [
         ("rows done", f"{p.rows_done:,}/{p.rows:,}"),
-        ("tokens/s", f"{rate:,.0f}" if p.elapsed > 0 else "-"),
+        ("tokens/s", f"{rate:,.0f}" if p.elapsed > 0 and p.tokens_computed else "-"),
         ("ETA", _fmt_eta(p.eta)),
     ]
     if p.monitor_agreement is not None:

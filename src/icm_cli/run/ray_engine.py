@@ -33,6 +33,7 @@ from .label_job import LabelJob
 from .ray_actors import RayTally, ShardLabeller, Shipped, run_transfer
 from .ray_cluster import check_local_cluster, require_ray, start_ray
 from .row_emitter import HeldLabels, label_row, output_row
+from .run_records import Progress
 from .ray_input import input_kind, is_remote, read_rows
 from .ray_shards import CHECKPOINT, CORE_SHARD, SUMMARY, check_out_dir, finished_ids, write_shard
 from ..data.row_index import hash64
@@ -46,6 +47,15 @@ __all__ = [
 
 
 # ---- the whole run, on the driver -------------------------------------------------------------
+
+
+def transfer_progress(tally: RayTally, rows: int, skipped: int, cores: int) -> Progress:
+    """What the progress view shows of the actors' transfer: rows, not tokens (the actors count
+    their own tokens; tokens_computed 0 shows as "-")."""
+    left = rows - skipped - tally.rows
+    eta = left * tally.seconds / tally.rows if tally.rows else None
+    return Progress("transfer", max(cores - 1, 0), cores, None, skipped + tally.rows, rows, tally.rows,
+                    rows - skipped, 0, tally.seconds, tally.seconds, eta, None)
 
 
 def _held_rows(run: Any) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -153,13 +163,12 @@ class RayRun:
         ray = self.ray or start_ray(self.config, self.quiet, self.log)
         self.log(f"ray: labelling the rows outside the core on {self.config.ray.actors} actor(s) "
                  f"({len(skip):,} rows already labelled)")
-        last = [time.monotonic()]
+        rows, cores = self.run_input.index.count, len(run.plan.cores)
 
         def progress(tally: RayTally) -> None:
-            if time.monotonic() - last[0] >= 10:
-                last[0] = time.monotonic()
-                self.log(f"ray: {tally.rows:,} rows in {tally.shards:,} shards, "
-                         f"{tally.rows / max(tally.seconds, 1e-9):,.1f} rows/s")
+            # The live report goes on into the transfer, as a local run's does: left at the search's
+            # last step, it ended every run on "rows done=0".
+            view(transfer_progress(tally, rows, len(skip), cores))
 
         start = time.monotonic()
         try:
