@@ -68,9 +68,9 @@ def test_the_progress_view_follows_the_actors_transfer_to_its_last_row():
 
     out = io.StringIO()
     with ProgressView(Console(file=out, width=300), ("negative", "positive"), every=3600) as view:
-        view(transfer_progress(RayTally(shards=1, rows=40, seconds=10.0), 120, 5, 1))
-        middle = transfer_progress(RayTally(shards=1, rows=40, seconds=10.0), 120, 5, 1)
+        view(transfer_progress(RayTally(rows=40, seconds=10.0), 120, 5, 1))
+        middle = transfer_progress(RayTally(rows=40, seconds=10.0), 120, 5, 1)
         assert middle.eta == 75 * 10.0 / 40 and middle.rows_done == 45
-        view(transfer_progress(RayTally(shards=8, rows=115, seconds=23.0), 120, 5, 1))
+        view(transfer_progress(RayTally(rows=115, seconds=23.0), 120, 5, 1))
     last = out.getvalue().strip().splitlines()[-1]
     assert last == "phase=transfer  transferred=115/115  rows/s=5.0  rows done=120/120  tokens/s=-  ETA=0s"

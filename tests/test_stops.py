@@ -251,6 +251,9 @@ def test_resume_refuses_settings_that_change_labels_naming_the_key(tmp_path, key
         Checkpoint(path, after, "d" * 16, start_over="pass --force to start over").load()
     with pytest.raises(InputError, match=r"; run without --resume, with --force, to start over$"):
         Checkpoint(path, after, "d" * 16).load()
+    (path / "state.json").write_text("not json")  # every refusal to resume names the same way out
+    with pytest.raises(InputError, match=r"checkpoint is unreadable .*; pass --force to start over$"):
+        Checkpoint(path, after, "d" * 16, start_over="pass --force to start over").load()
 
 
 def test_resume_refuses_another_model_and_warns_on_another_icm_version(tmp_path):

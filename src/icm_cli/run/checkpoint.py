@@ -144,13 +144,13 @@ class Checkpoint:
             doc = json.loads(self.state_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise InputError(f"{self.describe()}: the checkpoint holds no state (the run stopped before any "
-                             f"work); run without --resume, with --force")
+                             f"work); {self.start_over}")
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InputError(f"{self.describe()}: checkpoint is unreadable ({e}); pass --force to start again")
+            raise InputError(f"{self.describe()}: checkpoint is unreadable ({e}); {self.start_over}")
         if not isinstance(doc, dict):
-            raise InputError(f"{self.describe()}: checkpoint is malformed (not a JSON object); pass --force to start again")
+            raise InputError(f"{self.describe()}: checkpoint is malformed (not a JSON object); {self.start_over}")
         if doc.get("version") != VERSION:
-            raise InputError(f"{self.describe()}: checkpoint is from another icm version; pass --force to start again")
+            raise InputError(f"{self.describe()}: checkpoint is from another icm version; {self.start_over}")
         if doc.get("data_hash") != self.data_hash:
             raise InputError(f"{self.describe()}: the input data changed since the checkpoint; refusing to resume; "
                              f"{self.start_over}")
@@ -170,7 +170,7 @@ class Checkpoint:
                 doc.get("core_choice"), doc.get("core_kappa"),
             )
         except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"{self.describe()}: checkpoint is malformed ({e}); pass --force to start again")
+            raise InputError(f"{self.describe()}: checkpoint is malformed ({e}); {self.start_over}")
 
     def _check_config(self, saved: Any) -> None:
         before, now = _flatten(saved), _flatten(self.config)

@@ -136,7 +136,6 @@ class ShardLabeller:
 
 @dataclass
 class RayTally:
-    shards: int = 0
     rows: int = 0
     labels: Optional[dict[str, int]] = None
     seconds: float = 0.0
@@ -163,7 +162,6 @@ def run_transfer(ray: Any, data: str, shipped: Shipped, fields: tuple[str, ...],
     start = time.monotonic()
     for batch in labelled.iter_batches(batch_size=None, batch_format="pyarrow"):
         for rows, labels in zip(batch["rows"].to_pylist(), batch["labels"].to_pylist()):
-            tally.shards += 1
             tally.rows += rows
             for label, n in json.loads(labels).items():
                 tally.labels[label] = tally.labels.get(label, 0) + n  # type: ignore[index]

@@ -115,7 +115,7 @@ def start_ray(config: Config, quiet: bool, log: Any) -> Any:
     context.print_on_execution_start = False
     context.execution_options.preserve_order = False
     # Ray Data's console says that the progress bars icm turned off are off, and when each dataset
-    # has finished; icm's own lines say how far the transfer is. Its other warnings still show.
+    # has finished; icm's progress report says how far the transfer is. Its other warnings still show.
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     logging.getLogger("ray.data._internal.execution.streaming_executor").setLevel(logging.WARNING)
     return ray
