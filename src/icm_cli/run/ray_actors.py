@@ -5,7 +5,6 @@ and the Ray Data pipeline that feeds them (`run_transfer`)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 import warnings
 from dataclasses import dataclass
@@ -87,15 +86,13 @@ class ShardLabeller:
         rows = [r for r, k in zip(rows, keep) if k]
         ids = [i for i, k in zip(ids, keep) if k]
         if not rows:
-            return {"shard": [], "rows": [], "labels": []}
+            return {"shard": [], "rows": []}
         out = self._label(rows, ids)
         name = "part-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16] + ".jsonl"
         write_shard(self.out / name, out)
-        counts: dict[str, int] = {}
-        for row in out:
-            label = row[self.shipped.label_field]
-            counts[label] = counts.get(label, 0) + 1
-        return {"shard": [name], "rows": [len(out)], "labels": [json.dumps(counts)]}
+        # Only the count comes back: the summary recounts the labels from every shard, as a
+        # resumed run must.
+        return {"shard": [name], "rows": [len(out)]}
 
     def _rows(self, batch: Any) -> list[dict[str, Any]]:
         if self.shipped.input_kind == "jsonl":
@@ -137,7 +134,6 @@ class ShardLabeller:
 @dataclass
 class RayTally:
     rows: int = 0
-    labels: Optional[dict[str, int]] = None
     seconds: float = 0.0
 
 
@@ -158,13 +154,10 @@ def run_transfer(ray: Any, data: str, shipped: Shipped, fields: tuple[str, ...],
             compute=ray.data.ActorPoolStrategy(size=rc.actors), num_cpus=rc.cpus_per_actor,
             num_gpus=rc.gpus_per_actor or None, batch_format="pyarrow", max_restarts=2, max_task_retries=2,
         )
-    tally = RayTally(labels={})
+    tally = RayTally()
     start = time.monotonic()
     for batch in labelled.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for rows, labels in zip(batch["rows"].to_pylist(), batch["labels"].to_pylist()):
-            tally.rows += rows
-            for label, n in json.loads(labels).items():
-                tally.labels[label] = tally.labels.get(label, 0) + n  # type: ignore[index]
+        tally.rows += sum(batch["rows"].to_pylist())
         tally.seconds = time.monotonic() - start
         on_batch(tally)
     return tally
