@@ -4,6 +4,7 @@ wrong input is refused. The page in a real browser: test_report_browser.py."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -219,3 +220,23 @@ def test_a_csv_labels_file_reads_as_its_jsonl_twin(run_files, tmp_path):
     accuracy = re.compile(r'<span class="big">([0-9.]+%)')
     assert accuracy.search(page).group(1) == accuracy.search(twin).group(1)
     assert page.count("<svg") == twin.count("<svg") == 8
+
+
+def test_a_run_whose_labels_are_zero_shot_shows_the_cores_unused_reading_against_it(run_files, tmp_path):
+    """Where the two cores did not confirm their departure, the labels are the zero-shot reading:
+    the page sets the cores' reading (unused) against zero-shot, not zero-shot against itself."""
+    labels, _ = run_files
+    summary = json.loads(labels.with_name(labels.name + ".summary.json").read_text())
+    sample = summary["readings"]
+    departed = [list(reversed(p)) if k % 3 == 0 else p for k, p in enumerate(sample["zero_shot"])]
+    sample.update(zero_shot_alone=True, many_shot=sample["zero_shot"], cores_reading=departed)
+    copy = tmp_path / "labels.jsonl"
+    copy.write_text(labels.read_text())
+    copy.with_name(copy.name + ".summary.json").write_text(json.dumps(summary))
+    page = run_report(ReportJob(str(copy))).read_text(encoding="utf-8")
+    text = html.unescape(re.sub(r"<[^>]+>", "", page))
+    assert "the two cores' reading, which this run did not use" in text
+    moved = sum(1 for k in range(len(departed)) if k % 3 == 0)
+    assert f"pick the same label on {len(departed) - moved:,} of {len(departed):,} rows" in text
+    assert "None: on every sampled row the two readings pick the same label" not in text
+    assert "The zero-shot reading (this run's labels" in text and "zero-shot log-odds" in text

@@ -127,6 +127,13 @@ def test_an_unconfirmed_departure_reads_the_rows_left_zero_shot_only(monkeypatch
 
     assert summary.signal is not None and verdict(summary) == verdict(every_summary)
     assert summary.class_shares == every_summary.class_shares
+    # The labels are the zero-shot reading: the check judges it without a kappa against itself
+    # (it would be 1 by construction), and keeps the cores' unused reading for the report.
+    assert "zero_shot_kappa" not in {f["name"] for f in summary.signal["figures"]}
+    assert "the labels are the model's zero-shot reading" in summary.signal["reason"]
+    sample = summary.readings
+    assert sample is not None and sample["zero_shot_alone"] is True and len(sample["cores_reading"]) == len(sample["many_shot"]) > 0
+    assert sample["many_shot"] != sample["cores_reading"]
     transferred = {f"tweet {k} was " for k, r in enumerate(rows) if r.source == "transfer"}
     # Only the rows read before the decision (the two calibration samples, one drawn for each
     # core count; the decisions' samples within them) were read after demonstrations; reading
@@ -376,6 +383,9 @@ def test_the_real_model_searches_a_second_core_and_weighs_the_readings(monkeypat
         assert transferred and all(r.agreement is None and r.readings is None for r in transferred)
         assert [(r.label, r.confidence) for r in labels] == [(r.label, r.confidence) for _, _, r in every]
         assert all(r.label == r.readings[1] for _, _, r in every if r.source == "transfer")
+        # The check judges the zero-shot reading the labels are, with no kappa against itself.
+        assert summary.signal is not None and summary.readings is not None and summary.readings["zero_shot_alone"]
+        assert "zero_shot_kappa" not in {f["name"] for f in summary.signal["figures"]}
     elif summary.departure_confirmed:
         assert all(r.agreement in (0.0, 0.5, 1.0) for r in transferred)
     else:  # the real cores did not confirm their departure: the rows left were read zero-shot only

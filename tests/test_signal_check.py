@@ -80,6 +80,29 @@ def test_readings_that_follow_the_words_but_not_zero_shot_are_weak():
     assert report.verdict == "weak", report
 
 
+def zero_shot_alone(r: Readings) -> Readings:
+    """The readings of a run whose labels are the zero-shot reading alone: the reading judged is
+    zero-shot itself, so it agrees with it by construction."""
+    return dataclasses.replace(r, mine=r.zero_shot, labels=[0 if s[0] > s[1] else 1 for s in r.zero_shot],
+                               zero_shot_alone=True)
+
+
+@pytest.mark.parametrize("meaning, noise, verdict", [(2.0, 0.3, "signal"), (0.85, 1.0, "weak"), (0.0, 1.0, "none")])
+def test_labels_that_are_the_zero_shot_reading_are_judged_on_their_content_without_a_kappa(meaning, noise, verdict):
+    r = readings(256, meaning=meaning, noise=noise, zero_shot_follows=0.0)
+    # The judged reading follows the words as `mine` does, and is zero-shot's.
+    r = dataclasses.replace(r, zero_shot=r.mine)
+    report = judge(zero_shot_alone(r), 2, seed=0)
+    assert report.verdict == verdict, report
+    assert "zero_shot_kappa" not in {f.name for f in report.figures}
+    if verdict != "none":
+        assert "the labels are the model's zero-shot reading" in report.reason
+    # The same readings judged as a many-shot reading get a kappa of 1: the figure left out
+    # would say nothing.
+    kept = judge(dataclasses.replace(r, labels=[0 if s[0] > s[1] else 1 for s in r.mine]), 2, seed=0)
+    assert next(f.value for f in kept.figures if f.name == "zero_shot_kappa") == 1.0
+
+
 def test_one_label_for_nearly_every_row_is_none_with_a_warning():
     report = judge(readings(256, meaning=2.0, noise=0.3, zero_shot_follows=1.5, balance=0.999), 2, seed=0)
     assert report.verdict == "none"

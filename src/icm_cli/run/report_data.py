@@ -276,6 +276,15 @@ def confidently_wrong(rows: Sequence[ReportRow], gold: GoldView, n: int) -> list
     return sorted(wrong, key=lambda r: (-r.confidence, r.position))[:n]
 
 
+def against_zero_shot(readings: ReadingSample) -> ReadingSample:
+    """The sample with the many-shot reading to set against zero-shot: where the labels are the
+    zero-shot reading alone (two cores that did not confirm their departure), the cores' reading
+    they departed to, not the labels' own (which is zero-shot itself)."""
+    if readings.zero_shot_alone and readings.cores_reading:
+        return dataclasses.replace(readings, many_shot=readings.cores_reading)
+    return readings
+
+
 def disagreements(rows: Sequence[ReportRow], readings: ReadingSample, n: int) -> list[Disagreement]:
     """Sampled rows whose many-shot and zero-shot readings pick different labels, the widest
     gaps first (one entry a row)."""

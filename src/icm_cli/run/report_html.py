@@ -13,7 +13,8 @@ import math
 from typing import Iterable, Sequence
 
 from . import report_plots as plots
-from .report_data import ReportData, ReportRow, RunView, confidently_wrong, disagreements, least_confident
+from .report_data import (ReportData, ReportRow, RunView, against_zero_shot, confidently_wrong, disagreements,
+                          least_confident)
 from ..algorithm.search import argmax
 from .signal_check import AGREEMENT, CONTENT, NO_CONTENT, ONE_LABEL
 
@@ -133,7 +134,9 @@ def _signal(run: RunView) -> str:
             for f in sig.figures])
     body += "".join(f'<p class="warn">Warning: {_e(w)}</p>' for w in sig.warnings)
     if run.readings is not None:
-        body += ("<h3>What the content ratio compares</h3><p class=\"explain\">The many-shot reading of each "
+        judged = ("The zero-shot reading (this run's labels: its two cores did not confirm their departure) "
+                  if run.readings.zero_shot_alone else "The many-shot reading ")
+        body += ("<h3>What the content ratio compares</h3><p class=\"explain\">" + judged + "of each "
                  "sampled row, and of the same row with its letters shuffled (spaces, digits and punctuation "
                  "kept). Readings that follow the words spread wider on the rows.</p>"
                  + _figure(plots.content_spread(run.readings)))
@@ -148,15 +151,18 @@ def _confidence(data: ReportData) -> str:
 
 
 def _readings(run: RunView) -> str:
-    sample = run.readings
-    assert sample is not None
+    assert run.readings is not None
+    sample = against_zero_shot(run.readings)
     words = sample.label_words
     pairs = [(argmax(a), argmax(b)) for a, b in zip(sample.many_shot, sample.zero_shot)]
     same, n = sum(a == b for a, b in pairs), len(pairs)
     kappa = next((f for f in (run.signal.figures if run.signal else []) if f.name == "zero_shot_kappa"), None)
     told = f" (kappa {kappa.value:.2f})" if kappa is not None else ""
+    whose = ("the run's own reading" if not sample.zero_shot_alone else
+             "the two cores' reading, which this run did not use: they did not confirm their departure from "
+             "zero-shot, so every label is the zero-shot reading")
     text = (f"Each point is one of the {n:,} rows the signal check sampled: its probability of '{words[0]}' read "
-            f"after the core's demonstrations (many-shot: the run's own reading) against read alone (zero-shot, "
+            f"after the core's demonstrations (many-shot: {whose}) against read alone (zero-shot, "
             f"calibrated). The two pick the same label on {same:,} of {n:,} rows{told}. Points far from the "
             f"diagonal are rows the demonstrations moved; red ones changed label.")
     cross = _table(("many-shot \\ zero-shot", *words), [
@@ -216,9 +222,12 @@ def _rows(data: ReportData) -> str:
     body = ("<h3>Least confident</h3>" + _row_table(least_confident(data.rows, ROWS_SHOWN), data))
     readings = data.run.readings if data.run is not None else None
     if readings is not None:
-        split = disagreements(data.rows, readings, ROWS_SHOWN)
+        split = disagreements(data.rows, against_zero_shot(readings), ROWS_SHOWN)
+        unused = (" Here the many-shot reading is the two cores', which the labels did not use (their departure "
+                  "from zero-shot was not confirmed)." if readings.zero_shot_alone else "")
         body += ("<h3>Where the two readings disagree</h3><p class=\"explain\">Sampled rows whose many-shot and "
-                 "zero-shot readings pick different labels; the probabilities are of the run's label.</p>")
+                 "zero-shot readings pick different labels; the probabilities are of the run's label." + unused
+                 + "</p>")
         body += _table(("row", "text", "label", "many-shot", "zero-shot", *(("gold",) if gold else ())), [
             (_num(str(d.row.position + 1)), _text(d.row.text), _e(d.row.label),
              _num(f"{d.many_shot} ({d.many_shot_p:.2f})"), _num(f"{d.zero_shot} ({d.zero_shot_p:.2f})"),

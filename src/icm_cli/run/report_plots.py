@@ -176,7 +176,8 @@ def content_spread(sample: ReadingSample) -> Any:
     # A small sample's rows are each shuffled several times: weighted so both count rows.
     share = len(words) / len(mixed)
     ax.hist(mixed, bins=bins, weights=[share] * len(mixed), color=COLOURS[1], alpha=0.6, label="their letters shuffled")
-    ax.set_xlabel(f"many-shot log-odds of '{sample.label_words[0]}'")
+    judged = "zero-shot" if sample.zero_shot_alone else "many-shot"
+    ax.set_xlabel(f"{judged} log-odds of '{sample.label_words[0]}'")
     ax.set_ylabel("sampled rows")
     _legend_above(ax)
     return fig

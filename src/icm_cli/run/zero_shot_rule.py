@@ -65,10 +65,12 @@ def choose(run: Any, transfer: Any, centres: Optional[list[list[float]]], ids: S
     elif mode == "auto":
         many = many_shot(transfer, centres, examples)
         kappa = round(cohen_kappa([argmax(s) for s in many], [argmax(s) for s in readings]), 3)
+        # "on N rows" read as N rows that differ; it is the sample the kappa is measured on.
+        sample = f"a sample of {len(ids)} " + ("rows" if run.shape.per_row == 1 else "examples (each order of a row)")
         if kappa >= AGREES:
-            return ZeroShotChoice(False, kappa, f"the many-shot reading agrees with zero-shot on {len(ids)} rows "
+            return ZeroShotChoice(False, kappa, f"the many-shot reading agrees with zero-shot on {sample} "
                                                 f"(kappa {kappa} >= {AGREES}): labels from it alone"), centres
-        why = f"the many-shot reading departs from zero-shot on {len(ids)} rows (kappa {kappa} < {AGREES})"
+        why = f"the many-shot reading departs from zero-shot on {sample} (kappa {kappa} < {AGREES})"
     transfer.add_zero_shot(dict(zip(ids, raw)))
     if centres is not None:
         centres = centres + [[sum(col) / len(col) for col in zip(*raw)]]
