@@ -153,11 +153,14 @@ class Transfer:
         cores_weigh_nothing, which says what the labels are, because this says only what is read."""
         return self.cores_weigh_nothing and len(self.contexts) > self.cores
 
-    def raw(self, examples: Sequence[tuple[int, Example]], keep: bool = False) -> list[list[Optional[list[float]]]]:
+    def raw(self, examples: Sequence[tuple[int, Example]], keep: bool = False,
+            every_context: bool = False) -> list[list[Optional[list[float]]]]:
         """Per example, per context, the label log-probabilities after that context (None for a
-        core's context not read: zero_shot_only)."""
+        core's context not read: zero_shot_only, unless `every_context`, as the signal check
+        reads the cores' readings the labels left unused)."""
         missing = [(i, ex) for i, ex in examples if i not in self._raw]
-        read = range(self.cores, len(self.contexts)) if self.zero_shot_only else range(len(self.contexts))
+        skip_cores = self.zero_shot_only and not every_context
+        read = range(self.cores, len(self.contexts)) if skip_cores else range(len(self.contexts))
         wanted = [(i, c, ex) for i, ex in missing for c in read if (i, c) not in self._known]
         requests = [ScoreRequest(self.contexts[c] + (ex.query,), self.continuations) for _, c, ex in wanted]
         got = dict(zip(((i, c) for i, c, _ in wanted), self.backend.score(requests) if requests else []))

@@ -21,6 +21,11 @@ with nothing but the model, and compares:
 - balance: the share of the commonest label, in the run and zero-shot; one label taking nearly
   everything, or the two disagreeing about the balance, is a warning.
 
+A comparison is judged a row at a time, on both its orders read together (signal_readings.pair_up):
+the first order's log-odds less the second's, the part of the readings that compares the two
+candidates. Each order alone mostly reads what both share (the query, a bias to one answer),
+which follows the words as well and made a model that compared nothing look like `signal`.
+
 Verdict: `none` when the words make no measurable difference to the readings (the content ratio's
 interval reaches 1.1) or one label takes nearly every row; `signal` when they clearly do (its
 interval above 1.5) and the labels agree with zero-shot well beyond chance (kappa's interval

@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 
 from ..backends.base import ScoreRequest
 from ..data.row_index import seeded_sample
-from ..algorithm.scoring import layout, centred_readings
+from ..algorithm.scoring import layout, centred_readings, log_softmax
 from ..algorithm.search import argmax
 from ..algorithm.tasks import Example
 from ..algorithm.transfer import combine
@@ -35,8 +35,9 @@ def scrambles_per_row(rows: int) -> int:
 class ReadingSample:
     """The sample the check read, each example's label probabilities as the many-shot (run's
     context), zero-shot and scrambled readings give them: what `icm report` draws. `rows` are
-    positions in OUT (its rows are the input's, in order); with several examples a row
-    (comparisons), `examples` says which."""
+    positions in OUT (its rows are the input's, in order); `examples` says which of a row's
+    examples (0 for a comparison, whose entries are its rows, both orders read together: pair_up;
+    its label words then say whether the first candidate is the better)."""
 
     label_words: list[str]
     rows: list[int]
@@ -112,13 +113,34 @@ def sample_ids(run: Any, centres: Optional[list[list[float]]], seed: int) -> lis
     return seeded_sample(run.plan.examples, size, seed + 7919, labelled.__contains__)
 
 
+def pair_up(readings: Sequence[Sequence[float]]) -> list[list[float]]:
+    """A comparison's readings, its two orders one after the other, as one reading a row: the
+    row's label is what the two orders say together (the first candidate better: the first order
+    true and the second false), as the transfer's consistency repair reads a pair. Its log-odds
+    are the first order's less the second's: the part of the readings that compares the two
+    candidates, without what both orders read alike (the query; a bias to one answer)."""
+    return [log_softmax([ab[0] + ba[1], ab[1] + ba[0]]) for ab, ba in zip(readings[0::2], readings[1::2])]
+
+
+def both_orders(run: Any, ids: Sequence[int]) -> list[int]:
+    """A comparison's sample as rows, each in both orders (a row is judged on both; the sample
+    drew examples): every sampled row, so the check reads up to twice the examples it did a row
+    at a time (half as many rows left a no-signal Alpaca sample `weak` where all of them said
+    `none`: README, "Is there signal?")."""
+    labelled = {i for i, y in run.core_labels.items() if y is not None}
+    rows = sorted({i // 2 for i in ids if 2 * (i // 2) not in labelled and 2 * (i // 2) + 1 not in labelled})
+    return [i for r in rows for i in (2 * r, 2 * r + 1)]
+
+
 def read_transferred(run: Any, transfer: Any, centres: Optional[list[list[float]]], seed: int) -> Optional[Readings]:
     """A sample of the rows the run transferred (their scores in the run's context were kept as
-    the transfer read them, so the run's own reading costs nothing more)."""
+    the transfer read them, so the run's own reading costs nothing more). A comparison's rows are
+    read in both orders and judged a row at a time (pair_up)."""
     ids = run.check_sample or sample_ids(run, centres, seed)
     if len(ids) < 2 * MIN_ROWS:
         return None
-    examples = run.examples_of(ids)
+    pairs = run.shape.per_row == 2
+    examples = run.examples_of(both_orders(run, ids) if pairs else list(ids))
 
     cores = max(1, transfer.cores)
     # core.count auto weighs the readings (second_core.weigh): the many-shot reading is the cores'
@@ -128,26 +150,30 @@ def read_transferred(run: Any, transfer: Any, centres: Optional[list[list[float]
     # reading, and that is the reading judged.
     alone = transfer.cores_weigh_nothing
 
-    def in_context(items: Sequence[tuple[int, Example]]) -> tuple[list[list[float]], list[int], list[list[list[float]]]]:
+    def in_context(items: Sequence[tuple[int, Example]], cores_too: bool = False) -> tuple[list[list[float]], list[list[float]], list[list[list[float]]]]:
         """The reading judged (the cores' contexts as the labels weigh them; zero-shot where they
-        weigh nothing), the run's labels (every context), and each core's own reading."""
-        many, labels, each = [], [], []
-        for scores in transfer.raw(list(items)):
+        weigh nothing), the run's (every context: its labels), and each core's own reading
+        (`cores_too`: read where the labels did not need it, a comparison's other order)."""
+        many, run_reading, each = [], [], []
+        for scores in transfer.raw(list(items), every_context=cores_too):
             per_context, combined = transfer.readings(scores, centres)
             many.append(combine(per_context, transfer.weights) if alone else combine(per_context[:cores], weights))
-            labels.append(argmax(combined))
+            run_reading.append(combined)
             each.append(per_context[:cores])
-        return many, labels, [[row[c] for row in each] for c in range(cores)]
+        return many, run_reading, [[row[c] for row in each] for c in range(cores)]
 
-    mine, labels, per_core = in_context(examples)
+    rows = pair_up if pairs else list
+    mine, run_reading, per_core = in_context(examples, cores_too=True)
     departed = [combine(reading) for reading in zip(*per_core)] if alone else []
-    variants = scrambles_per_row(len(examples))
+    variants = scrambles_per_row(len(examples) // 2 if pairs else len(examples))
     # Negative ids: scrambles are never kept, and each variant of each row is its own request.
     mixed, _, _ = in_context([(-1 - v * len(examples) - n, ex) for v in range(variants)
                               for n, (_, ex) in enumerate(_scrambled(run, examples, seed, v))])
-    first, *more = [mixed[v * len(examples):(v + 1) * len(examples)] for v in range(variants)]
-    return Readings(labels, mine, first, _zero_shot(run, examples, transfer.continuations), [i for i, _ in examples],
-                    per_core if cores == 2 else [], more, alone, departed)
+    first, *more = [rows(mixed[v * len(examples):(v + 1) * len(examples)]) for v in range(variants)]
+    ids = [i for i, _ in examples][::2 if pairs else 1]
+    return Readings([argmax(s) for s in rows(run_reading)], rows(mine), first,
+                    rows(_zero_shot(run, examples, transfer.continuations)), ids,
+                    [rows(reading) for reading in per_core] if cores == 2 else [], more, alone, rows(departed))
 
 
 def read_core(run: Any, seed: int) -> Optional[Readings]:
@@ -158,13 +184,19 @@ def read_core(run: Any, seed: int) -> Optional[Readings]:
     core, outcome = run.plan.cores[0], run.outcomes[0]
     labels = outcome.row_labels()
     local = [k for k, y in enumerate(labels) if y is not None]
-    if len(local) < MIN_ROWS:
+    pairs = run.shape.per_row == 2
+    if pairs:  # a comparison's rows whose two orders are both labelled, each row's orders in turn
+        at = {core.ids[k]: k for k in local}
+        local = [at[i] for r in sorted({i // 2 for i in at}) if 2 * r in at and 2 * r + 1 in at
+                 for i in (2 * r, 2 * r + 1)]
+    rows = pair_up if pairs else list
+    if len(local) // (2 if pairs else 1) < MIN_ROWS:
         return None
     prompts = run.core_prompts(0)
     contexts, _ = layout([k for k in outcome.order if outcome.labels[k] is not None])
     examples = [(core.ids[k], core.examples[k]) for k in local]
     variants = [[ex.query for _, ex in _scrambled(run, examples, seed, v)]
-                for v in range(scrambles_per_row(len(examples)))]
+                for v in range(scrambles_per_row(len(examples) // (2 if pairs else 1)))]
     conts = prompts.continuations()
 
     def read(queries: Sequence[str]) -> list[list[float]]:
@@ -174,9 +206,11 @@ def read_core(run: Any, seed: int) -> Optional[Readings]:
         return centred_readings(raw, prompts.calibrate)
 
     mine = read([core.examples[k].query for k in local])
-    final = [run.core_labels[core.ids[k]] for k in local]
-    first, *more = [read(queries) for queries in variants]
-    return Readings(final, mine, first, _zero_shot(run, examples, conts), [i for i, _ in examples], more_scrambled=more)
+    # A comparison row's label is its first order's (the second's is its opposite once consistent).
+    final = [run.core_labels[core.ids[k]] for k in local][::2 if pairs else 1]
+    first, *more = [rows(read(queries)) for queries in variants]
+    return Readings(final, rows(mine), first, rows(_zero_shot(run, examples, conts)),
+                    [i for i, _ in examples][::2 if pairs else 1], more_scrambled=more)
 
 
 def _scrambled(run: Any, examples: Sequence[tuple[int, Example]], seed: int, variant: int = 0) -> list[tuple[int, Example]]:
@@ -198,5 +232,10 @@ def _zero_shot(run: Any, examples: Sequence[tuple[int, Example]], continuations:
     known = run.zero_shot_readings
     if known and all(i in known for i, _ in examples):
         return [known[i] for i, _ in examples]  # read before the transfer, by zero_shot_rule
+    if not run.shape.calibrate:  # nothing centred on the batch: the readings known stand as read
+        missing = [(i, ex) for i, ex in examples if i not in known]
+        raw = run.backend.score([ScoreRequest((ex.query,), continuations) for _, ex in missing])
+        fresh = dict(zip((i for i, _ in missing), centred_readings(raw, False)))
+        return [known[i] if i in known else fresh[i] for i, _ in examples]
     raw = run.backend.score([ScoreRequest((ex.query,), continuations) for _, ex in examples])
     return centred_readings(raw, run.shape.calibrate)
