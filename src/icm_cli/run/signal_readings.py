@@ -73,7 +73,7 @@ def scramble(text: str, seed: int) -> str:
 
 @dataclass
 class Readings:
-    """One sample, read three ways: label log-probs per example."""
+    """One sample, read three ways: label log-probs per example (per row for a comparison)."""
 
     labels: list[int]  # the run's labels (with transfer.zero_shot, the zero-shot reading averaged in)
     mine: list[list[float]]  # the run's many-shot reading: after the cores' demonstrations
@@ -96,8 +96,6 @@ class Readings:
                              probabilities(self.scrambled), [probabilities(m) for m in self.more_scrambled],
                              [[argmax(s) for s in reading] for reading in self.cores], self.zero_shot_alone,
                              probabilities(self.departed))
-
-
 
 
 def sample_ids(run: Any, centres: Optional[list[list[float]]], seed: int) -> list[int]:
@@ -124,9 +122,9 @@ def pair_up(readings: Sequence[Sequence[float]]) -> list[list[float]]:
 
 def both_orders(run: Any, ids: Sequence[int]) -> list[int]:
     """A comparison's sample as rows, each in both orders (a row is judged on both; the sample
-    drew examples): every sampled row, so the check reads up to twice the examples it did a row
-    at a time (half as many rows left a no-signal Alpaca sample `weak` where all of them said
-    `none`: README, "Is there signal?")."""
+    drew examples): every sampled row, so the check reads up to twice the examples it drew (half
+    as many rows left a no-signal Alpaca sample `weak` where all of them said `none`: README,
+    "Is there signal?")."""
     labelled = {i for i, y in run.core_labels.items() if y is not None}
     rows = sorted({i // 2 for i in ids if 2 * (i // 2) not in labelled and 2 * (i // 2) + 1 not in labelled})
     return [i for r in rows for i in (2 * r, 2 * r + 1)]
