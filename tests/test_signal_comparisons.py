@@ -1,5 +1,6 @@
-"""The signal check on comparisons, through the runner with fake models: a row is judged on both
-of its orders together, the part of the reading that compares the two candidates. A model that
+"""The signal check and the run's decisions on comparisons, through the runner with fake models: a
+row is judged on both of its orders together, the part of the reading that compares the two
+candidates. A model that
 reads only what both orders share (the query, a bias to one answer) gives labels that are noise
 however much its readings follow the words; the real model did exactly this on Alpaca pairs
 (README, "Is there signal?")."""
@@ -128,3 +129,29 @@ def test_two_cores_that_do_not_confirm_their_departure_are_checked_on_both_order
     assert "zero_shot_kappa" not in {f["name"] for f in summary.signal["figures"]}
     assert summary.signal["verdict"] == "signal"
     assert labels == run(False)[0]
+
+
+class LeansTrueAfterDemos(Reader):
+    """After any demonstrations, every order reads far more True (an uncalibrated core's bias, as
+    the real model's first core said True to every sampled order of 200 tweet pairs): what
+    separates the candidates is unchanged, so the two orders read together agree with zero-shot."""
+
+    def score(self, requests):
+        out = super().score(requests)
+        return [[a + 6.0, b] if len(r.segments) > 1 else [a, b] for r, (a, b) in zip(requests, out)]
+
+
+def test_the_runs_decisions_compare_a_comparison_a_row_at_a_time():
+    """core.count auto's kappa and the zero-shot rule's: per order, the biased core says True
+    everywhere and its kappa with zero-shot is 0, so a second core was searched for a departure
+    that is only a bias; per row, the bias cancels and the two readings agree."""
+    shape = TaskShape(TASK)
+    data = RunInput(build_index(MemorySource("pairs.jsonl", pairs(160)), Selection(), shape.check, TASK.id_field), shape)
+    config = Config(task=TASK, search=SearchConfig(initial_labels=2, iterations=10, seed=1),
+                    core=CoreConfig(max_tokens=200, count="auto", second_tokens=120),
+                    transfer=TransferConfig(chunk_size=16, zero_shot="auto"), check=CheckConfig(signal=False))
+    summary = label_dataset(data, config, LeansTrueAfterDemos(compares=1.5, query=0.0), RunHooks())
+    assert summary.core_kappa is not None and summary.core_kappa >= 0.8, summary.core_choice
+    assert summary.second_core is False
+    assert summary.zero_shot_kappa is not None and summary.zero_shot_kappa >= 0.8, summary.zero_shot_rule
+    assert "rows (both orders of each)" in summary.zero_shot_rule

@@ -83,18 +83,17 @@ def second_core(run: Any, transfer: Any, centres: Optional[list[list[float]]],
 
 
 def _first_core_kappa(run: Any, transfer: Any, centres: Optional[list[list[float]]]) -> Optional[float]:
-    from .signal_check import sample_ids
+    from .signal_readings import by_row, sample_ids
     from .zero_shot_rule import read_zero_shot
 
     ids = sample_ids(run, centres, run.config.search.seed)
-    if len(ids) < MIN_SAMPLE:
+    if len(ids) // run.shape.per_row < MIN_SAMPLE:
         return None
     transfer.keep = set(ids)
     examples = run.examples_of(ids)
-    many = [transfer.readings(scores, centres, with_prior=False)[0][0] for scores in transfer.raw(examples)]
+    many = by_row(run, [transfer.readings(scores, centres, with_prior=False)[0][0] for scores in transfer.raw(examples)])
     read_zero_shot(run, transfer.continuations, examples)
-    raw = [run.zero_shot_raw[i] for i in ids]
-    zero = centred_readings(raw, run.shape.calibrate)
+    zero = by_row(run, centred_readings([run.zero_shot_raw[i] for i in ids], run.shape.calibrate))
     return round(cohen_kappa([argmax(r) for r in many], [argmax(r) for r in zero]), 3)
 
 
@@ -103,10 +102,12 @@ def weigh(run: Any, transfer: Any, centres: Optional[list[list[float]]]) -> Opti
     where the zero-shot reading is among them and the cores do not confirm their departure from
     it (signal_check.TwoCores.confirms), the zero-shot reading alone, for every row. Returns the
     centres the transfer goes on with."""
+    from .signal_readings import by_row
+
     examples = run.examples_of(run.check_sample)
     per_context = [transfer.readings(scores, centres, with_prior=False)[0] for scores in transfer.raw(examples)]
     contexts = len(transfer.contexts)
-    choices = [[argmax(row[c]) for row in per_context] for c in range(contexts)]
+    choices = [[argmax(s) for s in by_row(run, [row[c] for row in per_context])] for c in range(contexts)]
     weights = []
     for a in range(contexts):
         # Floored pair by pair: a reading that contradicts the others must not pull their weights down.

@@ -101,14 +101,18 @@ class Readings:
 def sample_ids(run: Any, centres: Optional[list[list[float]]], seed: int) -> list[int]:
     """The transferred examples the check reads again: a quarter of them, at most SAMPLE (two
     more reads of a quarter keep the check's cost well under the transfer's own), taken from the
-    calibration sample where there is one (already read in the run's context)."""
+    calibration sample where there is one (already read in the run's context). A comparison's
+    sample is rows, each in both orders (both_orders): the run's decisions and the check judge a
+    row on both, and the transfer keeps what they read."""
     transferred = run.plan.examples - sum(y is not None for y in run.core_labels.values())
     size = min(SAMPLE, max(2 * MIN_ROWS, transferred // 4))
     pool = run.calibration_sample
     if centres is not None and len(pool) >= size:
-        return sorted(random.Random(seed + 7919).sample(pool, size))
-    labelled = {i for i, y in run.core_labels.items() if y is not None}
-    return seeded_sample(run.plan.examples, size, seed + 7919, labelled.__contains__)
+        ids = sorted(random.Random(seed + 7919).sample(pool, size))
+    else:
+        labelled = {i for i, y in run.core_labels.items() if y is not None}
+        ids = seeded_sample(run.plan.examples, size, seed + 7919, labelled.__contains__)
+    return both_orders(run, ids) if run.shape.per_row == 2 else ids
 
 
 def pair_up(readings: Sequence[Sequence[float]]) -> list[list[float]]:
@@ -120,9 +124,16 @@ def pair_up(readings: Sequence[Sequence[float]]) -> list[list[float]]:
     return [log_softmax([ab[0] + ba[1], ab[1] + ba[0]]) for ab, ba in zip(readings[0::2], readings[1::2])]
 
 
+def by_row(run: Any, readings: Sequence[Sequence[float]]) -> list[list[float]]:
+    """A sample's readings as one a row: a comparison's two orders paired (pair_up; the sample
+    holds both, in turn), a classification's as they are. Every agreement the run measures on a
+    comparison is between these: each order alone reads mostly what both share."""
+    return pair_up(readings) if run.shape.per_row == 2 else [list(r) for r in readings]
+
+
 def both_orders(run: Any, ids: Sequence[int]) -> list[int]:
     """A comparison's sample as rows, each in both orders (a row is judged on both; the sample
-    drew examples): every sampled row, so the check reads up to twice the examples it drew (half
+    drew examples): every sampled row, so the sample holds up to twice the examples it drew (half
     as many rows left a no-signal Alpaca sample `weak` where all of them said `none`: README,
     "Is there signal?")."""
     labelled = {i for i, y in run.core_labels.items() if y is not None}
@@ -135,10 +146,11 @@ def read_transferred(run: Any, transfer: Any, centres: Optional[list[list[float]
     the transfer read them, so the run's own reading costs nothing more). A comparison's rows are
     read in both orders and judged a row at a time (pair_up)."""
     ids = run.check_sample or sample_ids(run, centres, seed)
-    if len(ids) < 2 * MIN_ROWS:
+    if len(ids) < 2 * MIN_ROWS:  # a comparison's: at least MIN_ROWS rows
         return None
-    pairs = run.shape.per_row == 2
-    examples = run.examples_of(both_orders(run, ids) if pairs else list(ids))
+    per_row = run.shape.per_row
+    pairs = per_row == 2
+    examples = run.examples_of(list(ids))
 
     cores = max(1, transfer.cores)
     # core.count auto weighs the readings (second_core.weigh): the many-shot reading is the cores'
@@ -163,12 +175,12 @@ def read_transferred(run: Any, transfer: Any, centres: Optional[list[list[float]
     rows = pair_up if pairs else list
     mine, run_reading, per_core = in_context(examples, cores_too=True)
     departed = [combine(reading) for reading in zip(*per_core)] if alone else []
-    variants = scrambles_per_row(len(examples) // 2 if pairs else len(examples))
+    variants = scrambles_per_row(len(examples) // per_row)
     # Negative ids: scrambles are never kept, and each variant of each row is its own request.
     mixed, _, _ = in_context([(-1 - v * len(examples) - n, ex) for v in range(variants)
                               for n, (_, ex) in enumerate(_scrambled(run, examples, seed, v))])
     first, *more = [rows(mixed[v * len(examples):(v + 1) * len(examples)]) for v in range(variants)]
-    ids = [i for i, _ in examples][::2 if pairs else 1]
+    ids = [i for i, _ in examples][::per_row]
     return Readings([argmax(s) for s in rows(run_reading)], rows(mine), first,
                     rows(_zero_shot(run, examples, transfer.continuations)), ids,
                     [rows(reading) for reading in per_core] if cores == 2 else [], more, alone, rows(departed))
@@ -182,19 +194,20 @@ def read_core(run: Any, seed: int) -> Optional[Readings]:
     core, outcome = run.plan.cores[0], run.outcomes[0]
     labels = outcome.row_labels()
     local = [k for k, y in enumerate(labels) if y is not None]
-    pairs = run.shape.per_row == 2
+    per_row = run.shape.per_row
+    pairs = per_row == 2
     if pairs:  # a comparison's rows whose two orders are both labelled, each row's orders in turn
         at = {core.ids[k]: k for k in local}
         local = [at[i] for r in sorted({i // 2 for i in at}) if 2 * r in at and 2 * r + 1 in at
                  for i in (2 * r, 2 * r + 1)]
     rows = pair_up if pairs else list
-    if len(local) // (2 if pairs else 1) < MIN_ROWS:
+    if len(local) // per_row < MIN_ROWS:
         return None
     prompts = run.core_prompts(0)
     contexts, _ = layout([k for k in outcome.order if outcome.labels[k] is not None])
     examples = [(core.ids[k], core.examples[k]) for k in local]
     variants = [[ex.query for _, ex in _scrambled(run, examples, seed, v)]
-                for v in range(scrambles_per_row(len(examples) // (2 if pairs else 1)))]
+                for v in range(scrambles_per_row(len(examples) // per_row))]
     conts = prompts.continuations()
 
     def read(queries: Sequence[str]) -> list[list[float]]:
@@ -205,10 +218,10 @@ def read_core(run: Any, seed: int) -> Optional[Readings]:
 
     mine = read([core.examples[k].query for k in local])
     # A comparison row's label is its first order's (the second's is its opposite once consistent).
-    final = [run.core_labels[core.ids[k]] for k in local][::2 if pairs else 1]
+    final = [run.core_labels[core.ids[k]] for k in local][::per_row]
     first, *more = [rows(read(queries)) for queries in variants]
     return Readings(final, rows(mine), first, rows(_zero_shot(run, examples, conts)),
-                    [i for i, _ in examples][::2 if pairs else 1], more_scrambled=more)
+                    [i for i, _ in examples][::per_row], more_scrambled=more)
 
 
 def _scrambled(run: Any, examples: Sequence[tuple[int, Example]], seed: int, variant: int = 0) -> list[tuple[int, Example]]:

@@ -19,7 +19,10 @@ Measured on two held-out tweet samples and a dozen runs (README): the average wa
 zero-shot in every run, and the many-shot reading alone fell below zero-shot by up to 5 points,
 in runs whose agreement on the sample was as high as 0.73; the two runs at 0.81 or more had the
 many-shot reading alone at or above the average. `transfer.zero_shot: on` always averages, `off`
-never does. The sample is the signal check's, which reuses its zero-shot reading.
+never does. The sample is the signal check's, which reuses its zero-shot reading. A comparison's
+kappa is over its rows, both orders read together (signal_readings.by_row): each order alone reads
+mostly the query and a bias to one answer, and an uncalibrated core that said True to every order
+agreed with zero-shot at exactly 0.
 """
 
 from __future__ import annotations
@@ -63,10 +66,12 @@ def choose(run: Any, transfer: Any, centres: Optional[list[list[float]]], ids: S
         # readings still agree on most rows (see the module's docstring).
         why = f"{run.plan.fixed_demos} rows a person labelled are demonstrations (--fixed)"
     elif mode == "auto":
-        many = many_shot(transfer, centres, examples)
-        kappa = round(cohen_kappa([argmax(s) for s in many], [argmax(s) for s in readings]), 3)
+        from .signal_readings import by_row
+
+        many = by_row(run, many_shot(transfer, centres, examples))
+        kappa = round(cohen_kappa([argmax(s) for s in many], [argmax(s) for s in by_row(run, readings)]), 3)
         # "on N rows" read as N rows that differ; it is the sample the kappa is measured on.
-        sample = f"a sample of {len(ids)} " + ("rows" if run.shape.per_row == 1 else "examples (each order of a row)")
+        sample = f"a sample of {len(many)} rows" + (" (both orders of each)" if run.shape.per_row == 2 else "")
         if kappa >= AGREES:
             return ZeroShotChoice(False, kappa, f"the many-shot reading agrees with zero-shot on {sample} "
                                                 f"(kappa {kappa} >= {AGREES}): labels from it alone"), centres
