@@ -40,21 +40,28 @@ def tweet_rows(n: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
 def fake_run(directory: Path, n: int = 160, seed: int = 0, check: bool = True) -> tuple[Path, Path]:
     """(labels file, gold file) in `directory`; the summary beside the labels."""
     rows, gold = tweet_rows(n, seed)
-    shape = TaskShape(TASK)
-    run_input = RunInput(build_index(MemorySource("tweets.jsonl", rows), Selection(), shape.check, TASK.id_field), shape)
     config = Config(task=TASK, search=SearchConfig(initial_labels=2, iterations=40, seed=1),
                     core=CoreConfig(max_tokens=120), transfer=TransferConfig(chunk_size=16, zero_shot="auto"),
                     check=CheckConfig(signal=check))
+    write_run(directory, rows, config, SentimentBackend())
+    gold_path = directory / "gold.jsonl"
+    gold_path.write_text("".join(json.dumps(g) + "\n" for g in gold), encoding="utf-8")
+    return directory / "labels.jsonl", gold_path
+
+
+def write_run(directory: Path, rows: list[dict], config: Config, backend: SentimentBackend) -> Path:
+    """The runner over `rows`, its labels and summary written as `icm label` writes them."""
+    shape = TaskShape(config.task)
+    run_input = RunInput(build_index(MemorySource("rows.jsonl", rows), Selection(), shape.check,
+                                     config.task.id_field), shape)
     out: list[dict] = []
 
     def write(batch):
         for _, fields, r in batch:
             out.append({**fields, "label": r.label, "confidence": round(r.confidence, 6), SOURCE_FIELD: r.source})
 
-    summary = label_dataset(run_input, config, SentimentBackend(), RunHooks(on_rows=write))
+    summary = label_dataset(run_input, config, backend, RunHooks(on_rows=write))
     labels = directory / "labels.jsonl"
     labels.write_text("".join(json.dumps(r) + "\n" for r in out), encoding="utf-8")
     (directory / "labels.jsonl.summary.json").write_text(summary_text(summary.to_json()), encoding="utf-8")
-    gold_path = directory / "gold.jsonl"
-    gold_path.write_text("".join(json.dumps(g) + "\n" for g in gold), encoding="utf-8")
-    return labels, gold_path
+    return labels

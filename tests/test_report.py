@@ -17,7 +17,7 @@ from icm_cli.commands.report import ReportJob, run_report
 from icm_cli.algorithm.search import Step
 from icm_cli.algorithm.search_trace import MAX_POINTS, CoreTrace
 
-from report_fixtures import fake_run
+from report_fixtures import fake_run, write_run
 
 runner = CliRunner()
 
@@ -240,3 +240,26 @@ def test_a_run_whose_labels_are_zero_shot_shows_the_cores_unused_reading_against
     assert f"pick the same label on {len(departed) - moved:,} of {len(departed):,} rows" in text
     assert "None: on every sampled row the two readings pick the same label" not in text
     assert "The zero-shot reading (this run's labels" in text and "zero-shot log-odds" in text
+
+
+def test_a_comparison_runs_page_says_its_readings_pair_both_orders_and_are_not_calibrated(tmp_path):
+    """A comparison's sample is a row a point, its two orders read together, and its zero-shot
+    reading is not centred on the batch: the page said 'calibrated' of it."""
+    from icm_cli.foundation.config import CheckConfig, Config, CoreConfig, SearchConfig, TransferConfig
+    from test_signal_comparisons import TASK, Reader, pairs
+
+    config = Config(task=TASK, search=SearchConfig(initial_labels=2, iterations=20, seed=1),
+                    core=CoreConfig(max_tokens=200, count=1), transfer=TransferConfig(chunk_size=16, zero_shot="on"),
+                    check=CheckConfig(signal=True))
+    labels = write_run(tmp_path, pairs(120), config, Reader(compares=1.5, query=0.0))
+    page = run_report(ReportJob(str(labels))).read_text(encoding="utf-8")
+    text = html.unescape(re.sub(r"<[^>]+>", "", page))
+    assert "both orders of the pair read together" in text
+    assert "(zero-shot, as read, not calibrated)" in text and "calibrated on the batch" not in text
+
+
+def test_a_classification_runs_page_says_its_zero_shot_reading_is_calibrated(run_files):
+    labels, _ = run_files
+    page = run_report(ReportJob(str(labels))).read_text(encoding="utf-8")
+    text = html.unescape(re.sub(r"<[^>]+>", "", page))
+    assert "(zero-shot, calibrated on the batch)" in text and "both orders" not in text

@@ -161,10 +161,13 @@ def _readings(run: RunView) -> str:
     whose = ("the run's own reading" if not sample.zero_shot_alone else
              "the two cores' reading, which this run did not use: they did not confirm their departure from "
              "zero-shot, so every label is the zero-shot reading")
-    text = (f"Each point is one of the {n:,} rows the signal check sampled: its probability of '{words[0]}' read "
-            f"after the core's demonstrations (many-shot: {whose}) against read alone (zero-shot, "
-            f"calibrated). The two pick the same label on {same:,} of {n:,} rows{told}. Points far from the "
-            f"diagonal are rows the demonstrations moved; red ones changed label.")
+    what = (f"its probability of '{words[0]}' (both orders of the pair read together: the first order's "
+            f"log-odds less the second's)" if sample.both_orders else f"its probability of '{words[0]}'")
+    alone = "calibrated on the batch" if sample.centred else "as read, not calibrated"
+    text = (f"Each point is one of the {n:,} rows the signal check sampled: {what} read after the core's "
+            f"demonstrations (many-shot: {whose}) against read alone (zero-shot, {alone}). The two pick the "
+            f"same label on {same:,} of {n:,} rows{told}. Points far from the diagonal are rows the "
+            f"demonstrations moved; red ones changed label.")
     cross = _table(("many-shot \\ zero-shot", *words), [
         (_e(w), *(_num(f"{sum(p == (a, b) for p in pairs):,}") for b in range(len(words))))
         for a, w in enumerate(words)])

@@ -95,7 +95,7 @@ def measure(run: Any, transfer: Any, centres: Optional[list[list[float]]], seed:
                             seconds=round(time.monotonic() - start, 2))
     report = judge(readings, len(run.shape.label_words), seed)
     if readings.ids:
-        report.sample = readings.sample(run.shape.label_words, run.shape.per_row)
+        report.sample = readings.sample(run.shape.label_words, run.shape.per_row, run.shape.calibrate)
     report.seconds = round(time.monotonic() - start, 2)
     report.tokens = run.backend.stats.tokens_computed - before
     return report

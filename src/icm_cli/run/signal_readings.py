@@ -57,6 +57,11 @@ class ReadingSample:
     # departure that was left unused.
     zero_shot_alone: bool = False
     cores_reading: list[list[float]] = field(default_factory=list)
+    # How the readings were taken: zero-shot centred on the batch (a classification's), or as read
+    # (a comparison's: its two orders' difference cancels what the label words score alike);
+    # each entry one row in both orders (pair_up).
+    centred: bool = True
+    both_orders: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -87,7 +92,7 @@ class Readings:
     zero_shot_alone: bool = False
     departed: list[list[float]] = field(default_factory=list)
 
-    def sample(self, words: Sequence[str], per_row: int) -> ReadingSample:
+    def sample(self, words: Sequence[str], per_row: int, centred: bool) -> ReadingSample:
         def probabilities(readings: list[list[float]]) -> list[list[float]]:
             return [[round(math.exp(v), 4) for v in r] for r in readings]
 
@@ -95,7 +100,7 @@ class Readings:
                              list(self.labels), probabilities(self.mine), probabilities(self.zero_shot),
                              probabilities(self.scrambled), [probabilities(m) for m in self.more_scrambled],
                              [[argmax(s) for s in reading] for reading in self.cores], self.zero_shot_alone,
-                             probabilities(self.departed))
+                             probabilities(self.departed), centred, per_row == 2)
 
 
 def sample_ids(run: Any, centres: Optional[list[list[float]]], seed: int) -> list[int]:
