@@ -56,3 +56,61 @@ def test_the_check_reads_no_zero_shot_prompt_the_run_read(task, rows, backend):
     assert by_check, "the check read no zero-shot prompt (its shuffled rows at least)"
     again = [p for p in by_check if unchecked[p]]
     assert not again, f"the check read {len(again)} zero-shot prompts the run read, e.g. {again[0]!r}"
+
+
+@pytest.mark.model
+@pytest.mark.slow  # two runs of about 40 s each on 2 cores: make test-slow (CI runs it after make test)
+def test_the_real_model_on_comparisons_decides_on_rows_and_reads_nothing_twice():
+    """The embedded model on 48 tweet pairs (the shipped tweets, two a row), `core.count` and
+    `transfer.zero_shot` auto: the decisions are measured on rows, both orders of each, and the
+    check asks for no zero-shot prompt the run read (it read each sampled row's other order again)."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from icm_cli.backends.loading import load_backend
+    from icm_cli.foundation.config import TaskConfig
+    from icm_cli.foundation.overrides import parse_set
+    from icm_cli.foundation.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    lines = (root / "examples" / "tweets-1000.jsonl").read_text(encoding="utf-8").split("\n")[:96]
+    tweets = [json.loads(line)["text"] for line in lines]
+    rows = [{"id": f"p{k}", "a": tweets[2 * k], "b": tweets[2 * k + 1]} for k in range(48)]
+    sets = ["search.iterations=4", "core.max_tokens=200", "core.count=auto", "transfer.zero_shot=auto"]
+    base = load_config(root / "configs" / "tweets-sentiment.yaml", [parse_set(s) for s in sets])
+    task = TaskConfig(type="comparison", labels=("True", "False"), id_field="id", pair_fields=("a", "b"),
+                      template="Tweet 1: {a}\nTweet 2: {b}\nClaim: Tweet 1 is more negative than Tweet 2.\n"
+                               "I think this claim is")
+    shape = TaskShape(task)
+    backend = load_backend(base.backend)
+    try:
+        def run(signal: bool):
+            config = dataclasses.replace(base, task=task, check=CheckConfig(signal=signal))
+            data = RunInput(build_index(MemorySource("pairs.jsonl", rows), Selection(), shape.check, task.id_field), shape)
+            seen = Counter()
+            score = backend.score
+
+            def counting(requests):
+                seen.update(r.segments[0] for r in requests if len(r.segments) == 1)
+                return score(requests)
+
+            backend.score = counting
+            try:
+                out: list = []
+                return label_dataset(data, config, backend, RunHooks(on_rows=out.extend)), seen, out
+            finally:
+                backend.score = score
+
+        summary, checked, labelled = run(True)
+        _, unchecked, _ = run(False)
+    finally:
+        backend.close()
+    assert len(labelled) == 48 and {r.label for _, _, r in labelled} <= {"True", "False"}
+    assert summary.core_kappa is not None and summary.core_choice
+    assert summary.zero_shot_rule and "rows (both orders of each)" in summary.zero_shot_rule
+    sample = summary.readings
+    assert sample is not None and sample["both_orders"] and not sample["centred"]
+    assert set(sample["examples"]) == {0} and len(sample["rows"]) == len(set(sample["rows"])) >= 16
+    again = [p for p, n in checked.items() if n > unchecked[p] and unchecked[p]]
+    assert not again, f"the check read {len(again)} zero-shot prompts the run read, e.g. {again[0]!r}"
