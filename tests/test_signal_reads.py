@@ -69,9 +69,8 @@ def test_the_real_model_on_comparisons_decides_on_rows_and_reads_nothing_twice()
     from pathlib import Path
 
     from icm_cli.backends.loading import load_backend
-    from icm_cli.foundation.config import TaskConfig
+    from icm_cli.foundation.config import TaskConfig, load_config
     from icm_cli.foundation.overrides import parse_set
-    from icm_cli.foundation.config import load_config
 
     root = Path(__file__).resolve().parents[1]
     lines = (root / "examples" / "tweets-1000.jsonl").read_text(encoding="utf-8").split("\n")[:96]
