@@ -1,9 +1,8 @@
 """The signal check and the run's decisions on comparisons, through the runner with fake models: a
 row is judged on both of its orders together, the part of the reading that compares the two
-candidates. A model that
-reads only what both orders share (the query, a bias to one answer) gives labels that are noise
-however much its readings follow the words; the real model did exactly this on Alpaca pairs
-(README, "Is there signal?")."""
+candidates. A model that reads only what both orders share (the query, a bias to one answer) gives
+labels that are noise however much its readings follow the words; the real model did exactly this
+on Alpaca pairs (README, "Is there signal?")."""
 
 from __future__ import annotations
 

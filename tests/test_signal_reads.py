@@ -5,6 +5,8 @@ zero-shot reading's raw score too, the same prompt and the same numbers."""
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import pytest
 
@@ -19,7 +21,8 @@ from report_fixtures import TASK as TWEETS, tweet_rows
 from test_signal_comparisons import TASK as PAIRS, Reader, pairs
 
 
-def counted(backend: SentimentBackend) -> Counter:
+@contextmanager
+def counted(backend: Any) -> Iterator[Counter]:
     """The backend's zero-shot prompts (one segment), each counted every time it is read."""
     seen: Counter = Counter()
     score = backend.score
@@ -28,8 +31,11 @@ def counted(backend: SentimentBackend) -> Counter:
         seen.update(r.segments[0] for r in requests if len(r.segments) == 1)
         return score(requests)
 
-    backend.score = counting  # type: ignore[method-assign]
-    return seen
+    backend.score = counting
+    try:
+        yield seen
+    finally:
+        backend.score = score
 
 
 @pytest.mark.parametrize("task, rows, backend", [
@@ -45,8 +51,8 @@ def test_the_check_reads_no_zero_shot_prompt_the_run_read(task, rows, backend):
                         core=CoreConfig(max_tokens=200, count=1),
                         transfer=TransferConfig(chunk_size=16, zero_shot="on"), check=CheckConfig(signal=signal))
         model = backend()
-        seen = counted(model)
-        return label_dataset(data, config, model, RunHooks()), seen
+        with counted(model) as seen:
+            return label_dataset(data, config, model, RunHooks()), seen
 
     summary, checked = run(True)
     assert summary.signal is not None and summary.readings is not None
@@ -87,19 +93,9 @@ def test_the_real_model_on_comparisons_decides_on_rows_and_reads_nothing_twice()
         def run(signal: bool):
             config = dataclasses.replace(base, task=task, check=CheckConfig(signal=signal))
             data = RunInput(build_index(MemorySource("pairs.jsonl", rows), Selection(), shape.check, task.id_field), shape)
-            seen = Counter()
-            score = backend.score
-
-            def counting(requests):
-                seen.update(r.segments[0] for r in requests if len(r.segments) == 1)
-                return score(requests)
-
-            backend.score = counting
-            try:
-                out: list = []
+            out: list = []
+            with counted(backend) as seen:
                 return label_dataset(data, config, backend, RunHooks(on_rows=out.extend)), seen, out
-            finally:
-                backend.score = score
 
         summary, checked, labelled = run(True)
         _, unchecked, _ = run(False)

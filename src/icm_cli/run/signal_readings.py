@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from functools import partial
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -154,7 +155,6 @@ def read_transferred(run: Any, transfer: Any, centres: Optional[list[list[float]
     if len(ids) < 2 * MIN_ROWS:  # a comparison's: at least MIN_ROWS rows
         return None
     per_row = run.shape.per_row
-    pairs = per_row == 2
     examples = run.examples_of(list(ids))
 
     cores = max(1, transfer.cores)
@@ -177,7 +177,7 @@ def read_transferred(run: Any, transfer: Any, centres: Optional[list[list[float]
             each.append(per_context[:cores])
         return many, run_reading, [[row[c] for row in each] for c in range(cores)]
 
-    rows = pair_up if pairs else list
+    rows = partial(by_row, run)
     mine, run_reading, per_core = in_context(examples, cores_too=True)
     departed = [combine(reading) for reading in zip(*per_core)] if alone else []
     variants = scrambles_per_row(len(examples) // per_row)
@@ -200,12 +200,11 @@ def read_core(run: Any, seed: int) -> Optional[Readings]:
     labels = outcome.row_labels()
     local = [k for k, y in enumerate(labels) if y is not None]
     per_row = run.shape.per_row
-    pairs = per_row == 2
-    if pairs:  # a comparison's rows whose two orders are both labelled, each row's orders in turn
+    if per_row == 2:  # a comparison's rows whose two orders are both labelled, each row's orders in turn
         at = {core.ids[k]: k for k in local}
         local = [at[i] for r in sorted({i // 2 for i in at}) if 2 * r in at and 2 * r + 1 in at
                  for i in (2 * r, 2 * r + 1)]
-    rows = pair_up if pairs else list
+    rows = partial(by_row, run)
     if len(local) // per_row < MIN_ROWS:
         return None
     prompts = run.core_prompts(0)
