@@ -193,6 +193,7 @@ class Transfer:
                 self._raw[i] = self._raw[i] + [list(readings[i])]
             else:
                 self._known.update(((i, c), scores) for c, scores in enumerate(self._raw.pop(i)))
+        self.known_zero_shot(readings)  # the rows not kept: not read again when transferred
 
     def known_zero_shot(self, readings: Mapping[int, list[float]]) -> None:
         """Raw zero-shot scores read already (the last context is the zero-shot one): a row not

@@ -159,7 +159,7 @@ def _zero_shot_alone(run: Any, transfer: Any, centres: Optional[list[list[float]
         raw = [known[i] for i in run.calibration_sample]
         centres = centres[:-1] + [[sum(col) / len(col) for col in zip(*raw)]]
         transfer.known_zero_shot(dict(zip(run.calibration_sample, raw)))  # not read again in the transfer
-    changed = zero_shot_core_rows(run, transfer.continuations, centres[-1] if centres is not None else None)
+    changed = zero_shot_core_rows(run, transfer, centres[-1] if centres is not None else None)
     run.summary.departure += f": every label is the zero-shot reading ({changed} of the cores' labels changed)"
     if run.summary.zero_shot_rule:
         run.summary.zero_shot_rule = superseded(run.summary.zero_shot_rule)

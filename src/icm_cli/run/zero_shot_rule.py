@@ -32,7 +32,7 @@ from typing import Any, Optional, Sequence
 
 from ..foundation.agreement import cohen_kappa
 from ..backends.base import ScoreRequest
-from ..algorithm.core_labels import with_zero_shot, zero_shot_alone, zero_shot_scores
+from ..algorithm.core_labels import with_zero_shot, zero_shot_alone
 from ..algorithm.scoring import centred_readings, log_softmax
 from ..algorithm.transfer import combine
 from ..algorithm.search import Labels, argmax
@@ -79,7 +79,7 @@ def choose(run: Any, transfer: Any, centres: Optional[list[list[float]]], ids: S
     transfer.add_zero_shot(dict(zip(ids, raw)))
     if centres is not None:
         centres = centres + [[sum(col) / len(col) for col in zip(*raw)]]
-    changed = _average_core_rows(run)
+    changed = _average_core_rows(run, transfer)
     readings = "the two readings" if transfer.cores == 1 else f"the {transfer.cores} cores' readings and zero-shot's"
     return ZeroShotChoice(True, kappa, f"{why}{AVERAGES}{readings}; "
                                        f"{changed} of the search's core labels changed"), centres
@@ -114,25 +114,36 @@ def many_shot(transfer: Any, centres: Optional[list[list[float]]],
             for scores in transfer.raw(list(examples))]
 
 
-def _average_core_rows(run: Any) -> int:
+def _average_core_rows(run: Any, transfer: Any) -> int:
     """The core's rows: the search's leave-one-out reading averaged with the zero-shot one."""
     changed = 0
-    for c, (core, outcome) in enumerate(zip(run.plan.cores, run.outcomes)):
-        zero_shot = zero_shot_scores(core.problem, run.core_prompts(c), run.backend)
+    for core, outcome in zip(run.plan.cores, run.outcomes):
+        raw = _core_zero_shot(run, transfer, core, outcome)
+        zero_shot = centred_readings(raw, run.shape.calibrate)  # centred on the core, as its search reads
         changed += _relabel(run, core, with_zero_shot(outcome, zero_shot, core.problem))
     return changed
 
 
-def zero_shot_core_rows(run: Any, continuations: Sequence[str], centre: Optional[Sequence[float]]) -> int:
+def zero_shot_core_rows(run: Any, transfer: Any, centre: Optional[Sequence[float]]) -> int:
     """The cores' rows: the zero-shot reading alone, centred on `centre` as the transfer centres
     it (second_core.weigh, where the cores' departure is not confirmed). Returns how many labels
     changed."""
     changed = 0
     for core, outcome in zip(run.plan.cores, run.outcomes):
-        raw = run.backend.score([ScoreRequest((ex.query,), tuple(continuations)) for ex in core.examples])
+        raw = _core_zero_shot(run, transfer, core, outcome)
         readings = [log_softmax([v - m for v, m in zip(r, centre)] if centre is not None else list(r)) for r in raw]
         changed += _relabel(run, core, zero_shot_alone(outcome, readings, core.problem))
     return changed
+
+
+def _core_zero_shot(run: Any, transfer: Any, core: Any, outcome: Any) -> list[list[float]]:
+    """A core's raw zero-shot scores, each example read once in the run (run.zero_shot_raw): the
+    sample, the other rule and the transfer ask for the same prompts. The rows the search left
+    unlabelled are transferred, and take their zero-shot score from here."""
+    read_zero_shot(run, transfer.continuations, list(zip(core.ids, core.examples)))
+    raw = [run.zero_shot_raw[i] for i in core.ids]
+    transfer.known_zero_shot({i: r for i, r, y in zip(core.ids, raw, outcome.labels) if y is None})
+    return raw
 
 
 def _relabel(run: Any, core: Any, relabelled: tuple[Labels, tuple[tuple[float, ...], ...]]) -> int:
