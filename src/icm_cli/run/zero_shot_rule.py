@@ -97,8 +97,9 @@ def superseded(reason: str) -> str:
 
 def read_zero_shot(run: Any, continuations: Sequence[str], examples: Sequence[tuple[int, Example]]) -> None:
     """The examples' raw zero-shot scores into run.zero_shot_raw, asked only for those not read
-    yet: core.count auto reads some when it compares the first core (second_core.py), and its
-    zero-shot fallback centres on more rows than this rule reads."""
+    yet: core.count auto reads some when it compares the first core (second_core.py), its
+    zero-shot fallback centres on more rows than this rule reads, and the cores' rows are read
+    both where this rule averages them and where the fallback relabels them."""
     known = run.zero_shot_raw
     missing = [(i, ex) for i, ex in examples if i not in known]
     if missing:
