@@ -90,6 +90,30 @@ def test_a_run_reads_no_zero_shot_prompt_twice(task, rows, backend, count):
     assert not again, f"{len(again)} zero-shot prompts read twice, e.g. {again[0]!r}"
 
 
+@pytest.mark.parametrize("task, rows, backend, count, zero_shot, tokens", [
+    # core.count auto reads a sample zero-shot to decide on a second core (old code: 30 read again)
+    (TWEETS, tweet_rows(400)[0], SentimentBackend, "auto", "off", 200),
+    (PAIRS, pairs(200), lambda: Reader(compares=1.5, query=0.0), "auto", "off", 200),  # old: 178
+    # a run that is nearly all core: the check reads the core (read_core), whose rows the zero-shot
+    # rule read (old: 24 and 50)
+    (TWEETS, tweet_rows(40)[0], SentimentBackend, 1, "on", 4000),
+    (PAIRS, pairs(40), lambda: Reader(compares=1.5, query=0.0), 1, "on", 4000),
+], ids=["classification-auto", "comparison-auto", "classification-core", "comparison-core"])
+def test_the_check_reads_no_zero_shot_prompt_twice(task, rows, backend, count, zero_shot, tokens):
+    shape = TaskShape(task)
+    data = RunInput(build_index(MemorySource("rows.jsonl", rows), Selection(), shape.check, task.id_field), shape)
+    config = Config(task=task, search=SearchConfig(initial_labels=2, iterations=60, seed=1),
+                    core=CoreConfig(max_tokens=tokens, count=count),
+                    transfer=TransferConfig(chunk_size=16, zero_shot=zero_shot), check=CheckConfig(signal=True))
+    model = backend()
+    with counted(model) as seen:
+        summary = label_dataset(data, config, model, RunHooks())
+    assert summary.signal is not None and summary.signal["verdict"] != "unchecked"
+    assert summary.readings is not None and summary.readings["zero_shot"]
+    again = [p for p, n in seen.items() if n > 1]
+    assert not again, f"{len(again)} zero-shot prompts read twice, e.g. {again[0]!r}"
+
+
 @pytest.mark.model
 @pytest.mark.slow  # two runs of about 40 s each on 2 cores: make test-slow (CI runs it after make test)
 def test_the_real_model_on_comparisons_decides_on_rows_and_reads_nothing_twice():

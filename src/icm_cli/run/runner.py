@@ -112,7 +112,7 @@ class Run:
         self.calibration_sample: list[int] = []  # example ids whose transfer scores the calibration read
         self.check_sample: list[int] = []  # example ids the signal check reads again
         self.zero_shot_readings: dict[int, list[float]] = {}  # the sample's, read by zero_shot_rule
-        self.zero_shot_raw: dict[int, list[float]] = {}  # raw zero-shot scores read already (zero_shot_rule)
+        self.zero_shot_raw: dict[int, list[float]] = {}  # raw zero-shot scores read already (signal_readings.read_zero_shot)
         self.check_tokens = 0
         self.shares: Optional[Any] = None  # class_shares.SharesReport, where estimated
         self.transfer_tokens = self._transfer_estimate()

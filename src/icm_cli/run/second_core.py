@@ -83,8 +83,7 @@ def second_core(run: Any, transfer: Any, centres: Optional[list[list[float]]],
 
 
 def _first_core_kappa(run: Any, transfer: Any, centres: Optional[list[list[float]]]) -> Optional[float]:
-    from .signal_readings import by_row, sample_ids
-    from .zero_shot_rule import read_zero_shot
+    from .signal_readings import by_row, read_zero_shot, sample_ids
 
     ids = sample_ids(run, centres, run.config.search.seed)
     if len(ids) // run.shape.per_row < MIN_SAMPLE:
@@ -149,7 +148,8 @@ def _zero_shot_alone(run: Any, transfer: Any, centres: Optional[list[list[float]
     """Every label, the cores' rows' too, the zero-shot reading, centred as asking the model
     (`search.method: zero_shot`) centres it: on the whole calibration sample (the zero-shot rule
     centred it on the check's smaller sample, enough to weigh it beside the cores)."""
-    from .zero_shot_rule import read_zero_shot, superseded, zero_shot_core_rows
+    from .signal_readings import read_zero_shot
+    from .zero_shot_rule import superseded, zero_shot_core_rows
 
     transfer.weights = [0.0, 0.0, 1.0]
     if centres is not None:

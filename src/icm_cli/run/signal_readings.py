@@ -243,14 +243,23 @@ def _scrambled(run: Any, examples: Sequence[tuple[int, Example]], seed: int, var
     return out
 
 
+def read_zero_shot(run: Any, continuations: Sequence[str], examples: Sequence[tuple[int, Example]]) -> None:
+    """The examples' raw zero-shot scores into run.zero_shot_raw, asked only for those not read
+    yet: one prompt is read by several of the run's decisions. zero_shot_rule reads its sample and
+    the cores' rows; core.count auto reads a sample to compare the first core with, and its
+    zero-shot fallback centres on more rows and relabels the cores' rows (second_core.py); the
+    signal check reads its sample and, for a run that is nearly all core, the core's rows."""
+    known = run.zero_shot_raw
+    missing = [(i, ex) for i, ex in examples if i not in known]
+    if missing:
+        requests = [ScoreRequest((ex.query,), tuple(continuations)) for _, ex in missing]
+        known.update(zip((i for i, _ in missing), run.backend.score(requests)))
+
+
 def _zero_shot(run: Any, examples: Sequence[tuple[int, Example]], continuations: tuple[str, ...]) -> list[list[float]]:
     known = run.zero_shot_readings
     if known and all(i in known for i, _ in examples):
         return [known[i] for i, _ in examples]  # read before the transfer, by zero_shot_rule
-    if not run.shape.calibrate:  # nothing centred on the batch: the readings known stand as read
-        missing = [(i, ex) for i, ex in examples if i not in known]
-        raw = run.backend.score([ScoreRequest((ex.query,), continuations) for _, ex in missing])
-        fresh = dict(zip((i for i, _ in missing), centred_readings(raw, False)))
-        return [known[i] if i in known else fresh[i] for i, _ in examples]
-    raw = run.backend.score([ScoreRequest((ex.query,), continuations) for _, ex in examples])
-    return centred_readings(raw, run.shape.calibrate)
+    # Asks only for rows no one read: core.count auto's sample, the cores' rows (zero_shot_rule).
+    read_zero_shot(run, continuations, examples)
+    return centred_readings([run.zero_shot_raw[i] for i, _ in examples], run.shape.calibrate)

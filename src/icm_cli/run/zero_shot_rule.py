@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from ..foundation.agreement import cohen_kappa
-from ..backends.base import ScoreRequest
 from ..algorithm.core_labels import with_zero_shot, zero_shot_alone
 from ..algorithm.scoring import centred_readings, log_softmax
 from ..algorithm.transfer import combine
 from ..algorithm.search import Labels, argmax
 from ..algorithm.tasks import Example
+from .signal_readings import by_row, read_zero_shot
 
 AGREES = 0.8
 
@@ -66,8 +66,6 @@ def choose(run: Any, transfer: Any, centres: Optional[list[list[float]]], ids: S
         # readings still agree on most rows (see the module's docstring).
         why = f"{run.plan.fixed_demos} rows a person labelled are demonstrations (--fixed)"
     elif mode == "auto":
-        from .signal_readings import by_row
-
         many = by_row(run, many_shot(transfer, centres, examples))
         kappa = round(cohen_kappa([argmax(s) for s in many], [argmax(s) for s in by_row(run, readings)]), 3)
         # "on N rows" read as N rows that differ; it is the sample the kappa is measured on.
@@ -93,18 +91,6 @@ def superseded(reason: str) -> str:
     averaging it first decided is replaced, and the summary must not say both."""
     why = reason.split(AVERAGES)[0]
     return f"{why}: every label is the zero-shot reading, as the two cores do not confirm their departure (below)"
-
-
-def read_zero_shot(run: Any, continuations: Sequence[str], examples: Sequence[tuple[int, Example]]) -> None:
-    """The examples' raw zero-shot scores into run.zero_shot_raw, asked only for those not read
-    yet: core.count auto reads some when it compares the first core (second_core.py), its
-    zero-shot fallback centres on more rows than this rule reads, and the cores' rows are read
-    both where this rule averages them and where the fallback relabels them."""
-    known = run.zero_shot_raw
-    missing = [(i, ex) for i, ex in examples if i not in known]
-    if missing:
-        requests = [ScoreRequest((ex.query,), tuple(continuations)) for _, ex in missing]
-        known.update(zip((i for i, _ in missing), run.backend.score(requests)))
 
 
 def many_shot(transfer: Any, centres: Optional[list[list[float]]],
