@@ -260,6 +260,6 @@ def _zero_shot(run: Any, examples: Sequence[tuple[int, Example]], continuations:
     known = run.zero_shot_readings
     if known and all(i in known for i, _ in examples):
         return [known[i] for i, _ in examples]  # read before the transfer, by zero_shot_rule
-    # Asks only for rows no one read: core.count auto's sample, the cores' rows (zero_shot_rule).
+    # Rows the run read already (core.count auto's sample, the cores' rows) are not asked for again.
     read_zero_shot(run, continuations, examples)
     return centred_readings([run.zero_shot_raw[i] for i, _ in examples], run.shape.calibrate)
