@@ -64,19 +64,21 @@ def test_the_check_reads_no_zero_shot_prompt_the_run_read(task, rows, backend):
     assert not again, f"the check read {len(again)} zero-shot prompts the run read, e.g. {again[0]!r}"
 
 
+@pytest.mark.parametrize("init", ["random", "zero_shot"])
 @pytest.mark.parametrize("count", [1, 2])
 @pytest.mark.parametrize("task, rows, backend", [
     (TWEETS, tweet_rows(400)[0], SentimentBackend),
     (PAIRS, pairs(200), lambda: Reader(compares=1.5, query=0.0)),
 ], ids=["classification", "comparison"])
-def test_a_run_reads_no_zero_shot_prompt_twice(task, rows, backend, count):
+def test_a_run_reads_no_zero_shot_prompt_twice(task, rows, backend, count, init):
     """`transfer.zero_shot: on` with a short search, so a core leaves examples unlabelled for the
     transfer. Old code read 5 to 11 classification prompts twice (the cores' unlabelled examples:
     once for the core's labels, again when transferred) and, on comparisons, 178 (the zero-shot
-    rule's sample, whose readings the transfer dropped where no calibration had kept the rows)."""
+    rule's sample, whose readings the transfer dropped where no calibration had kept the rows).
+    `search.init: zero_shot` (the shipped configs') read every core example once more, to start."""
     shape = TaskShape(task)
     data = RunInput(build_index(MemorySource("rows.jsonl", rows), Selection(), shape.check, task.id_field), shape)
-    config = Config(task=task, search=SearchConfig(initial_labels=2, iterations=20, seed=1),
+    config = Config(task=task, search=SearchConfig(initial_labels=2, iterations=20, seed=1, init=init),
                     core=CoreConfig(max_tokens=200, count=count),
                     transfer=TransferConfig(chunk_size=16, zero_shot="on"), check=CheckConfig(signal=False))
     model = backend()

@@ -58,9 +58,11 @@ def zero_shot_scores(problem: Problem, prompts: PromptSet, backend: Backend) -> 
     return centred_readings(scores, True) if prompts.calibrate else scores
 
 
-def zero_shot_labels(problem: Problem, prompts: PromptSet, backend: Backend) -> Labels:
-    held = problem.held_labels()
-    return tuple(repair(zero_shot_scores(problem, prompts, backend), problem.consistency, held))
+def zero_shot_labels(problem: Problem, prompts: PromptSet, backend: Backend,
+                     raw: Optional[Sequence[Sequence[float]]] = None) -> Labels:
+    """`raw`: the examples' raw zero-shot scores where the caller read them already."""
+    scores = zero_shot_scores(problem, prompts, backend) if raw is None else centred_readings(raw, prompts.calibrate)
+    return tuple(repair(scores, problem.consistency, problem.held_labels()))
 
 
 def with_zero_shot(outcome: CoreOutcome, zero_shot: Sequence[Sequence[float]],
@@ -92,13 +94,16 @@ def label_core(
     params: SearchConfig,
     on_step: Optional[Callable[[Step], None]] = None,
     resume: Optional[SearchState] = None,
+    zero_shot: Optional[Callable[[], Sequence[Sequence[float]]]] = None,
 ) -> CoreOutcome:
+    """`zero_shot`: the core's raw zero-shot scores, where a run reads them once for all its uses
+    (the search's start, the zero-shot rule, the signal check); else read here."""
     scorer = CoherenceScorer(prompts, backend)
     if params.method == "bootstrap":
         return _bootstrap(problem, prompts, backend, scorer, params)
     start = None
     if params.init == "zero_shot" and resume is None:
-        start = zero_shot_labels(problem, prompts, backend)
+        start = zero_shot_labels(problem, prompts, backend, zero_shot() if zero_shot else None)
     return CoreOutcome.of(run_search(problem, scorer, params, on_step, resume, start))
 
 

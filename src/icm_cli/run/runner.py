@@ -23,6 +23,7 @@ from .row_emitter import Emitter, HeldLabels, Result, RowsOut, label_row
 from ..data.row_index import seeded_sample
 from .run_records import Progress, Recorder, RunInput, RunState, RunSummary
 from .search_monitor import agreement, core_gold
+from .signal_readings import core_zero_shot
 from ..algorithm.scoring import PromptSet
 from ..algorithm.search import Step, argmax
 from ..algorithm.search_trace import CoreTrace
@@ -259,7 +260,8 @@ class Run:
                 outcome = self.core_labeller(core.problem, prompts, self.backend, params, observe, search_resume,
                                              ids=core.ids)
             else:
-                outcome = label_core(core.problem, prompts, self.backend, params, observe, search_resume)
+                outcome = label_core(core.problem, prompts, self.backend, params, observe, search_resume,
+                                     lambda: core_zero_shot(self, core, prompts.continuations()))
             self.keep(RunState(done=self.state.done + (outcome,), core_choice=self.state.core_choice,
                                core_kappa=self.state.core_kappa))
         s = self.summary

@@ -245,8 +245,8 @@ def _scrambled(run: Any, examples: Sequence[tuple[int, Example]], seed: int, var
 
 def read_zero_shot(run: Any, continuations: Sequence[str], examples: Sequence[tuple[int, Example]]) -> None:
     """The examples' raw zero-shot scores into run.zero_shot_raw, asked only for those not read
-    yet: one prompt is read by several of the run's decisions. zero_shot_rule reads its sample and
-    the cores' rows; core.count auto reads a sample to compare the first core with, and its
+    yet: one prompt is read by several of the run's decisions. The search's zero-shot start
+    (`search.init: zero_shot`) reads the cores' rows; zero_shot_rule reads its sample and them; core.count auto reads a sample to compare the first core with, and its
     zero-shot fallback centres on more rows and relabels the cores' rows (second_core.py); the
     signal check reads its sample and, for a run that is nearly all core, the core's rows."""
     known = run.zero_shot_raw
@@ -254,6 +254,13 @@ def read_zero_shot(run: Any, continuations: Sequence[str], examples: Sequence[tu
     if missing:
         requests = [ScoreRequest((ex.query,), tuple(continuations)) for _, ex in missing]
         known.update(zip((i for i, _ in missing), run.backend.score(requests)))
+
+
+def core_zero_shot(run: Any, core: Any, continuations: Sequence[str]) -> list[list[float]]:
+    """A core's raw zero-shot scores, read once in the run: the search's zero-shot start, the
+    zero-shot rule and the signal check ask for the same prompts."""
+    read_zero_shot(run, continuations, list(zip(core.ids, core.examples)))
+    return [run.zero_shot_raw[i] for i in core.ids]
 
 
 def _zero_shot(run: Any, examples: Sequence[tuple[int, Example]], continuations: tuple[str, ...]) -> list[list[float]]:

@@ -36,7 +36,7 @@ from ..algorithm.scoring import centred_readings, log_softmax
 from ..algorithm.transfer import combine
 from ..algorithm.search import Labels, argmax
 from ..algorithm.tasks import Example
-from .signal_readings import by_row, read_zero_shot
+from .signal_readings import by_row, core_zero_shot, read_zero_shot
 
 AGREES = 0.8
 
@@ -127,8 +127,7 @@ def _core_zero_shot(run: Any, transfer: Any, core: Any, outcome: Any) -> list[li
     """A core's raw zero-shot scores, each example read once in the run (run.zero_shot_raw): the
     sample, the other rule and the transfer ask for the same prompts. The rows the search left
     unlabelled are transferred, and take their zero-shot score from here."""
-    read_zero_shot(run, transfer.continuations, list(zip(core.ids, core.examples)))
-    raw = [run.zero_shot_raw[i] for i in core.ids]
+    raw = core_zero_shot(run, core, transfer.continuations)
     transfer.known_zero_shot({i: r for i, r, y in zip(core.ids, raw, outcome.labels) if y is None})
     return raw
 
